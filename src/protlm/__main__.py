@@ -1,0 +1,3 @@
+from protlm.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""Shared fixtures. Small real data lives in tests/data/; ../shared/data is optional."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+SHARED = Path(os.environ.get("PROTLM_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture
+def swissprot50() -> Path:
+    """50 real Swiss-Prot 2014 records, 60 residues per line (cut from the shared FASTA)."""
+    return DATA / "swissprot_50.fasta"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data when present (optional checks), else skip."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data not present")
+    return SHARED
+
+
+def write(path: Path, text: str, newline: str = "\n") -> Path:
+    path.write_bytes(text.replace("\n", newline).encode())
+    return path

@@ -1,0 +1,76 @@
+"""The CLI end to end: help texts, tokenizer train/stats, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write
+from protlm.cli import main
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.mark.parametrize("cmd", [[], ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "stats"], ["demo"]])
+def test_every_command_has_help(cmd, capsys):
+    code, out, _ = run([*cmd, "--help"], capsys)
+    assert code == 0 and "Usage" in out
+
+
+def test_train_then_stats(tmp_path, swissprot50, capsys):
+    tok_dir = tmp_path / "tok"
+    code, out, err = run(
+        ["tokenizer", "train", "--corpus", str(swissprot50), "--vocab-size", "200", "--out", str(tok_dir)], capsys
+    )
+    assert code in (0, None) and "written to" in out
+    assert "50 records read, 50 used, 0 skipped" in err
+    code, out, _ = run(
+        ["tokenizer", "stats", "--tokenizer", str(tok_dir), "--corpus", str(swissprot50),
+         "--plot", str(tmp_path / "h.png"), "--json", str(tmp_path / "r.json")],
+        capsys,
+    )  # fmt: skip
+    assert code in (0, None)
+    assert "residues per token" in out and "over 2,048 tokens" in out and "residues/s" in out
+    assert json.loads((tmp_path / "r.json").read_text())["n_sequences"] == 50
+    assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
+    bad = write(tmp_path / "bad.fa", ">P1\nMKT\n>Q9H400\nMK#L\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "protlm", "tokenizer", "train", "--corpus", str(bad), "--out", str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"protlm: error: {bad} line 3 (record Q9H400): invalid residue '#' at position 3"
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--vocab-size", "100", "--merges", "10"], "give --vocab-size or --merges, not both"),
+        (["--kind", "wordpiece"], "unknown tokenizer kind 'wordpiece'"),
+        (["--corpus", "scl2205:test"], "unknown SCL2205 split 'test'"),
+    ],
+)
+def test_bad_options_are_clear_errors(tmp_path, capsys, args, message):
+    code, _, err = run(["tokenizer", "train", "--out", str(tmp_path / "t"), *args], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_strict_flag(tmp_path, capsys):
+    f = write(tmp_path / "u.fa", ">P1\nMKUT\n")
+    code, _, err = run(
+        ["tokenizer", "train", "--corpus", str(f), "--kind", "char", "--strict", "--out", str(tmp_path / "t")], capsys
+    )
+    assert code == 2 and "rare residue 'U' at position 3 rejected by --strict" in err

@@ -1,0 +1,115 @@
+"""Sequence I/O: readers, round trips, the validation policy and skip reports."""
+
+from __future__ import annotations
+
+import gzip
+
+import pandas as pd
+import pytest
+
+from conftest import write
+from protlm.errors import InputError
+from protlm.io import ResiduePolicy, SeqRecord, SkipReport, read_sequences, write_fasta
+
+
+def ids_seqs(path, **kw):
+    return [(r.id, r.seq) for r in read_sequences(path, **kw)]
+
+
+def test_real_fasta_multiline_and_last_record(swissprot50):
+    recs = list(read_sequences(swissprot50))
+    assert len(recs) == 50  # the seed code dropped the last record
+    assert recs[0].id == "A0A183"
+    assert recs[0].seq == "MSQQKQQSWKPPNVPKCSPPQRSNPCLAPYSTPCGAPHSEGCHSSSQRPEVQKPRRARQKLRCLSRGTTYHCKEEECEGD"
+
+
+def test_fasta_round_trip_plain_gz_crlf_and_no_final_newline(tmp_path, swissprot50):
+    recs = list(read_sequences(swissprot50))
+    for name in ("out.fa", "out.fa.gz"):
+        write_fasta(recs, tmp_path / name, width=37)
+        assert list(read_sequences(tmp_path / name)) == recs
+    text = (tmp_path / "out.fa").read_text()
+    crlf = write(tmp_path / "crlf.fasta", text.rstrip("\n"), newline="\r\n")
+    assert list(read_sequences(crlf)) == recs
+    # gzip is detected by content, not by name
+    (tmp_path / "hidden.fa").write_bytes(gzip.compress(text.encode()))
+    assert list(read_sequences(tmp_path / "hidden.fa")) == recs
+
+
+def test_single_line_records_and_description(tmp_path):
+    f = write(tmp_path / "a.fa", ">P1 some protein OS=Homo\nMKTAYIAK\n>P2\nmktl*\n")
+    recs = list(read_sequences(f))
+    assert recs == [SeqRecord("P1", "MKTAYIAK", "some protein OS=Homo"), SeqRecord("P2", "MKTL")]
+
+
+def test_rare_letters_mapped_to_x_or_rejected_when_strict(tmp_path):
+    f = write(tmp_path / "a.fa", ">P1\nMUOBZJK\n>P2\nmuk\n")
+    assert ids_seqs(f) == [("P1", "MXXXXXK"), ("P2", "MXK")]
+    with pytest.raises(
+        InputError, match=r"a.fa line 1 \(record P1\): rare residue 'U' at position 2 rejected by --strict"
+    ):
+        list(read_sequences(f, policy=ResiduePolicy(strict=True)))
+
+
+@pytest.mark.parametrize(
+    "text, line, record, message",
+    [
+        (">P1\nMKT\n>P2\nMK#L\n", 3, "P2", "invalid residue '#' at position 3"),
+        (">P1\nMK1\n", 1, "P1", "invalid residue '1' at position 3"),
+        (">P1\nMK*L\n", 1, "P1", "invalid residue '*' at position 3"),
+        (">P1\nMK-L\n", 1, "P1", "invalid residue '-' at position 3"),
+        ("MKTL\n>P1\nMK\n", 1, None, "sequence data before the first '>' header"),
+        (">P1\nMK\n>\nMK\n", 3, None, "empty FASTA header"),
+    ],
+)
+def test_malformed_fasta_names_file_line_record(tmp_path, text, line, record, message):
+    f = write(tmp_path / "bad.fa", text)
+    with pytest.raises(InputError) as err:
+        list(read_sequences(f))
+    assert err.value.line == line and err.value.record == record and message in str(err.value)
+    assert str(err.value).startswith(f"{f} line {line}")
+
+
+def test_binary_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "x.fa"
+    f.write_bytes(b">P1\nMK\xff\xfe\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        list(read_sequences(f))
+
+
+def test_skips_are_counted_never_silent(tmp_path):
+    f = write(tmp_path / "a.fa", ">P1\nMKTL\n>P2\n\n>P1\nMKKK\n>P3\nMKTLLLLLLLL\n>P4\nMK\n")
+    report = SkipReport(str(f))
+    recs = list(read_sequences(f, policy=ResiduePolicy(max_length=5), report=report))
+    assert [r.id for r in recs] == ["P1", "P4"]
+    assert report.n_read == 5 == report.n_used + report.n_skipped
+    assert report.skipped == {"empty sequence": 1, "duplicate id": 1, "longer than 5 residues": 1}
+    assert "5 records read, 2 used, 3 skipped" in report.summary()
+    assert any("line 5 (record P1): duplicate id" in e for e in report.examples)
+
+
+def test_tsv_csv_parquet_named_columns(tmp_path, swissprot50):
+    recs = list(read_sequences(swissprot50))[:10]
+    df = pd.DataFrame({"acc": [r.id for r in recs], "seq": [r.seq for r in recs], "other": 1})
+    df.to_csv(tmp_path / "a.tsv", sep="\t", index=False)
+    df.to_csv(tmp_path / "a.csv.gz", index=False)
+    df.to_parquet(tmp_path / "a.parquet")
+    for name in ("a.tsv", "a.csv.gz", "a.parquet"):
+        got = list(read_sequences(tmp_path / name, id_col="acc", seq_col="seq"))
+        assert got == [SeqRecord(r.id, r.seq) for r in recs], name
+
+
+def test_table_errors(tmp_path):
+    f = write(tmp_path / "a.tsv", "id\tsequence\nP1\tMKT\nP2\tMK\textra\n")
+    with pytest.raises(InputError, match=r"a.tsv line 3: expected 2 fields, found 3"):
+        list(read_sequences(f))
+    with pytest.raises(InputError, match=r"line 1: missing column\(s\) seq; the file has: id, sequence"):
+        list(read_sequences(f, seq_col="seq"))
+    bad = write(tmp_path / "b.csv", "id,sequence\nP1,MKT\nP2,MK%T\n")
+    with pytest.raises(InputError, match=r"b.csv line 3 \(record P2\): invalid residue '%'"):
+        list(read_sequences(bad))
+    pq = write(tmp_path / "c.parquet", "not parquet")
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        list(read_sequences(pq))
+    with pytest.raises(InputError, match="file not found"):
+        list(read_sequences(tmp_path / "missing.fa"))

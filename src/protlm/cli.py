@@ -116,6 +116,81 @@ def tokenizer_stats(
         typer.echo(f"report written to {json_out}")
 
 
+@app.command("pretrain")
+def pretrain_cmd(
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory: checkpoints, metrics.jsonl, config.yaml, model/.")
+    ] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory (protlm tokenizer train).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML recipe; flags given on the command line override it.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Preset (tiny, roberta-small, roberta-base, esm-size), preset YAML, or a model dir."),
+    ] = None,
+    corpus: Annotated[
+        str | None, typer.Option(help="Single-protein corpus: file or scl2205[:SPLIT]. Default scl2205 (train+eval).")
+    ] = None,
+    no_corpus: Annotated[bool, typer.Option("--no-corpus", help="Train on --pairs only.")] = False,
+    pairs: Annotated[
+        str | None,
+        typer.Option(help="Pair table (id_a,id_b,seq_a,seq_b[,label][,split]): binding / non-binding pairs."),
+    ] = None,
+    mix: Annotated[
+        str | None, typer.Option(help="Mixture weights, e.g. singles=1,binding=0.5,nonbinding=0.5 (default all 1).")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Longest input incl. special tokens (default: the model's).")
+    ] = None,
+    tokens_per_batch: Annotated[int | None, typer.Option(help="Token budget of one batch (padded tokens).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches accumulated per optimizer step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW).")] = None,
+    warmup_steps: Annotated[int | None, typer.Option(help="Linear warmup steps, then linear decay.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    max_epochs: Annotated[float | None, typer.Option(help="Stop after this many epochs.")] = None,
+    max_time: Annotated[
+        str | None, typer.Option(help="Stop after this much training time, e.g. 90s, 20m, 1h30m.")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="auto (bf16 where the hardware has it), bf16 or fp32.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Held-out evaluation every N steps.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    log_every: Annotated[int | None, typer.Option(help="Log metrics every N steps.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="Override the preset's dropout.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initialisation, batching, masking and dropout.")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the newest good checkpoint in --out.")
+    ] = False,
+    strict: StrictOpt = False,
+    cache_dir: Annotated[str | None, typer.Option(help="Tokenized-corpus cache (default ~/.cache/protlm).")] = None,
+) -> None:
+    """Masked-LM pre-training of RoBERTa on single proteins and label-agnostic binding / non-binding pairs."""
+    from protlm.train.config import PretrainConfig, load_config, parse_mix
+    from protlm.train.pretrain import pretrain
+
+    overrides = {
+        "out": str(out) if out else None, "tokenizer": tokenizer, "model": model,
+        "corpus": "" if no_corpus else corpus, "pairs": pairs, "mix": parse_mix(mix) if mix else None,
+        "max_tokens": max_tokens, "tokens_per_batch": tokens_per_batch, "grad_accum": grad_accum, "lr": lr,
+        "warmup_steps": warmup_steps, "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
+        "precision": precision, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
+        "dropout": dropout, "seed": seed, "resume": resume or None, "strict": strict or None, "cache_dir": cache_dir,
+    }  # fmt: skip
+    cfg = load_config(PretrainConfig, config, overrides)
+    pretrain(cfg, log=lambda msg: typer.echo(msg, err=True))
+
+
+@app.command("plot")
+def plot_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],
+    out: Annotated[Path | None, typer.Option(help="PNG path (default RUN_DIR/loss.png).")] = None,
+) -> None:
+    """Plot training and held-out loss / perplexity of a run."""
+    from protlm.train.metrics import plot_run
+
+    typer.echo(f"loss curve written to {plot_run(run_dir, out)}")
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory for everything the demo writes.")] = Path("runs/demo"),

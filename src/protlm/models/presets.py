@@ -1,0 +1,78 @@
+"""Named model presets (YAML under configs/) and the masked-LM built from them."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from huggingface_hub.errors import StrictDataclassFieldValidationError
+from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from protlm.errors import ProtlmError
+
+PRESETS = ("tiny", "roberta-small", "roberta-base", "esm-size")
+# RoBERTa's learned positions start at padding_idx + 1 = 2, so 512 tokens need 514 embeddings.
+POSITION_OFFSET = 2
+
+
+def load_preset(name_or_path: str) -> dict:
+    """A preset name (tiny, roberta-small, roberta-base, esm-size) or a YAML file -> config dict."""
+    path = Path(name_or_path)
+    if name_or_path in PRESETS:
+        text = (resources.files("protlm") / "configs" / f"{name_or_path}.yaml").read_text()
+    elif path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    else:
+        raise ProtlmError(
+            f"unknown model preset {name_or_path!r}; choose from {', '.join(PRESETS)} or give a YAML file"
+        )
+    cfg = yaml.safe_load(text)
+    if not isinstance(cfg, dict) or "model_type" not in cfg:
+        raise ProtlmError(f"{name_or_path}: a model preset is a YAML mapping with at least model_type")
+    return cfg
+
+
+def build_mlm(preset: str | dict, tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides) -> PreTrainedModel:
+    """Randomly initialised masked LM from a preset, sized to the tokenizer, with SDPA attention."""
+    import torch
+
+    cfg = dict(load_preset(preset) if isinstance(preset, str) else preset)
+    cfg.update({k: v for k, v in overrides.items() if v is not None})
+    model_type = cfg.pop("model_type")
+    cfg.update(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+    )
+    try:
+        config = AutoConfig.for_model(model_type, **cfg)
+    except (ValueError, TypeError, StrictDataclassFieldValidationError) as e:
+        raise ProtlmError(f"invalid model config: {str(e).splitlines()[0]}") from None
+    for name in (
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "max_position_embeddings",
+    ):
+        value = getattr(config, name, None)
+        if not isinstance(value, int) or value <= 0:
+            raise ProtlmError(f"invalid model config: {name} must be a positive integer, got {value!r}")
+    if config.max_position_embeddings < 8 + POSITION_OFFSET:
+        raise ProtlmError(
+            f"invalid model config: max_position_embeddings {config.max_position_embeddings} is too small"
+        )
+    if config.hidden_size % config.num_attention_heads:
+        raise ProtlmError(
+            f"invalid model config: hidden_size {config.hidden_size} is not a multiple of "
+            f"num_attention_heads {config.num_attention_heads}"
+        )
+    torch.manual_seed(seed)
+    return AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa")
+
+
+def model_max_tokens(config) -> int:
+    """Longest input (incl. special tokens) the position embeddings allow (RoBERTa and Longformer)."""
+    return config.max_position_embeddings - POSITION_OFFSET

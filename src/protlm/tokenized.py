@@ -1,0 +1,100 @@
+"""Tokenize once, cache as memory-mapped arrays, never tokenize per step.
+
+A `TokenizedSet` holds the content tokens of many proteins (no special tokens) as one flat array
+plus offsets, so that batches are cut from it without touching the tokenizer again. The cache key
+is a hash of the tokenizer file and of every (id, sequence) pair, so a changed corpus or tokenizer
+can never be served a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class TokenizedSet:
+    """Proteins as token arrays: protein i is `tokens[offsets[i]:offsets[i+1]]`."""
+
+    ids: list[str]
+    tokens: np.ndarray  # (total_tokens,) uint16 or int32
+    offsets: np.ndarray  # (n + 1,) int64
+    residues: np.ndarray  # (n,) int64: sequence length in residues
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def get(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+
+    def index(self) -> dict[str, int]:
+        return {pid: i for i, pid in enumerate(self.ids)}
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PROTLM_CACHE", Path.home() / ".cache" / "protlm"))
+
+
+def _digest(tokenizer, ids: Sequence[str], seqs: Sequence[str]) -> str:
+    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    for pid, seq in zip(ids, seqs, strict=True):
+        h.update(pid.encode())
+        h.update(b"\t")
+        h.update(seq.encode())
+        h.update(b"\n")
+    return h.hexdigest()[:24]
+
+
+def tokenize(tokenizer, ids: Sequence[str], seqs: Sequence[str], batch_size: int = 4096) -> TokenizedSet:
+    """Tokenize without special tokens, in Rust batches."""
+    backend = tokenizer.backend_tokenizer
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
+    chunks, lengths = [], []
+    for i in range(0, len(seqs), batch_size):
+        for enc in backend.encode_batch(list(seqs[i : i + batch_size]), add_special_tokens=False):
+            chunks.append(np.asarray(enc.ids, dtype=dtype))
+            lengths.append(len(enc.ids))
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)
+    residues = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    return TokenizedSet(list(ids), tokens, offsets, residues)
+
+
+def cached_tokenize(
+    tokenizer, ids: Sequence[str], seqs: Sequence[str], cache_dir: str | Path | None = None
+) -> TokenizedSet:
+    """`tokenize`, memoised on disk under `cache_dir/<hash>/` (written atomically, loaded mmap)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = _digest(tokenizer, ids, seqs)
+    final = root / f"tok-{key}"
+    if not (final / "offsets.npy").is_file():
+        ts = tokenize(tokenizer, ids, seqs)
+        tmp = root / f".tok-{key}.tmp-{os.getpid()}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        np.save(tmp / "tokens.npy", ts.tokens)
+        np.save(tmp / "residues.npy", ts.residues)
+        (tmp / "ids.json").write_text(json.dumps(ts.ids))
+        np.save(tmp / "offsets.npy", ts.offsets)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process won the race: use its copy
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return TokenizedSet(
+        json.loads((final / "ids.json").read_text()),
+        np.load(final / "tokens.npy", mmap_mode="r"),
+        np.load(final / "offsets.npy"),
+        np.load(final / "residues.npy"),
+    )

@@ -1,0 +1,1 @@
+"""Training: one visible loop for pre-training and fine-tuning, checkpoints, metrics."""

@@ -1,0 +1,152 @@
+"""Typed training configuration: YAML recipe < CLI flags; the resolved config is saved with the run."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from protlm.errors import ProtlmError
+
+_TIME = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(text: str | None) -> float | None:
+    """'20m', '1h30m', '90s', '45' (seconds) -> seconds."""
+    if text is None or text == "":
+        return None
+    text = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    m = _TIME.fullmatch(text)
+    if not m or not any(m.groups()):
+        raise ProtlmError(f"--max-time {text!r}: use e.g. 90s, 20m, 1h30m")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+@dataclass
+class TrainConfig:
+    """Options of the training loop shared by pre-training and fine-tuning."""
+
+    out: str = "runs/pretrain"
+    seed: int = 0
+    lr: float = 5e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_eps: float = 1e-6
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1
+    tokens_per_batch: int = 8192
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    max_time: str | None = None
+    precision: str = "auto"  # auto | bf16 | fp32
+    log_every: int = 10
+    eval_every: int = 200
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    resume: bool = False
+
+    def validate(self) -> None:
+        positive = ("lr", "tokens_per_batch", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints")
+        for name in positive:
+            if getattr(self, name) is None or getattr(self, name) <= 0:
+                raise ProtlmError(f"invalid config: {name} must be > 0, got {getattr(self, name)!r}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ProtlmError("invalid config: warmup_steps, weight_decay and max_grad_norm must be >= 0")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            raise ProtlmError("invalid config: Adam betas must be in [0, 1)")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ProtlmError(f"invalid config: precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ProtlmError(f"invalid config: max_steps must be > 0, got {self.max_steps}")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise ProtlmError(f"invalid config: max_epochs must be > 0, got {self.max_epochs}")
+        parse_duration(self.max_time)
+        if self.max_steps is None and self.max_epochs is None and self.max_time is None:
+            raise ProtlmError("give a budget: --max-steps, --max-epochs or --max-time")
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """`protlm pretrain` options: data and model on top of the loop's."""
+
+    tokenizer: str = ""
+    model: str = "tiny"  # preset name, preset YAML, or a saved model directory to continue from
+    corpus: str | None = "scl2205"
+    pairs: str | None = None
+    mix: dict[str, float] = field(default_factory=lambda: {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0})
+    max_tokens: int | None = None  # default: the model's maximum
+    mlm_probability: float = 0.15
+    eval_fraction: float = 0.02
+    eval_max_examples: int = 512
+    strict: bool = False
+    dropout: float | None = None  # overrides the preset's hidden and attention dropout
+    cache_dir: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.tokenizer:
+            raise ProtlmError("invalid config: --tokenizer is required (train one with `protlm tokenizer train`)")
+        if not self.corpus and not self.pairs:
+            raise ProtlmError("invalid config: give --corpus, --pairs or both")
+        unknown = set(self.mix) - {"singles", "binding", "nonbinding"}
+        if unknown or any(w < 0 for w in self.mix.values()) or not any(w > 0 for w in self.mix.values()):
+            raise ProtlmError(f"invalid config: mix weights are singles/binding/nonbinding >= 0, got {self.mix}")
+        if not 0 < self.mlm_probability < 1:
+            raise ProtlmError(f"invalid config: mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ProtlmError(f"invalid config: eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.max_tokens is not None and self.max_tokens < 8:
+            raise ProtlmError(f"invalid config: max_tokens must be >= 8, got {self.max_tokens}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ProtlmError(f"invalid config: dropout must be in [0, 1), got {self.dropout}")
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """'singles=1,binding=0.5,nonbinding=0.5' -> dict."""
+    out = {}
+    for part in text.split(","):
+        name, eq, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ProtlmError(f"--mix {text!r}: use e.g. singles=1,binding=0.5,nonbinding=0.5") from None
+        if not eq:
+            raise ProtlmError(f"--mix {text!r}: use e.g. singles=1,binding=0.5,nonbinding=0.5")
+    return out
+
+
+def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:
+    """Recipe YAML (optional) updated with the CLI flags that were given (not None)."""
+    values: dict = {}
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ProtlmError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ProtlmError(f"{path}: invalid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise ProtlmError(f"{path}: a config is a YAML mapping of option: value")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ProtlmError(f"unknown config option(s): {', '.join(unknown)}")
+    cfg = cls(**values)
+    try:
+        cfg.validate()
+    except TypeError as e:  # e.g. `lr: fast` in a YAML recipe
+        raise ProtlmError(f"invalid config: wrong type of value ({e})") from None
+    return cfg
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))

@@ -1,0 +1,157 @@
+"""Pre-training data: singles, binding pairs and non-binding pairs mixed with weights.
+
+An *example* is a tuple of protein indices into one `TokenizedSet` (1 = single, 2 = pair,
+more = assembly) plus, for a single longer than the model, the start of its crop window.
+`PretrainData.epoch_batches(epoch)` is a pure function of (seed, epoch): the same call gives the
+same batches in every process and after every resume.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from protlm.batching import assemble, assembled_length, mask_for_mlm, pad_batch, plan_batches
+from protlm.tokenized import TokenizedSet
+
+KINDS = ("singles", "binding", "nonbinding")
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+def stable_fraction(pid: str, fraction: float, salt: str = "eval") -> bool:
+    """Deterministic membership of `pid` in a `fraction`-sized subset (same across runs)."""
+    return (zlib.crc32(f"{salt}:{pid}".encode()) % 100_000) < fraction * 100_000
+
+
+def organism(pid: str) -> str:
+    """STRING ids read `TAXID.ENSP...`: the organism is the prefix; other ids have none ('')."""
+    head, dot, _ = pid.partition(".")
+    return head if dot and head.isdigit() else ""
+
+
+@dataclass
+class Batch:
+    """A masked-LM batch: tensors plus bookkeeping for throughput."""
+
+    input_ids: torch.Tensor  # (B, T) masked input
+    attention_mask: torch.Tensor  # (B, T) 1 = real token, 0 = pad
+    labels: torch.Tensor  # (B, T) original ids at scored positions, -100 elsewhere
+    n_tokens: int  # real (non-pad) tokens
+
+    @property
+    def n_padded(self) -> int:
+        return int(self.input_ids.numel())
+
+
+@dataclass
+class PretrainData:
+    """The example pools of one run and how to mix them into epochs."""
+
+    tset: TokenizedSet
+    max_tokens: int  # incl. special tokens
+    singles: np.ndarray  # (n,) protein indices
+    binding: np.ndarray  # (m, 2)
+    nonbinding: np.ndarray  # (k, 2) given negatives; empty -> sampled from `pair_pool` each epoch
+    pair_pool: np.ndarray  # protein indices negatives are drawn from
+    known_pairs: set[tuple[str, str]]  # unordered id pairs known to bind: never emitted as negatives
+    weights: dict[str, float]
+    seed: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        lengths = self.tset.lengths
+        for kind in ("binding", "nonbinding"):
+            pairs = getattr(self, kind)
+            if len(pairs):
+                fits = lengths[pairs].sum(axis=1) + 4 <= self.max_tokens
+                if (~fits).any():
+                    self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
+                setattr(self, kind, pairs[fits])
+        self._pool_lengths = lengths[self.pair_pool] if len(self.pair_pool) else np.zeros(0)
+
+    def kind_sizes(self) -> dict[str, int]:
+        n_neg = len(self.nonbinding) if len(self.nonbinding) else (len(self.binding) if len(self.pair_pool) > 1 else 0)
+        return {"singles": len(self.singles), "binding": len(self.binding), "nonbinding": n_neg}
+
+    def epoch_counts(self) -> dict[str, int]:
+        """Examples of each kind per epoch: the weights split the pools' total size."""
+        sizes = self.kind_sizes()
+        active = {k: w for k, w in self.weights.items() if w > 0 and sizes[k] > 0}
+        total = sum(sizes[k] for k in active)
+        wsum = sum(active.values())
+        return {k: int(round(total * active.get(k, 0) / wsum)) if active else 0 for k in KINDS}
+
+    def _draw(self, pool: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        """n rows of `pool` without replacement, cycling through reshuffled passes when n > len."""
+        reps = -(-n // len(pool))
+        idx = np.concatenate([rng.permutation(len(pool)) for _ in range(reps)])[:n]
+        return pool[idx]
+
+    def sample_negatives(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Random pairs of `pair_pool` proteins: not self, not known binders, same organism, fitting."""
+        ids, lengths, out = self.tset.ids, self.tset.lengths, []
+        for _ in range(100):
+            need = n - len(out)
+            if need <= 0:
+                break
+            cand = rng.choice(self.pair_pool, size=(need * 2, 2))
+            for a, b in cand:
+                if a == b or lengths[a] + lengths[b] + 4 > self.max_tokens:
+                    continue
+                ia, ib = ids[a], ids[b]
+                if ia == ib or (min(ia, ib), max(ia, ib)) in self.known_pairs or organism(ia) != organism(ib):
+                    continue
+                out.append((a, b))
+                if len(out) == n:
+                    break
+        return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+
+    def epoch_examples(self, epoch: int) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
+        """(examples, example lengths, crop starts) of one epoch; deterministic in (seed, epoch)."""
+        rng = _rng(self.seed, 1, epoch)
+        counts = self.epoch_counts()
+        parts: list[np.ndarray] = []
+        if counts["singles"]:
+            parts.append(self._draw(self.singles, counts["singles"], rng)[:, None])
+        if counts["binding"]:
+            parts.append(self._draw(self.binding, counts["binding"], rng))
+        if counts["nonbinding"]:
+            neg = self.nonbinding if len(self.nonbinding) else self.sample_negatives(counts["nonbinding"], rng)
+            parts.append(self._draw(neg, counts["nonbinding"], rng) if len(neg) else neg)
+        examples = [tuple(int(i) for i in row) for p in parts for row in p]
+        lengths = self.tset.lengths
+        ex_len = np.array([assembled_length([lengths[i] for i in ex]) for ex in examples], dtype=np.int64)
+        # Singles longer than the model: a fresh random window every epoch, not the first window.
+        crops = np.zeros(len(examples), dtype=np.int64)
+        over = ex_len > self.max_tokens
+        for k in np.flatnonzero(over):
+            (i,) = examples[k]
+            crops[k] = rng.integers(0, lengths[i] - (self.max_tokens - 2) + 1)
+        return examples, np.minimum(ex_len, self.max_tokens), crops
+
+    def epoch_batches(self, epoch: int, tokens_per_batch: int) -> list[list[tuple[tuple[int, ...], int]]]:
+        """Token-budget batches of (example, crop start) for one epoch."""
+        examples, ex_len, crops = self.epoch_examples(epoch)
+        plan = plan_batches(ex_len, tokens_per_batch, _rng(self.seed, 2, epoch))
+        return [[(examples[i], int(crops[i])) for i in b] for b in plan]
+
+    def make_batch(
+        self, items: list[tuple[tuple[int, ...], int]], generator: torch.Generator, vocab_size: int, mlm: float = 0.15
+    ) -> Batch:
+        """Assemble, pad and mask one batch (masking drawn from `generator`)."""
+        seqs = []
+        for example, crop in items:
+            parts = [self.tset.get(i) for i in example]
+            if len(parts) == 1 and len(parts[0]) > self.max_tokens - 2:
+                parts = [parts[0][crop : crop + self.max_tokens - 2]]
+            seqs.append(assemble(parts))
+        ids, attn = pad_batch(seqs)
+        masked, labels = mask_for_mlm(ids, vocab_size, generator, mlm)
+        return Batch(masked, attn, labels, int(attn.sum()))

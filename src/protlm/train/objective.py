@@ -1,0 +1,31 @@
+"""Objectives wrap an HF model and turn a batch into a loss; the model itself stays plain HF.
+
+`MaskedLMObjective` runs the encoder on the whole batch but the LM head only on the ~15% masked
+positions: the head is a (hidden x vocabulary) matmul per token, so scoring only the positions
+that have a label saves most of it (the largest single cost of a small model with a 10k vocab).
+DDP/FSDP wrap the objective, so gradients of every part are synchronised.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MaskedLMObjective(nn.Module):
+    """forward(batch) -> (mean cross-entropy over masked tokens, number of masked tokens)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model  # e.g. RobertaForMaskedLM / LongformerForMaskedLM
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, **kwargs):
+        base = self.model.base_model  # the encoder (RobertaModel / LongformerModel)
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state  # (B, T, H)
+        selected = labels != -100  # (B, T)
+        n = selected.sum()
+        logits = self.model.lm_head(hidden[selected])  # (M, V), M = masked positions
+        if logits.shape[0] == 0:  # nothing masked in this batch: a zero loss that keeps the graph
+            return hidden.sum() * 0.0, n
+        return F.cross_entropy(logits.float(), labels[selected]), n

@@ -1,0 +1,211 @@
+"""`protlm pretrain`: masked-LM pre-training on single proteins and label-agnostic pairs.
+
+Assembles the pipeline read -> validate -> tokenize once (cached) -> token-budget batches ->
+MLM masking -> HF model, then hands it to the shared loop. The pair label only decides whether a
+pair is a binding or a non-binding example of the mixture; it never enters the loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from protlm.batching import plan_batches
+from protlm.corpora import open_corpus
+from protlm.errors import ProtlmError
+from protlm.io import ResiduePolicy, SkipReport
+from protlm.models import build_mlm, model_max_tokens
+from protlm.pairs import read_pairs
+from protlm.tokenization import load_tokenizer
+from protlm.tokenized import cached_tokenize
+from protlm.train.checkpoint import checkpoints
+from protlm.train.config import PretrainConfig, save_config
+from protlm.train.data import PretrainData, stable_fraction
+from protlm.train.loop import Fit, LoopState, derive_seed, fit
+from protlm.train.objective import MaskedLMObjective
+
+
+@dataclass
+class MLMSource:
+    """Adapts `PretrainData` to the loop's StepSource protocol."""
+
+    data: PretrainData
+    tokens_per_batch: int
+    vocab_size: int
+    mlm_probability: float
+
+    def epoch_batches(self, epoch: int):
+        return self.data.epoch_batches(epoch, self.tokens_per_batch)
+
+    def make_batch(self, items, generator: torch.Generator):
+        return self.data.make_batch(items, generator, self.vocab_size, self.mlm_probability)
+
+
+def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str], None]):
+    """Newest checkpoint when resuming; else a saved model dir to continue from; else a preset."""
+    from transformers import AutoModelForMaskedLM
+
+    ckpts = checkpoints(run_dir) if cfg.resume else []
+    source = ckpts[-1] if ckpts else (Path(cfg.model) if Path(cfg.model).is_dir() else None)
+    if source is not None:
+        log(f"model weights from {source}")
+        model = AutoModelForMaskedLM.from_pretrained(source, attn_implementation="sdpa")
+    else:
+        drop = {"hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout}
+        model = build_mlm(cfg.model, tokenizer, seed=cfg.seed, **drop)
+    if model.config.vocab_size != len(tokenizer):
+        raise ProtlmError(
+            f"model vocabulary ({model.config.vocab_size}) does not match the tokenizer ({len(tokenizer)})"
+        )
+    return model
+
+
+def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[str], None]):
+    """(training mixture, held-out examples, report dict) from the corpus and pair table."""
+    policy = ResiduePolicy(strict=cfg.strict)
+    ids: list[str] = []
+    seqs: list[str] = []
+    singles, eval_singles = [], []
+    reports: dict[str, dict] = {}
+    if cfg.corpus:
+        report = SkipReport(cfg.corpus)
+        for rec in open_corpus(cfg.corpus).records(policy, report):
+            (eval_singles if stable_fraction(rec.id, cfg.eval_fraction) else singles).append(len(ids))
+            ids.append(rec.id)
+            seqs.append(rec.seq)
+        log(report.summary())
+        reports["corpus"] = {"summary": report.summary(), "examples": report.examples}
+    binding, nonbinding, eval_pairs, known = [], [], [], set()
+    if cfg.pairs:
+        report = SkipReport(cfg.pairs)
+        index: dict[tuple[str, str], int] = {}
+
+        def protein(pid: str, seq: str) -> int:
+            key = (pid, seq)
+            if key not in index:
+                index[key] = len(ids)
+                ids.append(pid)
+                seqs.append(seq)
+            return index[key]
+
+        for p in read_pairs(cfg.pairs, policy, report):
+            row = (protein(p.id_a, p.seq_a), protein(p.id_b, p.seq_b))
+            if p.label == 1:
+                known.add((min(p.id_a, p.id_b), max(p.id_a, p.id_b)))
+            if p.split != "train":
+                eval_pairs.append(row)
+            else:
+                (binding if p.label == 1 else nonbinding).append(row)
+        log(report.summary())
+        reports["pairs"] = {"summary": report.summary(), "examples": report.examples}
+    if not ids:
+        raise ProtlmError("no usable sequences in --corpus / --pairs")
+    tset = cached_tokenize(tokenizer, ids, seqs, cfg.cache_dir)
+    pair_pool = np.unique(np.asarray(binding, dtype=np.int64).reshape(-1)) if binding else np.zeros(0, np.int64)
+    data = PretrainData(
+        tset=tset,
+        max_tokens=max_tokens,
+        singles=np.asarray(singles, dtype=np.int64),
+        binding=np.asarray(binding, dtype=np.int64).reshape(-1, 2),
+        nonbinding=np.asarray(nonbinding, dtype=np.int64).reshape(-1, 2),
+        pair_pool=pair_pool,
+        known_pairs=known,
+        weights={k: float(cfg.mix.get(k, 0.0)) for k in ("singles", "binding", "nonbinding")},
+        seed=cfg.seed,
+    )
+    # Held-out examples: first window of long singles (fixed), dev/test pairs that fit.
+    lengths = tset.lengths
+    held = [((i,), 0) for i in eval_singles]
+    held += [((a, b), 0) for a, b in eval_pairs if lengths[a] + lengths[b] + 4 <= max_tokens]
+    rng = np.random.default_rng(derive_seed(cfg.seed, 5))
+    if len(held) > cfg.eval_max_examples:
+        held = [held[i] for i in sorted(rng.choice(len(held), cfg.eval_max_examples, replace=False))]
+    for reason, n in data.skipped.items():
+        log(f"skipped {n:,} {reason}")
+    reports["mixture"] = {
+        "pool_sizes": data.kind_sizes(),
+        "epoch_counts": data.epoch_counts(),
+        "skipped": dict(data.skipped),
+        "held_out_examples": len(held),
+    }
+    return data, held, reports
+
+
+def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, vocab_size: int, accelerator):
+    """Held-out MLM cross-entropy (nats per masked token) and perplexity, with fixed masks."""
+    if not held:
+        return None
+    lengths = np.array([min(sum(int(data.tset.lengths[i]) + 2 for i in ex), data.max_tokens) for ex, _ in held])
+    plan = plan_batches(lengths, cfg.tokens_per_batch, np.random.default_rng(derive_seed(cfg.seed, 6)))
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    def evaluate(objective) -> dict:
+        # Every rank runs the same number of forwards (DDP/FSDP forwards are collective); padding
+        # slots past the end repeat batch 0 with weight 0.
+        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+        rounds = -(-len(plan) // world)
+        for k in range(rank, rounds * world, world):
+            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 7, k if k < len(plan) else 0))
+            items = [held[i] for i in plan[k if k < len(plan) else 0]]
+            batch = data.make_batch(items, gen, vocab_size, cfg.mlm_probability)
+            loss, n = objective(
+                input_ids=batch.input_ids.to(accelerator.device),
+                attention_mask=batch.attention_mask.to(accelerator.device),
+                labels=batch.labels.to(accelerator.device),
+            )
+            if k < len(plan):
+                total += torch.stack([loss.double() * n, n.double()])
+        if world > 1:
+            total = accelerator.reduce(total, reduction="sum")
+        ce = float(total[0] / total[1].clamp(min=1))
+        return {"eval_loss": ce, "eval_ppl": math.exp(min(ce, 50.0))}
+
+    return evaluate
+
+
+def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopState:
+    """Run (or resume) a pre-training run into `cfg.out`."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    say = log if accelerator.is_main_process else (lambda _msg: None)
+    run_dir = Path(cfg.out)
+    if not cfg.resume and checkpoints(run_dir):
+        raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(cfg.tokenizer)
+    model = load_model(cfg, tokenizer, run_dir, say)
+    limit = model_max_tokens(model.config)
+    if cfg.max_tokens is not None and cfg.max_tokens > limit:
+        raise ProtlmError(f"--max-tokens {cfg.max_tokens} exceeds the model's {limit} positions")
+    max_tokens = cfg.max_tokens or limit
+    data, held, reports = build_data(cfg, tokenizer, max_tokens, say)
+    source = MLMSource(data, cfg.tokens_per_batch, len(tokenizer), cfg.mlm_probability)
+    per_step = accelerator.num_processes * cfg.grad_accum
+    steps_per_epoch = max(1, len(source.epoch_batches(0)) // per_step)
+    epochs = cfg.max_epochs if cfg.max_epochs is not None else 1.0  # schedule horizon under --max-time only
+    total = cfg.max_steps if cfg.max_steps is not None else math.ceil(epochs * steps_per_epoch)
+    if accelerator.is_main_process:
+        save_config(cfg, run_dir / "config.yaml")
+        (run_dir / "data_report.json").write_text(json.dumps(reports, indent=2) + "\n")
+    n_params = sum(p.numel() for p in model.parameters())
+    say(
+        f"{n_params / 1e6:.1f}M parameters, max {max_tokens} tokens, {steps_per_epoch:,} steps/epoch, "
+        f"schedule over {total:,} steps, {accelerator.num_processes} process(es)"
+    )
+    objective = MaskedLMObjective(model)
+    evaluator = make_evaluator(data, held, cfg, len(tokenizer), accelerator)
+    extra = {"protlm_pretrain.json": json.dumps({"config": asdict(cfg), "data": reports}, indent=2) + "\n"}
+    job = Fit(objective, model, tokenizer, source, cfg, run_dir, accelerator, evaluator, extra_files=lambda: extra)
+    state = fit(job, total, steps_per_epoch, say)
+    if accelerator.is_main_process:
+        from protlm.train.metrics import plot_run
+
+        say(f"loss curve -> {plot_run(run_dir)}")
+    return state

@@ -1,0 +1,179 @@
+"""Pre-training end to end on a micro model: checkpoints, exact resume, DDP, budgets, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from protlm.cli import main
+from protlm.train.config import PretrainConfig
+from protlm.train.metrics import read_metrics
+from protlm.train.pretrain import pretrain
+
+DATA = Path(__file__).parent / "data"
+
+
+def base_args(out: Path, cache: Path, **extra) -> list[str]:
+    args = {
+        "--out": out, "--tokenizer": DATA / "tokenizer_bpe300", "--model": DATA / "micro.yaml",
+        "--corpus": DATA / "swissprot_50.fasta", "--pairs": DATA / "pairs_small.tsv",
+        "--tokens-per-batch": 1024, "--max-tokens": 64, "--warmup-steps": 3, "--lr": 1e-3,
+        "--log-every": 1, "--eval-every": 4, "--save-every": 4, "--cache-dir": cache, "--precision": "fp32",
+    }  # fmt: skip
+    args.update(extra)
+    return [str(x) for kv in args.items() for x in kv]
+
+
+def cfg_from(args: list[str]) -> PretrainConfig:
+    keys = [a[2:].replace("-", "_") for a in args[::2]]
+    values = dict(zip(keys, args[1::2], strict=True))
+    for k in (
+        "tokens_per_batch",
+        "max_tokens",
+        "warmup_steps",
+        "log_every",
+        "eval_every",
+        "save_every",
+        "max_steps",
+        "grad_accum",
+    ):
+        if k in values:
+            values[k] = int(values[k])
+    for k in ("lr", "dropout"):
+        if k in values:
+            values[k] = float(values[k])
+    cfg = PretrainConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def run_cli(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "protlm", "pretrain", *args],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )  # fmt: skip
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "model" / "model.safetensors")
+
+
+def test_pretrain_singles_and_pairs_checkpoint_round_trip(tmp_path):
+    args = base_args(tmp_path / "run", tmp_path / "cache", **{"--max-steps": 6})
+    state = pretrain(cfg_from(args), log=lambda m: None)
+    assert state.step == 6 and state.stopped_by == "max_steps"
+    run = tmp_path / "run"
+    # plain transformers loads the result, safetensors only, no pickles anywhere
+    model = AutoModelForMaskedLM.from_pretrained(run / "model")
+    tok = AutoTokenizer.from_pretrained(run / "model")
+    assert model.config.vocab_size == len(tok) == 300
+    assert not list(run.rglob("*.bin")) and not list(run.rglob("*.pt")) and not list(run.rglob("*.pkl"))
+    # metrics, config and data report are in the run directory; the loss curve was plotted
+    records = read_metrics(run)
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 4, 6] and all(np.isfinite(r["eval_ppl"]) for r in evals)
+    assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
+    assert (run / "config.yaml").is_file() and (run / "loss.png").is_file()
+    report = json.loads((run / "data_report.json").read_text())
+    sizes = report["mixture"]["pool_sizes"]
+    assert sizes["binding"] > 0 and sizes["nonbinding"] > 0 and sizes["singles"] > 0
+    assert "records read" in report["corpus"]["summary"]
+    # pairs longer than --max-tokens are counted, not silently dropped
+    assert any("longer than 64 tokens" in k for k in report["mixture"]["skipped"])
+    assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-00000004", "step-00000006"]
+
+
+@pytest.mark.parametrize("fault", ["step:6", "save:8"])
+def test_kill_and_resume_is_bitwise_identical(tmp_path, fault):
+    cache = tmp_path / "cache"
+    ref = tmp_path / "ref"  # same process setup (threads) as the killed run: bitwise comparable
+    assert run_cli(base_args(ref, cache, **{"--max-steps": 10})).returncode == 0
+    run = tmp_path / "run"
+    killed = run_cli(base_args(run, cache, **{"--max-steps": 10}), env={"PROTLM_FAULT": fault})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    good = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert good[-1] == "step-00000004"  # the checkpoint being written at the kill never became visible
+    resumed = run_cli(base_args(run, cache, **{"--max-steps": 10, "--resume": ""})[:-1])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    a, b = weights(ref), weights(run)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ref_loss = [r["loss"] for r in read_metrics(ref) if "loss" in r]
+    run_loss = [r["loss"] for r in read_metrics(run) if "loss" in r]
+    assert ref_loss == run_loss  # metrics.jsonl has no duplicated or missing steps after resume
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_matches_single_process(tmp_path):
+    cache = tmp_path / "cache"
+    common = {"--max-steps": 5, "--dropout": 0.0, "--eval-every": 5, "--save-every": 5}
+    single = tmp_path / "single"
+    pretrain(cfg_from(base_args(single, cache, **common, **{"--grad-accum": 2})), log=lambda m: None)
+    ddp = tmp_path / "ddp"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), "-m", "protlm", "pretrain", *base_args(ddp, cache, **common),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    loss_1 = [r["loss"] for r in read_metrics(single) if "loss" in r]
+    loss_2 = [r["loss"] for r in read_metrics(ddp) if "loss" in r]
+    assert len(loss_1) == len(loss_2) == 5
+    np.testing.assert_allclose(loss_2, loss_1, rtol=1e-4)
+    a, b = weights(single), weights(ddp)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+
+
+def test_max_time_is_honoured(tmp_path):
+    args = base_args(tmp_path / "run", tmp_path / "cache", **{"--max-time": "3s", "--max-steps": 100000})
+    state = pretrain(cfg_from(args), log=lambda m: None)
+    assert state.stopped_by == "max_time" and 3 <= state.elapsed < 10 and 0 < state.step < 100000
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"--lr": "-1"}, "lr must be > 0"),
+        ({"--precision": "fp8"}, "precision must be auto, bf16 or fp32"),
+        ({"--max-time": "soon"}, "--max-time 'soon'"),
+        ({"--mix": "singles=1,decoys=2"}, "mix weights"),
+        ({"--model": "roberta-huge"}, "unknown model preset 'roberta-huge'"),
+        ({"--max-tokens": "4096"}, "exceeds the model's 128 positions"),
+        ({"--tokenizer": "/nonexistent"}, "not a tokenizer directory"),
+    ],
+)
+def test_bad_config_values_give_clear_errors(tmp_path, capsys, extra, message):
+    args = base_args(tmp_path / "run", tmp_path / "cache", **{"--max-steps": 1, **extra})
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err, err
+
+
+def test_budget_is_required_and_existing_run_needs_resume(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", *base_args(tmp_path / "r", tmp_path / "c")])
+    assert "give a budget" in capsys.readouterr().err
+    pretrain(cfg_from(base_args(tmp_path / "r", tmp_path / "c", **{"--max-steps": 1})), log=lambda m: None)
+    with pytest.raises(SystemExit):
+        main(["pretrain", *base_args(tmp_path / "r", tmp_path / "c", **{"--max-steps": 2})])
+    assert "pass --resume" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def test_training_is_deterministic_and_matches_fixture(data_dir, swissprot50):
     assert tok.get_vocab() == load_tokenizer(data_dir / "tokenizer_bpe300").get_vocab()
 
 
-@pytest.mark.parametrize("kind", ["bpe", "byte-bpe", "unigram", "char"])
+@pytest.mark.parametrize("kind", ["bpe-shortest", "bpe", "byte-bpe", "unigram", "char"])
 def test_kinds_round_trip_offsets_and_mask(tmp_path, swissprot50, kind):
     seqs = [r.seq for r in read_sequences(swissprot50)]
     tok = train_tokenizer(seqs, kind, 400)
@@ -62,6 +62,21 @@ def test_kinds_round_trip_offsets_and_mask(tmp_path, swissprot50, kind):
     else:
         assert len(tok) == 400
         assert len(enc["input_ids"]) < len(seqs[3])
+
+
+def test_shortest_segmentation_same_vocab_never_longer(data_dir, swissprot50):
+    from protlm.tokenization import shortest_of
+
+    bpe = load_tokenizer(data_dir / "tokenizer_bpe300")
+    short = shortest_of(bpe)
+    assert short.get_vocab() == bpe.get_vocab()
+    seqs = [r.seq for r in read_sequences(swissprot50)]
+    n_bpe = [len(bpe(s)["input_ids"]) for s in seqs]
+    n_short = [len(short(s)["input_ids"]) for s in seqs]
+    assert all(a <= b for a, b in zip(n_short, n_bpe, strict=True)) and sum(n_short) < sum(n_bpe)
+    # still decodes to the sequence, and the pair template is unchanged
+    assert short.decode(short(seqs[0], add_special_tokens=False)["input_ids"]).replace(" ", "") == seqs[0]
+    assert short.convert_ids_to_tokens(short("MK", "TA")["input_ids"])[0] == "<s>"
 
 
 def test_vocab_sizes_and_errors():

@@ -50,8 +50,11 @@ def tokenizer_train(
     out: Annotated[Path, typer.Option(help="Output directory (an HF tokenizer directory).")],
     corpus: CorpusOpt = "scl2205",
     kind: Annotated[
-        str, typer.Option(help="bpe (residue alphabet, default), byte-bpe (the paper's), unigram, char.")
-    ] = "bpe",
+        str,
+        typer.Option(
+            help="bpe-shortest (default: residue BPE vocabulary, fewest-token segmentation), bpe, byte-bpe (the paper's), unigram, char."
+        ),
+    ] = "bpe-shortest",
     vocab_size: Annotated[
         int | None, typer.Option(help="Total vocabulary size incl. 5 special tokens. Default 10,261 (the paper's).")
     ] = None,

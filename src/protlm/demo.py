@@ -1,4 +1,9 @@
-"""`make demo`: the main job end to end on the built-in data, sized for a 2-core CPU."""
+"""`make demo`: the main job end to end on the built-in data, sized for a 2-core CPU.
+
+1. train the default protein tokenizer on SCL2205 train+eval and report its compression on heldout;
+2. pre-train the `tiny` RoBERTa with masked-LM on SCL2205 train+eval for a few minutes and report
+   held-out MLM loss before and after.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +15,23 @@ from protlm.corpora import open_corpus
 from protlm.io import SkipReport
 from protlm.tokenization import DEFAULT_KIND, DEFAULT_VOCAB_SIZE, train_from_corpus
 from protlm.tokenizer_report import compression_report, plot_lengths
+from protlm.train.config import PretrainConfig
+from protlm.train.metrics import read_metrics
+from protlm.train.pretrain import pretrain
+
+STEPS = 400  # schedule horizon of the demo run; --max-time stops it earlier on a slow machine
+MINUTES = 3
 
 
-def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> None:
-    """Train the default tokenizer on SCL2205 train+eval and report its compression on heldout."""
+def run_demo(out: str | Path, echo: Callable[[str], None] = print, minutes: float = MINUTES) -> None:
     out = Path(out)
     t0 = time.perf_counter()
+    tok_dir = out / "tokenizer"
     train_skips = SkipReport("scl2205 train+eval")
-    tok = train_from_corpus(
-        open_corpus("scl2205"), out / "tokenizer", DEFAULT_KIND, DEFAULT_VOCAB_SIZE, report=train_skips
-    )
+    tok = train_from_corpus(open_corpus("scl2205"), tok_dir, DEFAULT_KIND, DEFAULT_VOCAB_SIZE, report=train_skips)
     echo(train_skips.summary())
     echo(
-        f"[1/1] {DEFAULT_KIND} tokenizer ({len(tok):,} tokens) trained in {time.perf_counter() - t0:.1f}s -> {out / 'tokenizer'}"
+        f"[1/2] {DEFAULT_KIND} tokenizer ({len(tok):,} tokens) trained in {time.perf_counter() - t0:.0f}s -> {tok_dir}"
     )
     held_skips = SkipReport("scl2205 heldout")
     heldout = list(open_corpus("scl2205:heldout").sequences(report=held_skips))
@@ -30,4 +39,32 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print) -> None:
     echo(f"\nCompression on SCL2205 heldout ({len(heldout):,} proteins never used for training):")
     echo(report.to_text())
     png = plot_lengths(tok_len, res_len, out / "token_lengths.png", "SCL2205 heldout: characters vs BPE tokens")
-    echo(f"\nlength histogram: {png}")
+    echo(f"length histogram: {png}\n")
+
+    run_dir = out / "pretrain"
+    cfg = PretrainConfig(
+        out=str(run_dir),
+        tokenizer=str(tok_dir),
+        model="tiny",
+        corpus="scl2205",
+        max_steps=STEPS,
+        max_time=f"{minutes}m",
+        tokens_per_batch=8192,
+        warmup_steps=40,
+        lr=1e-3,
+        eval_every=100,
+        save_every=100,
+        log_every=10,
+        resume=(run_dir / "checkpoints").is_dir(),
+    )
+    cfg.validate()
+    echo(f"[2/2] pre-training the tiny RoBERTa (masked LM) for at most {minutes:g} minutes -> {run_dir}")
+    state = pretrain(cfg, log=echo)
+    evals = [r for r in read_metrics(run_dir) if "eval_loss" in r]
+    first, last = evals[0], evals[-1]
+    echo(
+        f"\nheld-out MLM loss: {first['eval_loss']:.3f} nats (perplexity {first['eval_ppl']:.0f}) at step 0 -> "
+        f"{last['eval_loss']:.3f} nats (perplexity {last['eval_ppl']:.0f}) at step {last['step']} "
+        f"({state.tokens:,} tokens, stopped by {state.stopped_by})"
+    )
+    echo(f"model: {run_dir / 'model'}  (transformers.AutoModelForMaskedLM.from_pretrained loads it)")

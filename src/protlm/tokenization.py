@@ -6,6 +6,9 @@ Every kind saves a `PreTrainedTokenizerFast` directory that plain
 `<s> A </s></s> B </s>`.
 
 Kinds (see docs/tokenizers.md for the measurements behind the default):
+- `bpe-shortest` (default): the `bpe` vocabulary, but each protein is split into the fewest tokens
+  that vocabulary allows (Viterbi over the vocabulary with a uniform cost per token, stored as a
+  `tokenizers` Unigram model) instead of replaying merges greedily: same vocabulary, shorter inputs.
 - `bpe`: BPE over the residue alphabet (no byte alphabet, no pre-tokenizer: a protein is one word).
 - `byte-bpe`: the paper's byte-level BPE (vocabulary 10,261 = 5 specials + 256 bytes + 10,000 merges).
 - `unigram`: SentencePiece-style Unigram LM over the residue alphabet.
@@ -28,8 +31,8 @@ from protlm.io.validate import ALPHABET, RARE
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 # Standard residues, X, and the rare letters (kept so raw user strings never hit <unk>).
 RESIDUE_ALPHABET = ALPHABET + RARE
-KINDS = ("bpe", "byte-bpe", "unigram", "char")
-DEFAULT_KIND = "bpe"
+KINDS = ("bpe-shortest", "bpe", "byte-bpe", "unigram", "char")
+DEFAULT_KIND = "bpe-shortest"
 PAPER_MERGES = 10_000
 DEFAULT_VOCAB_SIZE = len(SPECIAL_TOKENS) + 256 + PAPER_MERGES  # 10,261: the paper's vocabulary size
 INFO_FILE = "protlm_tokenizer.json"
@@ -52,7 +55,7 @@ def alphabet_size(kind: str) -> int:
 
 def vocab_size_for_merges(kind: str, merges: int) -> int:
     """Vocabulary size that gives `merges` BPE merges (5 specials + alphabet + merges)."""
-    if kind not in ("bpe", "byte-bpe"):
+    if kind not in ("bpe", "bpe-shortest", "byte-bpe"):
         raise ProtlmError(f"--merges applies to BPE tokenizers only, not {kind!r}; use --vocab-size")
     return len(SPECIAL_TOKENS) + alphabet_size(kind) + merges
 
@@ -67,7 +70,7 @@ def _base_tokenizer(kind: str, vocab_size: int) -> tuple[Tokenizer, trainers.Tra
         return tok, trainers.BpeTrainer(
             vocab_size=vocab_size, special_tokens=specials, initial_alphabet=alphabet, show_progress=False
         )
-    if kind == "bpe":
+    if kind in ("bpe", "bpe-shortest"):
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         return tok, trainers.BpeTrainer(
             vocab_size=vocab_size,
@@ -102,6 +105,13 @@ def train_tokenizer(
     tok, trainer = _base_tokenizer(kind, vocab_size)
     if trainer is not None:
         tok.train_from_iterator(sequences, trainer)
+    if kind == "bpe-shortest":
+        tok = shortest_segmentation(tok)
+    return _wrap(tok)
+
+
+def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+    """Add RoBERTa's templates and wrap as an HF fast tokenizer."""
     cls, sep = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     assert (cls, sep) == (0, 2), "special tokens must come first in the vocabulary"
     tok.post_processor = processors.TemplateProcessing(
@@ -119,6 +129,23 @@ def train_tokenizer(
         pad_token="<pad>",
         mask_token="<mask>",
     )
+
+
+def shortest_of(bpe: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """The `bpe-shortest` tokenizer of a trained residue `bpe` tokenizer (same vocabulary and ids)."""
+    return _wrap(shortest_segmentation(bpe.backend_tokenizer))
+
+
+def shortest_segmentation(bpe: Tokenizer) -> Tokenizer:
+    """Same vocabulary (same ids) as `bpe`, encoding each word into the fewest tokens.
+
+    A Unigram model whose pieces all cost the same: its Viterbi search minimises the number of
+    pieces. Greedy merge replay (classic BPE encoding) is not length-optimal for proteins, whose
+    "words" are hundreds of residues long.
+    """
+    vocab = bpe.get_vocab()
+    pieces = [(token, -1.0) for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    return Tokenizer(models.Unigram(pieces, unk_id=vocab["<unk>"], byte_fallback=False))
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out: str | Path, info: TokenizerInfo) -> Path:

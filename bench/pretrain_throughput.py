@@ -1,0 +1,160 @@
+"""Benchmark: `protlm pretrain` training throughput vs the seed paper's recipe, in one run.
+
+Both sides train the same HF RobertaForMaskedLM config on the real SCL2205 train length
+distribution, one optimizer step after another, for the same wall-clock budget each:
+
+- seed recipe (paccmann_proteomics / HF run_language_modeling of 2020): eager attention, fp32,
+  every sequence truncated/padded to 512 tokens, fixed batch size, logits for every position;
+- protlm: SDPA attention, bf16 autocast where the CPU has AVX512-BF16 (else fp32), length-bucketed
+  token-budget batches, LM head on masked positions only, random crops of long proteins.
+
+Reported: non-pad training tokens/s (the only tokens that teach the model), the ratio, padding
+waste, and model FLOPs utilisation (MFU) against this machine's fp32 and bf16 matmul peak
+measured in the same run. Model FLOPs per non-pad token use the same formula for both sides:
+6 x non-embedding parameters + 12 x layers x context x hidden (attention) + 6 x hidden x vocab x 0.15.
+
+    .venv/bin/python bench/pretrain_throughput.py --preset esm-size --seconds 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from protlm.batching import mask_for_mlm, pad_batch
+from protlm.corpora import open_corpus
+from protlm.models import build_mlm
+from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokenizer
+from protlm.tokenized import tokenize
+from protlm.train.config import TrainConfig
+from protlm.train.data import PretrainData
+from protlm.train.loop import autocast_dtype, make_optimizer
+from protlm.train.objective import MaskedLMObjective
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 5.0) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def flops_per_token(config, context: float) -> float:
+    h, layers, v = config.hidden_size, config.num_hidden_layers, config.vocab_size
+    non_embedding = layers * (4 * h * h + 2 * h * config.intermediate_size) + h * h  # + LM head transform
+    return 6 * non_embedding + 12 * layers * context * h + 6 * h * v * 0.15
+
+
+def run_seed_recipe(model, tset, vocab: int, batch_size: int, seconds: float) -> dict:
+    """Every sequence padded to 512, eager attention, fp32, full-vocabulary logits."""
+    model.config._attn_implementation = "eager"
+    opt = make_optimizer(model, TrainConfig(max_steps=1))
+    gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    order = rng.permutation(len(tset))
+    tokens = steps = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        idx = order[(steps * batch_size) % len(order) :][:batch_size]
+        seqs = [np.concatenate([[0], tset.get(i)[:510], [2]]) for i in idx]
+        ids, attn = pad_batch(seqs)
+        ids = F.pad(ids, (0, 512 - ids.shape[1]), value=1)
+        attn = F.pad(attn, (0, 512 - attn.shape[1]), value=0)
+        inputs, labels = mask_for_mlm(ids, vocab, gen)
+        loss = model(input_ids=inputs, attention_mask=attn, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(attn.sum())
+        steps += 1
+    dt = time.perf_counter() - start
+    return {
+        "tokens_per_s": tokens / dt,
+        "steps": steps,
+        "pad_waste_pct": 100 * (1 - tokens / (steps * batch_size * 512)),
+        "context": 512,
+    }
+
+
+def run_protlm(model, data: PretrainData, vocab: int, tokens_per_batch: int, seconds: float, precision: str) -> dict:
+    model.config._attn_implementation = "sdpa"
+    objective = MaskedLMObjective(model)
+    opt = make_optimizer(objective, TrainConfig(max_steps=1))
+    dtype = autocast_dtype(precision, torch.device("cpu"))
+    plan = data.epoch_batches(0, tokens_per_batch)
+    tokens = padded = steps = 0
+    ctx = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        batch = data.make_batch(plan[steps % len(plan)], torch.Generator().manual_seed(steps), vocab)
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _ = objective(batch.input_ids, batch.attention_mask, batch.labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += batch.n_tokens
+        padded += batch.n_padded
+        ctx.append(batch.input_ids.shape[1])
+        steps += 1
+    dt = time.perf_counter() - start
+    return {"tokens_per_s": tokens / dt, "steps": steps, "pad_waste_pct": 100 * (1 - tokens / padded),
+            "context": float(np.mean(ctx)), "precision": "bf16" if dtype else "fp32"}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="esm-size")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer dir (default: train the default BPE on SCL2205 train)")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--seed-batch-size", type=int, default=8)
+    ap.add_argument("--tokens-per-batch", type=int, default=8192)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+
+    records = list(open_corpus("scl2205:train").records())
+    seqs = [r.seq for r in records]
+    tok = load_tokenizer(args.tokenizer) if args.tokenizer else train_tokenizer(seqs, vocab_size=DEFAULT_VOCAB_SIZE)
+    tset = tokenize(tok, [r.id for r in records], seqs)
+    vocab = len(tok)
+    print(
+        f"SCL2205 train: {len(tset):,} proteins, mean {tset.lengths.mean():.0f} tokens; preset {args.preset}; torch threads {torch.get_num_threads()}"
+    )
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+
+    empty = np.zeros((0, 2), dtype=np.int64)
+    data = PretrainData(tset, 512, np.arange(len(tset)), empty, empty, np.zeros(0, np.int64), set(), {"singles": 1.0})
+    results = {}
+    init = build_mlm(args.preset, tok, seed=0).state_dict()
+    for name, fn in [
+        (
+            "seed recipe (eager, fp32, pad to 512)",
+            lambda m: run_seed_recipe(m, tset, vocab, args.seed_batch_size, args.seconds),
+        ),
+        ("protlm fp32", lambda m: run_protlm(m, data, vocab, args.tokens_per_batch, args.seconds, "fp32")),
+        ("protlm (auto precision)", lambda m: run_protlm(m, data, vocab, args.tokens_per_batch, args.seconds, "auto")),
+    ]:
+        model = build_mlm(args.preset, tok, seed=0)
+        model.load_state_dict(init)
+        model.train()
+        results[name] = r = fn(model)
+        flops = flops_per_token(model.config, r["context"]) * r["tokens_per_s"]
+        r["mfu_fp32_pct"], r["mfu_bf16_pct"] = 100 * flops / peaks["fp32"], 100 * flops / peaks["bf16"]
+    base = results["seed recipe (eager, fp32, pad to 512)"]["tokens_per_s"]
+    print("\n| run | non-pad tokens/s | x seed | padding waste | steps | MFU vs fp32 peak | MFU vs bf16 peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        print(
+            f"| {name} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base:.2f} | {r['pad_waste_pct']:.1f}% | {r['steps']} "
+            f"| {r['mfu_fp32_pct']:.1f}% | {r['mfu_bf16_pct']:.1f}% |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ the same computation, and a DDP run sees the same batches as one process accumul
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -68,14 +69,33 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@functools.cache
+def cpu_bf16_is_faster(n: int = 512, seconds: float = 0.2) -> bool:
+    """Measure, don't assume: bf16 matmul must beat fp32 on this CPU (a torch build without
+    AVX512-BF16 kernels runs bf16 matmuls ~100x slower than fp32)."""
+
+    def rate(dtype: torch.dtype) -> float:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.mm(a, b)
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.mm(a, b)
+            reps += 1
+        return reps / (time.perf_counter() - start)
+
+    return rate(torch.bfloat16) > rate(torch.float32)
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16/AMX); None = fp32."""
+    """None (= fp32) or bf16. `auto` takes bf16 on CUDA devices that support it, and on CPUs that
+    advertise AVX512-BF16/AMX *and* run bf16 matmuls faster than fp32 in a quick measurement."""
     if precision == "fp32":
         return None
-    has = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
-    if precision == "bf16" or has:
+    if precision == "bf16":
         return torch.bfloat16
-    return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_has_bf16() and cpu_bf16_is_faster() else None
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -1,0 +1,76 @@
+"""The pre-training mixture: weights, random crops, negative sampling, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from protlm.tokenized import TokenizedSet
+from protlm.train.data import PretrainData, organism, stable_fraction
+
+
+def toy_set(lengths: list[int], ids: list[str] | None = None) -> TokenizedSet:
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    tokens = (np.arange(offsets[-1]) % 200 + 5).astype(np.uint16)
+    ids = ids or [f"P{i}" for i in range(len(lengths))]
+    return TokenizedSet(ids, tokens, offsets, np.asarray(lengths) * 3)
+
+
+def mixture(tset, singles, binding, nonbinding=None, weights=None, max_tokens=64, known=None, pool=None):
+    binding = np.asarray(binding, dtype=np.int64).reshape(-1, 2)
+    return PretrainData(
+        tset, max_tokens, np.asarray(singles, dtype=np.int64), binding,
+        np.asarray(nonbinding if nonbinding is not None else [], dtype=np.int64).reshape(-1, 2),
+        np.unique(binding) if pool is None else np.asarray(pool), known or set(),
+        weights or {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0},
+    )  # fmt: skip
+
+
+def test_long_singles_get_a_fresh_random_window_each_epoch():
+    tset = toy_set([300, 10])
+    data = mixture(tset, [0, 1], [], weights={"singles": 1.0})
+    starts = set()
+    for epoch in range(8):
+        examples, lengths, crops = data.epoch_examples(epoch)
+        k = examples.index((0,))
+        assert lengths[k] == 64 and 0 <= crops[k] <= 300 - 62
+        starts.add(int(crops[k]))
+        batch = data.make_batch(data.epoch_batches(epoch, 1024)[0], torch.Generator().manual_seed(0), 300)
+        assert batch.input_ids.shape[1] <= 64
+    assert len(starts) > 4  # not always the first window
+    assert data.epoch_examples(3)[2].tolist() == data.epoch_examples(3)[2].tolist()  # deterministic
+
+
+def test_weights_split_the_epoch_and_labels_never_reach_the_batch():
+    tset = toy_set([10] * 40)
+    data = mixture(tset, list(range(20)), [(20 + i, 21 + i) for i in range(0, 10, 2)])
+    counts = data.epoch_counts()
+    assert counts == {"singles": 10, "binding": 10, "nonbinding": 10}  # 30 examples, equal weights
+    batch = data.make_batch([(ex, 0) for ex in data.epoch_examples(0)[0][:4]], torch.Generator().manual_seed(0), 300)
+    assert set(vars(batch)) == {"input_ids", "attention_mask", "labels", "n_tokens"}  # MLM only
+
+
+def test_sampled_negatives_never_known_never_self_same_organism():
+    ids = [f"9606.ENSP{i}" for i in range(10)] + [f"10090.ENSMUSP{i}" for i in range(10)]
+    tset = toy_set([10] * 20, ids)
+    known_rows = [(i, i + 1) for i in range(0, 9)] + [(10 + i, 11 + i) for i in range(0, 9)]
+    known = {(min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in known_rows}
+    data = mixture(tset, [], known_rows, known=known)
+    neg = data.sample_negatives(500, np.random.default_rng(0))
+    assert len(neg) == 500
+    for a, b in neg:
+        assert a != b and (min(ids[a], ids[b]), max(ids[a], ids[b])) not in known
+        assert organism(ids[a]) == organism(ids[b])
+    assert organism("9606.ENSP1") == "9606" and organism("Q9H400") == ""
+
+
+def test_pairs_too_long_are_counted():
+    tset = toy_set([40, 40, 10, 10])
+    data = mixture(tset, [], [(0, 1), (2, 3)])
+    assert len(data.binding) == 1 and data.skipped == {"binding pairs longer than 64 tokens": 1}
+
+
+def test_stable_fraction_is_deterministic():
+    picked = [stable_fraction(f"P{i}", 0.1) for i in range(10_000)]
+    assert picked == [stable_fraction(f"P{i}", 0.1) for i in range(10_000)]
+    assert 800 < sum(picked) < 1200

@@ -32,18 +32,8 @@ from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokeni
 from protlm.tokenized import tokenize
 from protlm.train.config import TrainConfig
 from protlm.train.data import PretrainData
-from protlm.train.loop import autocast_dtype, make_optimizer
+from protlm.train.loop import autocast_dtype, make_optimizer, matmul_flops
 from protlm.train.objective import MaskedLMObjective
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 5.0) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - start)
 
 
 def flops_per_token(config, context: float) -> float:
@@ -125,7 +115,7 @@ def main() -> None:
     print(
         f"SCL2205 train: {len(tset):,} proteins, mean {tset.lengths.mean():.0f} tokens; preset {args.preset}; torch threads {torch.get_num_threads()}"
     )
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peaks = {"fp32": matmul_flops(torch.float32, 2048, 5.0), "bf16": matmul_flops(torch.bfloat16, 2048, 5.0)}
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
 
     empty = np.zeros((0, 2), dtype=np.int64)

@@ -84,6 +84,7 @@ def test_pretrain_singles_and_pairs_checkpoint_round_trip(tmp_path):
     assert [r["step"] for r in evals] == [0, 4, 6] and all(np.isfinite(r["eval_ppl"]) for r in evals)
     assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
     assert (run / "config.yaml").is_file() and (run / "loss.png").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     report = json.loads((run / "data_report.json").read_text())
     sizes = report["mixture"]["pool_sizes"]
     assert sizes["binding"] > 0 and sizes["nonbinding"] > 0 and sizes["singles"] > 0

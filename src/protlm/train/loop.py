@@ -69,21 +69,22 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def matmul_flops(dtype: torch.dtype, n: int = 512, seconds: float = 0.2) -> float:
+    """Measured FLOP/s of an n x n matmul in `dtype` on the CPU."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
 @functools.cache
-def cpu_bf16_is_faster(n: int = 512, seconds: float = 0.2) -> bool:
+def cpu_bf16_is_faster() -> bool:
     """Measure, don't assume: bf16 matmul must beat fp32 on this CPU (a torch build without
     AVX512-BF16 kernels runs bf16 matmuls ~100x slower than fp32)."""
-
-    def rate(dtype: torch.dtype) -> float:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        torch.mm(a, b)
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            torch.mm(a, b)
-            reps += 1
-        return reps / (time.perf_counter() - start)
-
-    return rate(torch.bfloat16) > rate(torch.float32)
+    return matmul_flops(torch.bfloat16) > matmul_flops(torch.float32)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

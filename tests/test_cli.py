@@ -19,7 +19,9 @@ def run(args, capsys):
     return e.value.code, out.out, out.err
 
 
-@pytest.mark.parametrize("cmd", [[], ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "stats"], ["demo"]])
+@pytest.mark.parametrize(
+    "cmd", [[], ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "stats"], ["pretrain"], ["plot"], ["demo"]]
+)
 def test_every_command_has_help(cmd, capsys):
     code, out, _ = run([*cmd, "--help"], capsys)
     assert code == 0 and "Usage" in out

@@ -22,6 +22,8 @@ app = typer.Typer(
 )
 tokenizer_app = typer.Typer(help="Train and measure protein tokenizers.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
+pairs_app = typer.Typer(help="Build and inspect binding / non-binding pair sets.", no_args_is_help=True)
+app.add_typer(pairs_app, name="pairs")
 
 CorpusOpt = Annotated[
     str,
@@ -117,6 +119,44 @@ def tokenizer_stats(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
         typer.echo(f"report written to {json_out}")
+
+
+@pairs_app.command("build")
+def pairs_build(
+    pairs: Annotated[
+        Path, typer.Option(help="TSV/CSV of id pairs (columns id_a, id_b), e.g. ppi_positive_pairs.tsv.gz.")
+    ],
+    sequences: Annotated[Path, typer.Option(help="Sequences of those ids: FASTA/TSV/Parquet (optionally .gz).")],
+    out: Annotated[Path, typer.Option(help="Output directory: pairs.parquet + report.json.")],
+    split: Annotated[str, typer.Option(help="strict (protein-disjoint train/dev/test) or random.")] = "strict",
+    negatives_per_positive: Annotated[float, typer.Option(help="Sampled non-binding pairs per positive.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the negative sampling.")] = 0,
+    strict: StrictOpt = False,
+) -> None:
+    """Positives from an id-pair table + sampled negatives, split, as a protlm pair table."""
+    from protlm.pairs import build_pairs
+
+    report = build_pairs(pairs, sequences, out, split, negatives_per_positive, seed, _policy(strict, None))
+    typer.echo(report["read"], err=True)
+    for reason, n in report["dropped"].items():
+        typer.echo(f"dropped {n:,} {reason}", err=True)
+    for name, n in report["negatives_short"].items():
+        typer.echo(f"{name}: {n:,} negatives short (too few non-binding protein pairs in the split)", err=True)
+    typer.echo(json.dumps(report["sizes"]))
+    typer.echo(f"{report['rows']:,} pairs written to {out / 'pairs.parquet'} (report: {out / 'report.json'})")
+
+
+@pairs_app.command("stats")
+def pairs_stats_cmd(
+    path: Annotated[str, typer.Argument(help="Pair directory (with pairs.parquet), pair table, or 'builtin'.")],
+    tokenizer: Annotated[Path | None, typer.Option(help="Also report token lengths with this tokenizer.")] = None,
+) -> None:
+    """Label balance, split sizes and length distribution of a pair set."""
+    from protlm.pairs import builtin_pairs, pairs_stats
+    from protlm.tokenization import load_tokenizer
+
+    tok = load_tokenizer(tokenizer) if tokenizer else None
+    typer.echo(json.dumps(pairs_stats(builtin_pairs() if path == "builtin" else path, tok), indent=2))
 
 
 @app.command("pretrain")

@@ -94,7 +94,10 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
                 seqs.append(seq)
             return index[key]
 
-        for p in read_pairs(cfg.pairs, policy, report):
+        from protlm.pairs import builtin_pairs
+
+        source = builtin_pairs() if cfg.pairs == "builtin" else cfg.pairs
+        for p in read_pairs(source, policy, report):
             row = (protein(p.id_a, p.seq_a), protein(p.id_b, p.seq_b))
             if p.label == 1:
                 known.add((min(p.id_a, p.id_b), max(p.id_a, p.id_b)))

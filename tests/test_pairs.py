@@ -1,0 +1,82 @@
+"""Pair sets: generic id-pair source, strict split, negative sampling, reports, the built-in set."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import write
+from protlm.cli import main
+from protlm.errors import InputError
+from protlm.io import SkipReport
+from protlm.pairs import (
+    builtin_pairs,
+    pairs_stats,
+    read_id_pairs,
+    read_pairs,
+    sample_negatives,
+    split_pairs,
+)
+
+
+def test_generic_source_reports_missing_self_and_duplicates(data_dir):
+    report = SkipReport("ppi")
+    pairs = list(read_id_pairs(data_dir / "ppi_pairs_small.tsv", data_dir / "ppi_sequences.fasta", report=report))
+    assert report.n_read == 83 == report.n_used + report.n_skipped
+    assert len(pairs) == 80 and all(p.id_a < p.id_b and p.label == 1 for p in pairs)
+    assert report.skipped == {"duplicate pair": 1, "self-pair": 1, "id without a sequence in ppi_sequences.fasta": 1}
+
+
+def test_strict_split_has_no_protein_overlap_and_negatives_are_never_known(data_dir):
+    pairs = list(read_id_pairs(data_dir / "ppi_pairs_small.tsv", data_dir / "ppi_sequences.fasta"))
+    kept, dropped = split_pairs(pairs, "strict", seed=1)
+    assert len(kept) + dropped["pair across strict splits"] == len(pairs)
+    proteins = {s: {i for p in kept if p.split == s for i in (p.id_a, p.id_b)} for s in ("train", "dev", "test")}
+    assert not proteins["train"] & proteins["test"] and not proteins["train"] & proteins["dev"]
+    assert not proteins["dev"] & proteins["test"]
+    negatives = sample_negatives(kept, 1.0, seed=0)
+    known = {(p.id_a, p.id_b) for p in pairs}
+    assert all((n.id_a, n.id_b) not in known and n.id_a != n.id_b and n.label == 0 for n in negatives)
+    for n in negatives:  # negatives stay inside their split's proteins
+        assert {n.id_a, n.id_b} <= proteins[n.split]
+    random_kept, none_dropped = split_pairs(pairs, "random")
+    assert len(random_kept) == len(pairs) and not none_dropped
+
+
+def test_build_and_stats_cli(tmp_path, data_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["pairs", "build", "--pairs", str(data_dir / "ppi_pairs_small.tsv"), "--sequences",
+              str(data_dir / "ppi_sequences.fasta"), "--out", str(tmp_path / "p")])  # fmt: skip
+    assert e.value.code in (0, None)
+    report = json.loads((tmp_path / "p" / "report.json").read_text())
+    rows = list(read_pairs(tmp_path / "p" / "pairs.parquet"))
+    assert report["rows"] == len(rows)
+    sizes = report["sizes"]
+    assert sum(v["positives"] for v in sizes.values()) + report["dropped"]["pair across strict splits"] == 80
+    short = report["negatives_short"]
+    assert all(v["positives"] == v["negatives"] + short.get(k, 0) for k, v in sizes.items())
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["pairs", "stats", str(tmp_path / "p"), "--tokenizer", str(data_dir / "tokenizer_bpe300")])
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["pairs"] == len(rows) and stats["tokens_per_pair"]["max"] > 0
+
+
+def test_malformed_pair_files(tmp_path, data_dir):
+    bad = write(tmp_path / "p.tsv", "id_a\tid_b\nP1\n")
+    with pytest.raises(InputError, match=r"p.tsv line 2: expected 2 fields, found 1"):
+        list(read_id_pairs(bad, data_dir / "ppi_sequences.fasta"))
+    table = write(tmp_path / "t.tsv", "id_a\tid_b\tseq_a\tseq_b\tlabel\nA\tB\tMKT\tMKL\t2\n")
+    with pytest.raises(InputError, match=r"t.tsv line 2 \(record A\|B\): label must be 0 or 1"):
+        list(read_pairs(table))
+
+
+def test_builtin_pair_set_is_shipped_and_strict():
+    path = builtin_pairs()
+    assert path.is_file() and path.stat().st_size < 5_000_000
+    stats = pairs_stats(path)
+    assert all(v["positives"] > 100 and v["positives"] == v["negatives"] for v in stats["sizes"].values())
+    pairs = list(read_pairs(path))
+    proteins = {s: {i for p in pairs if p.split == s for i in (p.id_a, p.id_b)} for s in ("train", "dev", "test")}
+    assert not proteins["train"] & proteins["test"]

@@ -80,3 +80,60 @@ def test_builtin_pair_set_is_shipped_and_strict():
     pairs = list(read_pairs(path))
     proteins = {s: {i for p in pairs if p.split == s for i in (p.id_a, p.id_b)} for s in ("train", "dev", "test")}
     assert not proteins["train"] & proteins["test"]
+
+
+def _links(data_dir):
+    import gzip
+
+    rows = [line.split() for line in gzip.open(data_dir / "string_links.txt.gz", "rt").read().splitlines()[1:]]
+    return {(min(a, b), max(a, b)): int(s) for a, b, s in rows}
+
+
+def test_string_builder_threshold_negatives_split_and_counts(tmp_path, data_dir):
+    from protlm.pairs.string import build_string_pairs
+
+    links = _links(data_dir)
+    report = build_string_pairs(
+        data_dir / "string_links.txt.gz", data_dir / "string_sequences.fa.gz", tmp_path, split="strict",
+        tokenizer=None,
+    )  # fmt: skip
+    assert report["link_pairs"] == len(links)
+    assert report["positives_at_threshold"] == sum(s >= 700 for s in links.values())
+    pairs = list(read_pairs(tmp_path))
+    pos = [p for p in pairs if p.label == 1]
+    neg = [p for p in pairs if p.label == 0]
+    assert all(links[(p.id_a, p.id_b)] >= 700 for p in pos)
+    assert all((n.id_a, n.id_b) not in links and n.id_a != n.id_b for n in neg)  # never linked at any score
+    assert all(n.id_a.split(".")[0] == n.id_b.split(".")[0] for n in neg)  # same organism
+    kept = len(pos)
+    assert (
+        report["positives_at_threshold"]
+        == kept + report["positives_across_splits"] + report["positives_missing_sequence"]
+    )
+    assert len(neg) == report["negatives"] and report["negatives"] + report["negatives_short"] == kept
+    proteins = {s: {i for p in pairs if p.split == s for i in (p.id_a, p.id_b)} for s in ("train", "dev", "test")}
+    assert not proteins["train"] & proteins["test"] and not proteins["train"] & proteins["dev"]
+
+
+def test_string_builder_species_tokens_and_errors(tmp_path, data_dir):
+    from protlm.pairs.string import build_string_pairs
+    from protlm.tokenization import load_tokenizer
+
+    tok = load_tokenizer(data_dir / "tokenizer_bpe300")
+    report = build_string_pairs(
+        data_dir / "string_links.txt.gz", data_dir / "string_sequences.fa.gz", tmp_path / "m", species="10090",
+        split="random", tokenizer=tok, max_tokens=500,
+    )  # fmt: skip
+    pairs = list(read_pairs(tmp_path / "m"))
+    assert pairs and all(p.id_a.startswith("10090.") and p.id_b.startswith("10090.") for p in pairs)
+    assert sum(report["pairs_over_max_tokens"].values()) > 0  # long pairs counted, not silent
+    for p in pairs:
+        assert len(tok(p.seq_a, p.seq_b)["input_ids"]) <= 500
+    bad = tmp_path / "bad.txt"
+    bad.write_text("protein1 protein2 combined_score\n9606.A 9606.B 800\n9606.A 9606.C high\n")
+    with pytest.raises(InputError, match=r"bad.txt line 3: malformed links line"):
+        build_string_pairs(bad, data_dir / "string_sequences.fa.gz", tmp_path / "b")
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text("a b c\n1 2 3\n")
+    with pytest.raises(InputError, match="not a STRING links file"):
+        build_string_pairs(wrong, data_dir / "string_sequences.fa.gz", tmp_path / "w")

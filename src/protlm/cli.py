@@ -146,6 +146,35 @@ def pairs_build(
     typer.echo(f"{report['rows']:,} pairs written to {out / 'pairs.parquet'} (report: {out / 'report.json'})")
 
 
+@pairs_app.command("build-string")
+def pairs_build_string(
+    links: Annotated[
+        Path, typer.Option(help="STRING links file (protein.physical.links.v12.0.txt.gz or .detailed/.full).")
+    ],
+    sequences: Annotated[Path, typer.Option(help="STRING sequences FASTA (protein.sequences.v12.0.fa.gz).")],
+    out: Annotated[Path, typer.Option(help="Output directory: pairs-*.parquet shards + report.json.")],
+    species: Annotated[str | None, typer.Option(help="NCBI taxon id to keep, e.g. 9606.")] = None,
+    min_score: Annotated[int, typer.Option(help="Positives: combined_score >= this (0-1000; paper: 700).")] = 700,
+    negatives_per_positive: Annotated[float, typer.Option(help="Random non-linked pairs per positive.")] = 1.0,
+    split: Annotated[str, typer.Option(help="strict (protein-disjoint) or random.")] = "strict",
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer to measure pair lengths with.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Drop (and count) pairs longer than this many tokens.")] = 512,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")] = "1GB",
+    seed: Annotated[int, typer.Option(help="Seed of split and negatives.")] = 0,
+    strict: StrictOpt = False,
+) -> None:
+    """Binding pairs from STRING (score threshold) + random non-linked pairs, out of core on DuckDB."""
+    from protlm.pairs.string import build_string_pairs
+    from protlm.tokenization import load_tokenizer
+
+    tok = load_tokenizer(tokenizer) if tokenizer else None
+    report = build_string_pairs(links, sequences, out, min_score, species, negatives_per_positive, split,
+                                tokenizer=tok, max_tokens=max_tokens, seed=seed, memory_limit=memory_limit,
+                                policy=_policy(strict, None))  # fmt: skip
+    typer.echo(json.dumps(report, indent=2))
+    typer.echo(f"pairs written to {out}", err=True)
+
+
 @pairs_app.command("stats")
 def pairs_stats_cmd(
     path: Annotated[str, typer.Argument(help="Pair directory (with pairs.parquet), pair table, or 'builtin'.")],

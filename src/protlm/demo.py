@@ -59,7 +59,9 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print, minutes: floa
         resume=(run_dir / "checkpoints").is_dir(),
     )
     cfg.validate()
-    echo(f"[2/2] pre-training the tiny RoBERTa (masked LM, singles + built-in pairs) for at most {minutes:g} minutes -> {run_dir}")
+    echo(
+        f"[2/2] pre-training the tiny RoBERTa (masked LM, singles + built-in pairs) for at most {minutes:g} minutes -> {run_dir}"
+    )
     state = pretrain(cfg, log=echo)
     evals = [r for r in read_metrics(run_dir) if "eval_loss" in r]
     first, last = evals[0], evals[-1]

@@ -92,6 +92,4 @@ def _quantiles(x: np.ndarray) -> dict:
 
 def pairs_stats(path: str | Path, tokenizer=None) -> dict:
     """Stats of a pair directory (its pairs.parquet) or a pair table file."""
-    path = Path(path)
-    table = path / "pairs.parquet" if path.is_dir() else path
-    return summarize(list(read_pairs(table)), tokenizer)
+    return summarize(list(read_pairs(path)), tokenizer)

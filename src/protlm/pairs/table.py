@@ -48,7 +48,15 @@ def _header(path: str | Path) -> list[str]:
 def read_pairs(
     path: str | Path, policy: ResiduePolicy = ResiduePolicy(), report: SkipReport | None = None
 ) -> Iterator[Pair]:
-    """Stream validated pairs from a pair table; fills `report` with skips."""
+    """Stream validated pairs from a pair table, or from a directory of `pairs*.parquet` shards."""
+    if Path(path).is_dir():
+        shards = sorted(Path(path).glob("pairs*.parquet"))
+        if not shards:
+            raise InputError(path, "directory holds no pairs*.parquet shards")
+        report = report if report is not None else SkipReport(str(path))
+        for shard in shards:
+            yield from read_pairs(shard, policy, report)
+        return
     if not Path(path).is_file():
         raise InputError(path, "file not found")
     report = report if report is not None else SkipReport(str(path))

@@ -137,3 +137,57 @@ def test_string_builder_species_tokens_and_errors(tmp_path, data_dir):
     wrong.write_text("a b c\n1 2 3\n")
     with pytest.raises(InputError, match="not a STRING links file"):
         build_string_pairs(wrong, data_dir / "string_sequences.fa.gz", tmp_path / "w")
+
+
+def test_peer_ppi_lmdb_reader_and_refuses_code(tmp_path, data_dir):
+    import pickle
+
+    import lmdb
+
+    from protlm.pairs.lmdb_ppi import read_ppi_lmdb
+
+    pairs = list(read_ppi_lmdb(data_dir / "human_ppi_small.lmdb", split="test"))
+    assert [p.label for p in pairs] == [0, 1, 0, 1] and all(p.split == "test" and p.seq_a for p in pairs)
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    bad = tmp_path / "evil.lmdb"
+    env = lmdb.open(str(bad), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b"0", pickle.dumps(Evil()))
+        txn.put(b"num_examples", pickle.dumps(1))
+    env.close()
+    with pytest.raises(
+        InputError, match=r"evil.lmdb \(record 0\): unreadable record \(refusing to load (posix|os)\.system\)"
+    ):
+        list(read_ppi_lmdb(bad))
+    assert not (tmp_path / "pwned").exists()
+    partial = tmp_path / "partial.lmdb"
+    env = lmdb.open(str(partial), map_size=1 << 20)
+    with env.begin(write=True) as txn:
+        txn.put(b"0", pickle.dumps({"primary_1": "MKT"}))
+        txn.put(b"num_examples", pickle.dumps(1))
+    env.close()
+    with pytest.raises(InputError, match=r"record lacks field\(s\) primary_2, interaction"):
+        list(read_ppi_lmdb(partial))
+
+
+def test_from_lmdb_cli(tmp_path, data_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "pairs",
+                "from-lmdb",
+                str(data_dir / "human_ppi_small.lmdb"),
+                "--out",
+                str(tmp_path / "p.parquet"),
+                "--split",
+                "dev",
+            ]
+        )
+    assert e.value.code in (0, None)
+    assert [p.split for p in read_pairs(tmp_path / "p.parquet")] == ["dev"] * 4

@@ -175,6 +175,27 @@ def pairs_build_string(
     typer.echo(f"pairs written to {out}", err=True)
 
 
+@pairs_app.command("from-lmdb")
+def pairs_from_lmdb(
+    lmdb_path: Annotated[Path, typer.Argument(help="PEER/TAPE PPI LMDB (primary_1, primary_2, interaction).")],
+    out: Annotated[Path, typer.Option(help="Output pair table (.parquet or .tsv).")],
+    split: Annotated[str, typer.Option(help="Split name to give these pairs: train, dev or test.")] = "train",
+    strict: StrictOpt = False,
+) -> None:
+    """Convert a PEER HumanPPI/YeastPPI LMDB split into a protlm pair table (no code is unpickled)."""
+    from protlm.io import SkipReport
+    from protlm.pairs import write_pairs
+    from protlm.pairs.lmdb_ppi import read_ppi_lmdb
+    from protlm.pairs.table import SPLITS
+
+    if split not in SPLITS:
+        raise ProtlmError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    report = SkipReport(str(lmdb_path))
+    n = write_pairs(read_ppi_lmdb(lmdb_path, split, _policy(strict, None), report), out)
+    typer.echo(report.summary(), err=True)
+    typer.echo(f"{n:,} pairs written to {out}")
+
+
 @pairs_app.command("stats")
 def pairs_stats_cmd(
     path: Annotated[str, typer.Argument(help="Pair directory (with pairs.parquet), pair table, or 'builtin'.")],

@@ -191,3 +191,24 @@ def test_from_lmdb_cli(tmp_path, data_dir, capsys):
         )
     assert e.value.code in (0, None)
     assert [p.split for p in read_pairs(tmp_path / "p.parquet")] == ["dev"] * 4
+
+
+def test_string_builder_groups_keep_clusters_on_one_side(tmp_path, data_dir):
+    import gzip
+
+    from protlm.pairs.string import build_string_pairs
+
+    ids = sorted(
+        {line.split()[0] for line in gzip.open(data_dir / "string_links.txt.gz", "rt").read().splitlines()[1:]}
+    )
+    human = [i for i in ids if i.startswith("9606.")]
+    clusters = {pid: human[k // 5 * 5] for k, pid in enumerate(human)}  # clusters of 5 proteins
+    groups = tmp_path / "clusters.tsv"
+    groups.write_text("".join(f"{rep}\t{pid}\n" for pid, rep in clusters.items()))
+    build_string_pairs(data_dir / "string_links.txt.gz", data_dir / "string_sequences.fa.gz", tmp_path / "o",
+                       species="9606", groups=groups, seed=3)  # fmt: skip
+    side: dict[str, set[str]] = {}
+    for p in read_pairs(tmp_path / "o"):
+        for pid in (p.id_a, p.id_b):
+            side.setdefault(clusters[pid], set()).add(p.split)
+    assert side and all(len(s) == 1 for s in side.values())

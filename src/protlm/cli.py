@@ -131,12 +131,16 @@ def pairs_build(
     split: Annotated[str, typer.Option(help="strict (protein-disjoint train/dev/test) or random.")] = "strict",
     negatives_per_positive: Annotated[float, typer.Option(help="Sampled non-binding pairs per positive.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the split and the negative sampling.")] = 0,
+    groups: Annotated[
+        Path | None,
+        typer.Option(help="Clusters for the strict split: TSV 'representative<TAB>member' (mmseqs cluster.tsv)."),
+    ] = None,
     strict: StrictOpt = False,
 ) -> None:
     """Positives from an id-pair table + sampled negatives, split, as a protlm pair table."""
     from protlm.pairs import build_pairs
 
-    report = build_pairs(pairs, sequences, out, split, negatives_per_positive, seed, _policy(strict, None))
+    report = build_pairs(pairs, sequences, out, split, negatives_per_positive, seed, _policy(strict, None), groups)
     typer.echo(report["read"], err=True)
     for reason, n in report["dropped"].items():
         typer.echo(f"dropped {n:,} {reason}", err=True)
@@ -161,6 +165,10 @@ def pairs_build_string(
     max_tokens: Annotated[int, typer.Option(help="Drop (and count) pairs longer than this many tokens.")] = 512,
     memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")] = "1GB",
     seed: Annotated[int, typer.Option(help="Seed of split and negatives.")] = 0,
+    groups: Annotated[
+        Path | None,
+        typer.Option(help="Clusters for the strict split: TSV 'representative<TAB>member' (mmseqs cluster.tsv)."),
+    ] = None,
     strict: StrictOpt = False,
 ) -> None:
     """Binding pairs from STRING (score threshold) + random non-linked pairs, out of core on DuckDB."""
@@ -170,7 +178,7 @@ def pairs_build_string(
     tok = load_tokenizer(tokenizer) if tokenizer else None
     report = build_string_pairs(links, sequences, out, min_score, species, negatives_per_positive, split,
                                 tokenizer=tok, max_tokens=max_tokens, seed=seed, memory_limit=memory_limit,
-                                policy=_policy(strict, None))  # fmt: skip
+                                groups=groups, policy=_policy(strict, None))  # fmt: skip
     typer.echo(json.dumps(report, indent=2))
     typer.echo(f"pairs written to {out}", err=True)
 

@@ -31,13 +31,18 @@ def build_pairs(
     negatives_per_positive: float = 1.0,
     seed: int = 0,
     policy: ResiduePolicy = ResiduePolicy(),
+    groups: str | Path | None = None,
 ) -> dict:
-    """Write `out/pairs.parquet` and `out/report.json`; returns the report."""
+    """Write `out/pairs.parquet` and `out/report.json`; returns the report.
+
+    `groups`: TSV `representative<TAB>member` (mmseqs cluster.tsv) kept on one side of a strict split.
+    """
     report = SkipReport(str(pairs_path))
     positives = [p for p in read_id_pairs(pairs_path, sequences_path, policy, report) if p.label == 1]
     if not positives:
         raise ProtlmError(f"{pairs_path}: no usable positive pairs ({report.summary()})")
-    kept, dropped = split_pairs(positives, split, seed=seed)
+    group_map = read_groups(groups) if groups else None
+    kept, dropped = split_pairs(positives, split, seed=seed, groups=group_map)
     negatives = sample_negatives(kept, negatives_per_positive, seed=seed)
     out = Path(out)
     n = write_pairs(kept + negatives, out / "pairs.parquet")
@@ -60,6 +65,24 @@ def build_pairs(
     }
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def read_groups(path: str | Path) -> dict[str, str]:
+    """member -> representative from a two-column TSV (`mmseqs easy-cluster` *_cluster.tsv)."""
+    from protlm.io.fasta import open_text
+
+    out = {}
+    with open_text(path) as fh:
+        for line_no, line in enumerate(fh, start=1):
+            fields = line.rstrip("\r\n").split("\t")
+            if fields == [""]:
+                continue
+            if len(fields) != 2:
+                raise ProtlmError(
+                    f"{path} line {line_no}: expected 'representative<TAB>member', found {len(fields)} fields"
+                )
+            out[fields[1]] = fields[0]
+    return out
 
 
 def summarize(pairs: list[Pair], tokenizer=None) -> dict:

@@ -6,7 +6,9 @@ ids `TAXID.ENSP...`) and sequences (`protein.sequences.v12.0.fa.gz`, same ids).
 
 - Positives: unordered unique pairs with `combined_score >= min_score` (0-1000 scale), no self-pairs.
 - Split (`strict` by default): every protein of a positive pair is assigned to one of
-  train/dev/test by a seeded hash; positives across splits are dropped and counted.
+  train/dev/test by a seeded hash of its group (`groups`: a two-column TSV `representative member`,
+  as written by `mmseqs easy-cluster` (`*_cluster.tsv`), so near-identical proteins stay on one
+  side; default: each protein its own group); positives across splits are dropped and counted.
 - Negatives: for each positive, random partners of the same organism *and split*, drawn by a
   seeded hash; a candidate is rejected when the pair appears in the links file at *any* score
   (or is a self-pair, or a duplicate); `negatives_per_positive` of them are kept per organism and
@@ -64,6 +66,7 @@ def build_string_pairs(
     seed: int = 0,
     memory_limit: str = "1GB",
     threads: int | None = None,
+    groups: str | Path | None = None,
     policy: ResiduePolicy = ResiduePolicy(),
 ) -> dict:
     """Build the pair set into `out`; returns the report (also written to out/report.json)."""
@@ -115,12 +118,18 @@ def build_string_pairs(
     prot_tbl = pa.table({"id": ids, "seq": seqs, "ntok": ntok})  # noqa: F841 - read by DuckDB below
     roots = np.sqrt(np.asarray(fractions, dtype=float))
     p = roots / roots.sum() if split == "strict" else np.asarray(fractions, dtype=float)
-    bucket = f"(hash(id || '{seed}') % 1000000) / 1000000.0"
+    # Strict splits hash the protein's group (e.g. its sequence-identity cluster) when given.
+    if groups:
+        con.execute(f"""CREATE TABLE grp AS SELECT DISTINCT ON (member) member, rep
+            FROM read_csv('{groups}', delim='\t', header=false, columns={{'rep': 'VARCHAR', 'member': 'VARCHAR'}})""")
+    else:
+        con.execute("CREATE TABLE grp (member VARCHAR, rep VARCHAR)")
+    bucket = f"(hash(coalesce(grp.rep, prot_tbl.id) || '{seed}') % 1000000) / 1000000.0"
     con.execute(f"""
         CREATE TABLE prot AS
         SELECT id, seq, ntok, split_part(id, '.', 1) AS taxid,
                CASE WHEN {bucket} < {p[0]} THEN 'train' WHEN {bucket} < {p[0] + p[1]} THEN 'dev' ELSE 'test' END AS split
-        FROM prot_tbl""")
+        FROM prot_tbl LEFT JOIN grp ON grp.member = prot_tbl.id""")
     report["proteins_without_sequence"] = len(wanted) - len(ids)
     report["positives_missing_sequence"] = con.execute(
         "SELECT count(*) FROM pos WHERE a NOT IN (SELECT id FROM prot) OR b NOT IN (SELECT id FROM prot)"

@@ -212,3 +212,19 @@ def test_string_builder_groups_keep_clusters_on_one_side(tmp_path, data_dir):
         for pid in (p.id_a, p.id_b):
             side.setdefault(clusters[pid], set()).add(p.split)
     assert side and all(len(s) == 1 for s in side.values())
+
+
+def test_string_detailed_layout(tmp_path, data_dir):
+    import gzip
+
+    from protlm.pairs.string import build_string_pairs
+
+    rows = gzip.open(data_dir / "string_links.txt.gz", "rt").read().splitlines()[1:]
+    detailed = tmp_path / "protein.physical.links.detailed.v12.0.txt"
+    detailed.write_text(
+        "protein1 protein2 experimental database textmining combined_score\n"
+        + "".join(f"{a} {b} 0 0 {s} {s}\n" for a, b, s in (r.split() for r in rows))
+    )
+    r1 = build_string_pairs(detailed, data_dir / "string_sequences.fa.gz", tmp_path / "d")
+    r2 = build_string_pairs(data_dir / "string_links.txt.gz", data_dir / "string_sequences.fa.gz", tmp_path / "p")
+    assert r1["positives_at_threshold"] == r2["positives_at_threshold"] and r1["sizes"] == r2["sizes"]

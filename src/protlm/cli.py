@@ -41,6 +41,15 @@ StrictOpt = Annotated[
 MaxLenOpt = Annotated[int | None, typer.Option(help="Skip (and report) sequences longer than this many residues.")]
 
 
+SplitOpt = Annotated[str, typer.Option(help="strict (protein-disjoint train/dev/test) or random.")]
+NegOpt = Annotated[float, typer.Option(help="Sampled non-binding pairs per positive.")]
+PairSeedOpt = Annotated[int, typer.Option(help="Seed of the split and the negative sampling.")]
+GroupsOpt = Annotated[
+    Path | None,
+    typer.Option(help="Clusters for the strict split: TSV 'representative<TAB>member' (mmseqs cluster.tsv)."),
+]
+
+
 def _policy(strict: bool, max_length: int | None):
     from protlm.io import ResiduePolicy
 
@@ -128,13 +137,10 @@ def pairs_build(
     ],
     sequences: Annotated[Path, typer.Option(help="Sequences of those ids: FASTA/TSV/Parquet (optionally .gz).")],
     out: Annotated[Path, typer.Option(help="Output directory: pairs.parquet + report.json.")],
-    split: Annotated[str, typer.Option(help="strict (protein-disjoint train/dev/test) or random.")] = "strict",
-    negatives_per_positive: Annotated[float, typer.Option(help="Sampled non-binding pairs per positive.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the negative sampling.")] = 0,
-    groups: Annotated[
-        Path | None,
-        typer.Option(help="Clusters for the strict split: TSV 'representative<TAB>member' (mmseqs cluster.tsv)."),
-    ] = None,
+    split: SplitOpt = "strict",
+    negatives_per_positive: NegOpt = 1.0,
+    seed: PairSeedOpt = 0,
+    groups: GroupsOpt = None,
     strict: StrictOpt = False,
 ) -> None:
     """Positives from an id-pair table + sampled negatives, split, as a protlm pair table."""
@@ -159,16 +165,13 @@ def pairs_build_string(
     out: Annotated[Path, typer.Option(help="Output directory: pairs-*.parquet shards + report.json.")],
     species: Annotated[str | None, typer.Option(help="NCBI taxon id to keep, e.g. 9606.")] = None,
     min_score: Annotated[int, typer.Option(help="Positives: combined_score >= this (0-1000; paper: 700).")] = 700,
-    negatives_per_positive: Annotated[float, typer.Option(help="Random non-linked pairs per positive.")] = 1.0,
-    split: Annotated[str, typer.Option(help="strict (protein-disjoint) or random.")] = "strict",
+    negatives_per_positive: NegOpt = 1.0,
+    split: SplitOpt = "strict",
     tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer to measure pair lengths with.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Drop (and count) pairs longer than this many tokens.")] = 512,
     memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")] = "1GB",
-    seed: Annotated[int, typer.Option(help="Seed of split and negatives.")] = 0,
-    groups: Annotated[
-        Path | None,
-        typer.Option(help="Clusters for the strict split: TSV 'representative<TAB>member' (mmseqs cluster.tsv)."),
-    ] = None,
+    seed: PairSeedOpt = 0,
+    groups: GroupsOpt = None,
     strict: StrictOpt = False,
 ) -> None:
     """Binding pairs from STRING (score threshold) + random non-linked pairs, out of core on DuckDB."""

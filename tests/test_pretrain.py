@@ -178,3 +178,25 @@ def test_budget_is_required_and_existing_run_needs_resume(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", *base_args(tmp_path / "r", tmp_path / "c", **{"--max-steps": 2})])
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_pickled_model_weights_are_refused(tmp_path, capsys):
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    model_dir = tmp_path / "bin_model"
+    model = RobertaForMaskedLM(
+        RobertaConfig(
+            vocab_size=300,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=130,
+        )
+    )
+    model.config.save_pretrained(model_dir)
+    torch.save(model.state_dict(), model_dir / "pytorch_model.bin")
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", *base_args(tmp_path / "r", tmp_path / "c", **{"--model": model_dir, "--max-steps": 1})])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "no model.safetensors; protlm loads safetensors weights only" in err

@@ -94,7 +94,7 @@ def cached_tokenize(
             shutil.rmtree(tmp, ignore_errors=True)
     return TokenizedSet(
         json.loads((final / "ids.json").read_text()),
-        np.load(final / "tokens.npy", mmap_mode="r"),
-        np.load(final / "offsets.npy"),
-        np.load(final / "residues.npy"),
+        np.load(final / "tokens.npy", mmap_mode="r", allow_pickle=False),
+        np.load(final / "offsets.npy", allow_pickle=False),
+        np.load(final / "residues.npy", allow_pickle=False),
     )

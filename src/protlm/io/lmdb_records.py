@@ -22,6 +22,11 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    # numpy arrays under pickle protocol 5 (bytes buffer -> array) and bytes under protocol 2
+    # (latin-1 text -> bytes): both only build data.
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
     ("builtins", "set"),
     ("builtins", "frozenset"),
     ("collections", "OrderedDict"),

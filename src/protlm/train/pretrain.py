@@ -47,6 +47,20 @@ class MLMSource:
         return self.data.make_batch(items, generator, self.vocab_size, self.mlm_probability)
 
 
+def load_safetensors_model(auto_cls, path: Path):
+    """`from_pretrained` that accepts safetensors weights only: a pickled `pytorch_model.bin` in a
+    user's directory is never loaded (unpickling can run code)."""
+    if not (path / "config.json").is_file():
+        raise ProtlmError(f"{path}: not a model directory (no config.json)")
+    try:
+        return auto_cls.from_pretrained(path, attn_implementation="sdpa", use_safetensors=True)
+    except OSError:
+        raise ProtlmError(
+            f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "
+            "`model.save_pretrained(dir, safe_serialization=True)` in a trusted environment)"
+        ) from None
+
+
 def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str], None]):
     """Newest checkpoint when resuming; else a saved model dir to continue from; else a preset."""
     from transformers import AutoModelForMaskedLM
@@ -55,7 +69,7 @@ def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str
     source = ckpts[-1] if ckpts else (Path(cfg.model) if Path(cfg.model).is_dir() else None)
     if source is not None:
         log(f"model weights from {source}")
-        model = AutoModelForMaskedLM.from_pretrained(source, attn_implementation="sdpa")
+        model = load_safetensors_model(AutoModelForMaskedLM, source)
     else:
         drop = {"hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout}
         model = build_mlm(cfg.model, tokenizer, seed=cfg.seed, **drop)

@@ -284,6 +284,97 @@ def pretrain_cmd(
     pretrain(cfg, log=lambda msg: typer.echo(msg, err=True))
 
 
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ProtlmError(f"--seeds {text!r}: use e.g. 0,1,2") from None
+
+
+@app.command("finetune")
+def finetune_cmd(
+    task: Annotated[str, typer.Option(help="localization, solubility, remote-homology, family, ppi, tcr, ss3, ss8.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Pre-trained model dir; scratch:DIR (its architecture and tokenizer, random init); scratch "
+            "(with --tokenizer, --preset); or baseline (amino-acid + dipeptide composition, logistic regression)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output dir: seed-K/ runs (model/, eval/) and summary.json.")],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Task data (format by task: see docs/finetune.md). Default: the built-in data, if any."),
+    ] = None,
+    background: Annotated[
+        str | None, typer.Option(help="tcr: background CDR3 beta list (one per line) for negatives.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML recipe; command-line flags override it.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Training seeds, e.g. 0,1,2: results as mean ± std.")] = None,
+    split_seed: Annotated[int | None, typer.Option(help="Seed of splits made by protlm (not of training).")] = None,
+    freeze: Annotated[bool, typer.Option("--freeze", help="Frozen encoder + light head (mean pooling).")] = False,
+    pooling: Annotated[str | None, typer.Option(help="cls or mean (default cls; mean with --freeze).")] = None,
+    weighted_loss: Annotated[
+        bool, typer.Option("--weighted-loss", help="Inverse-frequency class weights in the loss.")
+    ] = False,
+    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer dir for --model scratch.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Model preset for --model scratch (default tiny).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default: the task's).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Sequences per batch (default: the task's).")] = None,
+    tokens_per_batch: Annotated[int | None, typer.Option(help="Token budget of one batch.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Window length in tokens (default: the model's).")] = None,
+    max_epochs: Annotated[float | None, typer.Option(help="Epochs (default: the task's).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps.")] = None,
+    max_time: Annotated[str | None, typer.Option(help="Training time per seed, e.g. 90s, 20m.")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="Use at most this many training examples.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Dev evaluation every N steps.")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches accumulated per optimizer step.")] = None,
+    strict: StrictOpt = False,
+    cache_dir: Annotated[str | None, typer.Option(help="Tokenized-data cache (default ~/.cache/protlm).")] = None,
+) -> None:
+    """Fine-tune a pre-trained model (or the scratch / composition references) on a downstream task."""
+    from protlm.tasks.finetune import FinetuneConfig, finetune
+    from protlm.train.config import load_config
+
+    overrides = {
+        "task": task, "model": model, "out": str(out), "data": data, "background": background,
+        "seeds": _seeds(seeds), "split_seed": split_seed, "freeze": freeze or None, "pooling": pooling,
+        "weighted_loss": weighted_loss or None, "tokenizer": tokenizer, "preset": preset, "lr": lr,
+        "batch_size": batch_size, "tokens_per_batch": tokens_per_batch, "max_tokens": max_tokens,
+        "max_epochs": max_epochs, "max_steps": max_steps, "max_time": max_time, "train_limit": train_limit,
+        "eval_every": eval_every, "grad_accum": grad_accum, "strict": strict or None, "cache_dir": cache_dir,
+    }  # fmt: skip
+    cfg = load_config(FinetuneConfig, config, overrides)
+    finetune(cfg, log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(f"results: {out / 'summary.json'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[Path, typer.Option(help="A fine-tuned model dir (OUT/seed-K/model from protlm finetune).")],
+    split: Annotated[
+        list[str] | None, typer.Option(help="Split(s) to score (default: dev and every test split).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Task data (default: the data the model was trained on).")] = None,
+    background: Annotated[str | None, typer.Option(help="tcr: background CDR3 beta list.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output dir (default MODEL/../eval).")] = None,
+) -> None:
+    """Score a fine-tuned model: results.json with every metric, confusion matrix and ROC / PR PNGs."""
+    from protlm.tasks.finetune import evaluate_model, load_finetuned, load_task_data
+    from protlm.tasks.table import get_task
+
+    task_data = None
+    if data is not None:
+        info = load_finetuned(model)[3]
+        d = info["data"]
+        task_data = load_task_data(get_task(info["task"]), data, background, d["split_seed"], d["strict"])
+    target = out or model.parent / "eval"
+    evaluate_model(model, split, target, task_data, log=lambda msg: typer.echo(msg, err=True))
+    typer.echo(f"results: {target / 'results.json'}")
+
+
 @app.command("plot")
 def plot_cmd(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with metrics.jsonl.")],

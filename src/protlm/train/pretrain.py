@@ -47,13 +47,13 @@ class MLMSource:
         return self.data.make_batch(items, generator, self.vocab_size, self.mlm_probability)
 
 
-def load_safetensors_model(auto_cls, path: Path):
+def load_safetensors_model(auto_cls, path: Path, **kwargs):
     """`from_pretrained` that accepts safetensors weights only: a pickled `pytorch_model.bin` in a
     user's directory is never loaded (unpickling can run code)."""
     if not (path / "config.json").is_file():
         raise ProtlmError(f"{path}: not a model directory (no config.json)")
     try:
-        return auto_cls.from_pretrained(path, attn_implementation="sdpa", use_safetensors=True)
+        return auto_cls.from_pretrained(path, attn_implementation="sdpa", use_safetensors=True, **kwargs)
     except OSError:
         raise ProtlmError(
             f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "

@@ -1,0 +1,120 @@
+"""`--model baseline`: the simple reference printed beside every fine-tuning result.
+
+- sequence tasks: amino-acid (20) + dipeptide (400) composition -> standardised -> logistic regression;
+- pair tasks: the two proteins' compositions, as [a + b, |a - b|] when order carries no meaning
+  (PPI) and as [a, b] otherwise (TCR, epitope);
+- residue tasks: one-hot residues in a window of +-7 around each residue -> logistic regression
+  (a GOR-style per-residue reference).
+Saved as safetensors (weights, scaler) + JSON: nothing pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from protlm.io import STANDARD
+from protlm.tasks.data import IGNORE, Example
+
+_AA = {c: i for i, c in enumerate(STANDARD)}
+WINDOW = 7
+MAX_RESIDUES = 300_000  # residues used to fit the residue baseline (seeded sample)
+
+
+def composition(seq: str) -> np.ndarray:
+    """(420,) amino-acid and dipeptide frequencies over the 20 standard residues (others ignored)."""
+    idx = np.array([_AA.get(c, -1) for c in seq], dtype=np.int64)
+    out = np.zeros(420)
+    ok = idx[idx >= 0]
+    if len(ok):
+        out[:20] = np.bincount(ok, minlength=20) / len(ok)
+    a, b = idx[:-1], idx[1:]
+    both = (a >= 0) & (b >= 0)
+    if both.any():
+        out[20:] = np.bincount(a[both] * 20 + b[both], minlength=400) / both.sum()
+    return out
+
+
+def window_onehot(seq: str, window: int = WINDOW) -> np.ndarray:
+    """(L, (2w+1) * 21) one-hot of the residues around each residue (21st column: non-standard or off the end)."""
+    idx = np.array([_AA.get(c, 20) for c in seq], dtype=np.int64)
+    padded = np.concatenate([np.full(window, 20), idx, np.full(window, 20)])
+    cols = np.stack([padded[k : k + len(seq)] for k in range(2 * window + 1)], axis=1)  # (L, 2w+1)
+    out = np.zeros((len(seq), (2 * window + 1) * 21), dtype=np.float32)
+    rows = np.repeat(np.arange(len(seq)), 2 * window + 1)
+    out[rows, (np.arange(2 * window + 1) * 21 + cols).reshape(-1)] = 1
+    return out
+
+
+class Baseline:
+    """Standardised features + multinomial logistic regression, for one task kind."""
+
+    def __init__(self, kind: str, n_classes: int, symmetric: bool = False):
+        self.kind, self.n_classes, self.symmetric = kind, n_classes, symmetric
+        self.mean = self.scale = self.coef = self.intercept = None
+
+    def features(self, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+        """(X, y); for residue tasks one row per scored residue."""
+        if self.kind == "residue":
+            xs, ys = [], []
+            for ex in examples:
+                keep = np.asarray(ex.label) != IGNORE
+                xs.append(window_onehot(ex.parts[0])[keep])
+                ys.append(np.asarray(ex.label)[keep])
+            return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+        feats = []
+        for ex in examples:
+            comp = [composition(p) for p in ex.parts]
+            if self.kind == "pair":
+                a, b = comp
+                comp = [a + b, np.abs(a - b)] if self.symmetric else [a, b]
+            feats.append(np.concatenate(comp))
+        return np.asarray(feats), np.array([int(ex.label) for ex in examples], dtype=np.int64)
+
+    def fit(self, examples: list[Example], seed: int = 0, class_weight: str | None = None) -> Baseline:
+        from sklearn.linear_model import LogisticRegression
+
+        x, y = self.features(examples)
+        if len(y) > MAX_RESIDUES:
+            keep = np.random.default_rng(seed).choice(len(y), MAX_RESIDUES, replace=False)
+            x, y = x[keep], y[keep]
+        self.mean, self.scale = x.mean(0), x.std(0) + 1e-8
+        clf = LogisticRegression(max_iter=500, C=1.0, class_weight=class_weight, random_state=seed)
+        clf.fit((x - self.mean) / self.scale, y)
+        coef = np.zeros((self.n_classes, x.shape[1]))
+        intercept = np.full(self.n_classes, -1e9)  # classes absent from training are never predicted
+        if len(clf.classes_) == 2 and coef.shape[0] >= 2:  # sklearn keeps one row for binary problems
+            coef[clf.classes_[1]], intercept[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
+            intercept[clf.classes_[0]] = 0.0
+        else:
+            coef[clf.classes_], intercept[clf.classes_] = clf.coef_, clf.intercept_
+        self.coef, self.intercept = coef, intercept
+        return self
+
+    def predict_proba(self, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
+        """(y, probabilities (n, C)) with n rows per example or per scored residue."""
+        x, y = self.features(examples)
+        z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        return y, p / p.sum(1, keepdims=True)
+
+    def save(self, path: Path, info: dict) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
+        save_file(
+            {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}, path / "baseline.safetensors"
+        )
+        meta = {"kind": self.kind, "n_classes": self.n_classes, "symmetric": self.symmetric}
+        (path / "protlm_task.json").write_text(json.dumps({**info, "baseline": meta}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Baseline:
+        meta = json.loads((path / "protlm_task.json").read_text())["baseline"]
+        model = cls(meta["kind"], meta["n_classes"], meta["symmetric"])
+        t = load_file(path / "baseline.safetensors")
+        model.mean, model.scale, model.coef, model.intercept = t["mean"], t["scale"], t["coef"], t["intercept"]
+        return model

@@ -1,0 +1,186 @@
+"""Task examples -> model batches: windows over long proteins, pair cropping, residue gathering.
+
+Long proteins are never an error. A single protein longer than the model is cut into windows of
+the model's length (stride half a window): training sees one random window per epoch, evaluation
+scores every window and averages the logits of the windows covering each residue (residue tasks)
+or all windows (sequence tasks). A pair that is too long is cropped so each side keeps at least
+half of the budget (random crops in training, the start of each protein in evaluation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from protlm.batching import PAD, assemble, plan_batches
+from protlm.tasks.align import MAX_OFFSET, aa_codes, residue_map
+from protlm.tasks.data import IGNORE, Example
+from protlm.tokenized import TokenizedSet
+
+Item = tuple[int, int, int]  # (example index, start token of part A, start token of part B)
+
+
+@dataclass
+class TaskBatch:
+    """Tensors of one batch; residue fields are None for sequence and pair tasks."""
+
+    examples: np.ndarray  # (B,) example indices
+    input_ids: torch.Tensor  # (B, T)
+    attention_mask: torch.Tensor  # (B, T)
+    labels: torch.Tensor  # (B,) or (B, R) with -100 on padding / unscored residues
+    residue_index: torch.Tensor | None = None  # (B, R) position in input_ids of each residue's token
+    residue_offset: torch.Tensor | None = None  # (B, R) offset of the residue inside its token
+    residue_aa: torch.Tensor | None = None  # (B, R) amino-acid code, 0 on padding
+    residue_start: np.ndarray | None = None  # (B,) first residue of the window in its protein
+    n_tokens: int = 0
+    n_padded: int = 0
+
+    def fields(self) -> dict[str, torch.Tensor]:
+        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "labels": self.labels}
+        if self.residue_index is not None:
+            out |= {
+                "residue_index": self.residue_index,
+                "residue_offset": self.residue_offset,
+                "residue_aa": self.residue_aa,
+            }
+        return out
+
+
+@dataclass
+class TaskSet:
+    """One split of a task, tokenized: protein `parts[i, j]` of example i lives in `tset`."""
+
+    kind: str  # sequence | pair | residue
+    examples: list[Example]
+    tset: TokenizedSet
+    parts: np.ndarray  # (n, 1) or (n, 2) protein indices into tset
+    max_tokens: int
+    residue_lengths: np.ndarray | None = None  # token id -> residues (residue tasks)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def content(self) -> int:
+        """Content tokens per window of a single protein (`<s>` and `</s>` take two)."""
+        return self.max_tokens - 2
+
+    def windows(self, i: int) -> list[int]:
+        """Start tokens of the evaluation windows of single-protein example i."""
+        n, w = int(self.tset.lengths[self.parts[i, 0]]), self.content
+        if n <= w:
+            return [0]
+        starts = list(range(0, n - w, max(1, w // 2)))
+        return starts + [n - w]
+
+    def _pair_budget(self, la: int, lb: int) -> tuple[int, int]:
+        budget = self.max_tokens - 4
+        if la + lb <= budget:
+            return la, lb
+        keep_a = min(la, max(budget // 2, budget - lb))
+        return keep_a, budget - keep_a
+
+    def items(self, rng: np.random.Generator | None) -> list[Item]:
+        """Training items (one random window / crop per example) with rng; all eval windows without."""
+        lengths = self.tset.lengths
+        out: list[Item] = []
+        for i in range(len(self.examples)):
+            if self.parts.shape[1] == 2:
+                la, lb = int(lengths[self.parts[i, 0]]), int(lengths[self.parts[i, 1]])
+                ka, kb = self._pair_budget(la, lb)
+                sa = int(rng.integers(0, la - ka + 1)) if rng is not None else 0
+                sb = int(rng.integers(0, lb - kb + 1)) if rng is not None else 0
+                out.append((i, sa, sb))
+            elif rng is None:
+                out.extend((i, s, 0) for s in self.windows(i))
+            else:
+                n = int(lengths[self.parts[i, 0]])
+                out.append((i, int(rng.integers(0, max(0, n - self.content) + 1)), 0))
+        return out
+
+    def item_length(self, item: Item) -> int:
+        i = item[0]
+        lengths = self.tset.lengths
+        if self.parts.shape[1] == 2:
+            ka, kb = self._pair_budget(int(lengths[self.parts[i, 0]]), int(lengths[self.parts[i, 1]]))
+            return ka + kb + 4
+        return min(int(lengths[self.parts[i, 0]]), self.content) + 2
+
+    def plan(
+        self, items: list[Item], tokens_per_batch: int, rng: np.random.Generator, max_batch: int
+    ) -> list[list[Item]]:
+        lengths = np.array([self.item_length(it) for it in items], dtype=np.int64)
+        return [[items[k] for k in b] for b in plan_batches(lengths, tokens_per_batch, rng, max_batch)]
+
+    def make_batch(self, items: list[Item]) -> TaskBatch:
+        seqs, labels, res = [], [], []
+        for i, sa, sb in items:
+            ex = self.examples[i]
+            if self.parts.shape[1] == 2:
+                a, b = (self.tset.get(int(p)) for p in self.parts[i])
+                ka, kb = self._pair_budget(len(a), len(b))
+                seqs.append(assemble([a[sa : sa + ka], b[sb : sb + kb]]))
+            else:
+                tokens = self.tset.get(int(self.parts[i, 0]))
+                window = tokens[sa : sa + self.content]
+                seqs.append(assemble([window]))
+                if self.kind == "residue":
+                    res.append(self._residues(ex, tokens, sa, len(window)))
+            if self.kind != "residue":
+                labels.append(int(ex.label))
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = torch.from_numpy(s)
+            mask[row, : len(s)] = 1
+        n_tokens = sum(len(s) for s in seqs)
+        batch = TaskBatch(np.array([it[0] for it in items]), ids, mask, torch.tensor(labels, dtype=torch.long))
+        batch.n_tokens, batch.n_padded = n_tokens, len(seqs) * width
+        if self.kind == "residue":
+            self._residue_fields(batch, res)
+        return batch
+
+    def _residues(self, ex: Example, tokens: np.ndarray, start: int, n_window: int):
+        """Residues covered by tokens [start, start + n_window) and where their tokens sit in the input."""
+        seq = ex.parts[0]
+        token_of, offset = residue_map(tokens, self.residue_lengths, len(seq))
+        r0 = int(np.searchsorted(token_of, start, side="left"))
+        r1 = int(np.searchsorted(token_of, start + n_window, side="left"))
+        index = token_of[r0:r1] - start + 1  # +1: <s> is position 0
+        label = np.asarray(ex.label[r0:r1], dtype=np.int64)
+        return r0, index, np.minimum(offset[r0:r1], MAX_OFFSET - 1), aa_codes(seq[r0:r1]), label
+
+    @staticmethod
+    def _residue_fields(batch: TaskBatch, res: list) -> None:
+        width = max(len(r[1]) for r in res)
+        shape = (len(res), width)
+        index, offset, aa = (torch.zeros(shape, dtype=torch.long) for _ in range(3))
+        labels = torch.full(shape, -100, dtype=torch.long)
+        for row, (_, idx, off, codes, lab) in enumerate(res):
+            n = len(idx)
+            index[row, :n] = torch.from_numpy(idx)
+            offset[row, :n] = torch.from_numpy(off)
+            aa[row, :n] = torch.from_numpy(codes)
+            labels[row, :n] = torch.from_numpy(np.where(lab == IGNORE, -100, lab))
+        batch.residue_index, batch.residue_offset, batch.residue_aa, batch.labels = index, offset, aa, labels
+        batch.residue_start = np.array([r[0] for r in res], dtype=np.int64)
+
+
+def build_taskset(
+    kind: str, examples: list[Example], tokenizer, max_tokens: int, cache_dir=None, residue_lengths=None
+) -> TaskSet:
+    """Tokenize the distinct proteins of `examples` once (cached) and index the parts."""
+    from protlm.tokenized import cached_tokenize
+
+    index: dict[str, int] = {}
+    for ex in examples:
+        for seq in ex.parts:
+            index.setdefault(seq, len(index))
+    seqs = list(index)
+    tset = cached_tokenize(tokenizer, [f"p{k}" for k in range(len(seqs))], seqs, cache_dir)
+    width = len(examples[0].parts) if examples else 1
+    parts = np.array([[index[s] for s in ex.parts] for ex in examples], dtype=np.int64).reshape(-1, width)
+    return TaskSet(kind, examples, tset, parts, max_tokens, residue_lengths)

@@ -1,0 +1,82 @@
+"""Task heads on the pre-trained encoder: sequence / pair classification and per-residue labels.
+
+`ProteinTaskModel` is an HF `PreTrainedModel` (RoBERTa encoder + one head) so fine-tuned models
+save and load with `save_pretrained` / `from_pretrained` in safetensors, and loading a pre-trained
+MLM directory fills the encoder and initialises the head. The head kind and pooling are stored
+in the HF config (`protlm_head`, `protlm_pooling`).
+
+- sequence / pair: pooled state -> dropout -> dense -> tanh -> dropout -> classes (RoBERTa's
+  classification head). Pooling is the `<s>` state (the paper's choice for fine-tuning) or the
+  mean over real tokens (better for a frozen encoder). Pairs use the `<s> A </s></s> B </s>` input.
+- residue: each residue takes the state of the token that contains it, plus learned embeddings of
+  its amino acid and of its offset inside the token; a width-5 convolution over residues then lets
+  neighbouring residues inside and across tokens differ, and a linear layer gives the classes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
+
+from protlm.tasks.align import MAX_OFFSET, N_AA
+
+
+class ProteinTaskModel(RobertaPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.head_kind = getattr(config, "protlm_head", "sequence")
+        self.pooling = getattr(config, "protlm_pooling", "cls")
+        d = config.hidden_size
+        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(drop)
+        if self.head_kind == "residue":
+            self.aa_embed = nn.Embedding(N_AA, d, padding_idx=0)
+            self.offset_embed = nn.Embedding(MAX_OFFSET, d)
+            self.residue_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+            self.residue_conv = nn.Conv1d(d, d, kernel_size=5, padding=2)
+        else:
+            self.dense = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        residue_index: torch.Tensor | None = None,
+        residue_offset: torch.Tensor | None = None,
+        residue_aa: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        class_weights: torch.Tensor | None = None,
+    ) -> SequenceClassifierOutput:
+        """logits (B, C) for sequence/pair heads, (B, R, C) for the residue head; loss when labels given."""
+        h = self.roberta(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
+        if self.head_kind == "residue":
+            logits = self._residue_logits(h, residue_index, residue_offset, residue_aa)
+        else:
+            if self.pooling == "mean":
+                m = attention_mask.unsqueeze(-1).to(h.dtype)
+                pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
+            else:
+                pooled = h[:, 0]
+            x = torch.tanh(self.dense(self.dropout(pooled)))
+            logits = self.out_proj(self.dropout(x))
+        loss = None
+        if labels is not None:
+            weight = class_weights.to(logits.dtype) if class_weights is not None else None
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), weight=weight, ignore_index=-100
+            )
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _residue_logits(self, h, index, offset, aa) -> torch.Tensor:
+        # h (B, T, d) -> per residue (B, R, d): the state of its token + identity + offset in the token
+        gathered = torch.gather(h, 1, index.unsqueeze(-1).expand(-1, -1, h.size(-1)))
+        x = self.residue_norm(gathered + self.aa_embed(aa) + self.offset_embed(offset))
+        x = x * (aa > 0).unsqueeze(-1).to(x.dtype)  # zero padding residues before the convolution
+        x = x + nn.functional.gelu(self.residue_conv(x.transpose(1, 2)).transpose(1, 2))  # (B, R, d)
+        return self.out_proj(self.dropout(x))  # (B, R, C)

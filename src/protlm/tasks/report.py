@@ -1,0 +1,104 @@
+"""Evaluation outputs: results JSON, predictions TSV, confusion-matrix and ROC / PR curve PNGs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def plot_confusion(y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix (rows: true class) with counts in the cells (up to 30 classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    present = np.unique(np.concatenate([y, prob.argmax(1)]))
+    if len(labels) > 30:  # a 1,195-fold matrix is unreadable: keep the 30 most frequent true classes
+        top = np.argsort(-np.bincount(y, minlength=len(labels)))[:30]
+        present = np.sort(top)
+    cm = confusion_matrix(y, prob.argmax(1), labels=present)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.45 * len(present) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = [labels[k] for k in present]
+    ax.set_xticks(range(len(present)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(present)), names, fontsize=7)
+    if len(present) <= 15:
+        for i in range(len(present)):
+            for j in range(len(present)):
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="black" if norm[i, j] < 0.6 else "white",
+                )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(y: np.ndarray, prob: np.ndarray, out: Path, stem: str, title: str) -> list[Path]:
+    """ROC and precision-recall curves of the positive class of a binary task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    if len(np.unique(y)) < 2:
+        return []
+    paths = []
+    fpr, tpr, _ = roc_curve(y, prob[:, 1])
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(fpr, tpr, label=f"ROC-AUC {roc_auc_score(y, prob[:, 1]):.3f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    paths.append(out / f"roc_{stem}.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    precision, recall, _ = precision_recall_curve(y, prob[:, 1])
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(recall, precision, label=f"PR-AUC {average_precision_score(y, prob[:, 1]):.3f}")
+    ax.axhline(float(np.mean(y)), color="k", ls=":", lw=0.8, label=f"positives {np.mean(y):.2f}")
+    ax.set(xlabel="recall", ylabel="precision", title=title)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    paths.append(out / f"pr_{stem}.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def write_predictions(path: Path, ids: list[str], y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...]) -> Path:
+    """One row per example: id, true label, predicted label, probability of the prediction."""
+    with open(path, "w") as fh:
+        fh.write("id\tlabel\tpredicted\tprobability\n")
+        for rid, t, p in zip(ids, y, prob, strict=True):
+            k = int(p.argmax())
+            fh.write(f"{rid}\t{labels[int(t)]}\t{labels[k]}\t{p[k]:.4f}\n")
+    return path
+
+
+def write_json(path: Path, obj: dict) -> Path:
+    path.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, np.integer | np.floating):
+        return x.item()
+    raise TypeError(type(x).__name__)

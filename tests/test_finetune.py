@@ -1,0 +1,129 @@
+"""`protlm finetune` / `protlm evaluate` end to end on tiny fixtures with a micro pre-trained model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from conftest import DATA, write
+from protlm.cli import main
+
+TASKS = DATA / "tasks"
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A micro RoBERTa MLM saved the way `protlm pretrain` saves its model (safetensors + tokenizer)."""
+    from protlm.models import build_mlm
+    from protlm.tokenization import load_tokenizer
+
+    out = tmp_path_factory.mktemp("pretrained") / "model"
+    tok = load_tokenizer(DATA / "tokenizer_bpe300")
+    build_mlm(str(DATA / "micro.yaml"), tok, seed=0).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+def finetune(args, capsys, tmp_path, name="ft"):
+    out = tmp_path / name
+    code, stdout, err = run(["finetune", "--out", str(out), "--cache-dir", str(tmp_path / "cache"), *args], capsys)
+    assert code in (0, None), err
+    return out, err
+
+
+def test_finetune_seeds_then_evaluate_reproduces(pretrained, tmp_path, capsys):
+    args = ["--task", "localization", "--data", str(TASKS / "deeploc_small.fasta"), "--model", str(pretrained)]
+    out, err = finetune([*args, "--max-steps", "3", "--seeds", "0,1", "--lr", "1e-3"], capsys, tmp_path)
+    assert "deeploc_small.fasta: 30 records read, 30 used, 0 skipped" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    acc = summary["splits"]["test"]["accuracy"]
+    assert 0 <= acc["mean"] <= 1 and acc["std"] >= 0
+    for seed in (0, 1):
+        run_dir = out / f"seed-{seed}"
+        assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "model" / "protlm_task.json").is_file()
+        assert (run_dir / "eval" / "confusion_test.png").stat().st_size > 1000
+        rows = (run_dir / "eval" / "predictions_test.tsv").read_text().splitlines()
+        assert rows[0] == "id\tlabel\tpredicted\tprobability" and len(rows) == 1 + 6
+    first = json.loads((out / "seed-0" / "eval" / "results.json").read_text())
+    code, stdout, err = run(["evaluate", "--model", str(out / "seed-0" / "model"), "--split", "test",
+                             "--out", str(tmp_path / "again")], capsys)  # fmt: skip
+    assert code in (0, None), err
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert again["splits"]["test"]["metrics"] == first["splits"]["test"]["metrics"]
+    assert again["splits"]["test"]["class_counts"] == first["splits"]["test"]["class_counts"]
+
+
+def test_baseline_and_scratch_on_pairs(pretrained, tmp_path, capsys):
+    pairs = str(DATA / "pairs_small.tsv")  # train and dev pairs only
+    out, _ = finetune(["--task", "ppi", "--data", pairs, "--model", "baseline"], capsys, tmp_path, "base")
+    result = json.loads((out / "seed-0" / "eval" / "results.json").read_text())
+    assert set(result["splits"]["dev"]["metrics"]) == {"accuracy", "f1", "mcc", "roc_auc", "pr_auc"}
+    assert result["splits"]["dev"]["class_counts"] == {"0": 2, "1": 2}
+    assert (out / "seed-0" / "model" / "baseline.safetensors").is_file()
+    assert (out / "seed-0" / "eval" / "roc_dev.png").is_file() and (out / "seed-0" / "eval" / "pr_dev.png").is_file()
+    out, err = finetune(["--task", "ppi", "--data", pairs, "--model", f"scratch:{pretrained}", "--max-steps", "2"],
+                        capsys, tmp_path, "scratch")  # fmt: skip
+    assert "model scratch (architecture of" in err
+    info = json.loads((out / "seed-0" / "model" / "protlm_task.json").read_text())
+    assert info["model_source"].startswith("scratch")
+
+
+def test_frozen_encoder_residue_task(pretrained, tmp_path, capsys):
+    data = str(TASKS / "ss_dssp_small.tsv")
+    out, err = finetune(["--task", "ss3", "--data", data, "--model", str(pretrained), "--freeze", "--max-steps", "3",
+                         "--lr", "1e-2"], capsys, tmp_path)  # fmt: skip
+    assert "encoder frozen" in err
+    before = load_file(pretrained / "model.safetensors")
+    after = load_file(out / "seed-0" / "model" / "model.safetensors")
+    key = "roberta.encoder.layer.0.attention.self.query.weight"
+    np.testing.assert_array_equal(before[key], after[key])
+    head = after["out_proj.weight"]
+    assert head.shape == (3, 32)
+    result = json.loads((out / "seed-0" / "eval" / "results.json").read_text())
+    n_residues = result["splits"]["test"]["n_scored"]
+    assert n_residues == sum(c for c in result["splits"]["test"]["class_counts"].values())  # per residue, not token
+
+
+def test_tcr_titan_baseline(tmp_path, capsys):
+    out, _ = finetune(["--task", "tcr", "--data", str(TASKS / "titan"), "--model", "baseline"], capsys, tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "test" in summary["splits"] and "roc_auc" in summary["splits"]["test"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--task", "nope", "--model", "baseline"], "unknown task 'nope'"),
+        (["--task", "solubility", "--model", "baseline"], "task solubility has no built-in data"),
+        (["--task", "localization", "--model", "/no/such/dir", "--data", str(TASKS / "deeploc_small.fasta")],
+         "not a model directory"),
+        (["--task", "localization", "--model", "baseline", "--seeds", "a,b"], "--seeds 'a,b'"),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line(args, message, tmp_path, capsys):
+    code, _, err = run(["finetune", "--out", str(tmp_path / "x"), *args], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_malformed_task_file_exits_2_with_file_and_line(tmp_path):
+    bad = write(tmp_path / "bad.fasta", ">P1 Nucleus-S\nMKVL\n>P2 Nucleus-S\nMKZ1L\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "protlm", "finetune", "--task", "localization", "--data", str(bad), "--model",
+         "baseline", "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"protlm: error: {bad} line 3 (record P2): invalid residue '1' at position 4"

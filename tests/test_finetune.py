@@ -53,7 +53,9 @@ def test_finetune_seeds_then_evaluate_reproduces(pretrained, tmp_path, capsys):
     assert 0 <= acc["mean"] <= 1 and acc["std"] >= 0
     for seed in (0, 1):
         run_dir = out / f"seed-{seed}"
-        assert (run_dir / "model" / "model.safetensors").is_file() and (run_dir / "model" / "protlm_task.json").is_file()
+        assert (run_dir / "model" / "model.safetensors").is_file() and (
+            run_dir / "model" / "protlm_task.json"
+        ).is_file()
         assert (run_dir / "eval" / "confusion_test.png").stat().st_size > 1000
         rows = (run_dir / "eval" / "predictions_test.tsv").read_text().splitlines()
         assert rows[0] == "id\tlabel\tpredicted\tprobability" and len(rows) == 1 + 6
@@ -126,4 +128,7 @@ def test_malformed_task_file_exits_2_with_file_and_line(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1] == f"protlm: error: {bad} line 3 (record P2): invalid residue '1' at position 4"
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"protlm: error: {bad} line 3 (record P2): invalid residue '1' at position 4"
+    )

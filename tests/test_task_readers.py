@@ -10,14 +10,13 @@ import lmdb
 import numpy as np
 import pytest
 
+from conftest import write
 from protlm.errors import InputError, ProtlmError
 from protlm.tasks import DataRequest, get_task
 from protlm.tasks.data import IGNORE
 from protlm.tasks.readers import read_deeploc_fasta
 from protlm.tasks.structure import SS8_TO_SS3
 from protlm.tasks.tcr import make_tcr_splits, read_tcr_positives
-
-from conftest import write
 
 
 @pytest.fixture

@@ -132,3 +132,34 @@ def test_malformed_task_file_exits_2_with_file_and_line(tmp_path):
         proc.stderr.strip().splitlines()[-1]
         == f"protlm: error: {bad} line 3 (record P2): invalid residue '1' at position 4"
     )
+
+
+def test_kill_and_resume_finetune_is_bitwise_identical(pretrained, tmp_path):
+    """Fine-tuning runs on the pre-training loop: a killed run resumes to the same weights."""
+    import os
+
+    import torch
+    from safetensors.torch import load_file as load_torch
+
+    def cli(out, *extra, env=None):
+        args = ["--task", "localization", "--data", str(TASKS / "deeploc_small.fasta"), "--model", str(pretrained),
+                "--out", str(out), "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3",
+                "--cache-dir", str(tmp_path / "cache"), *extra]  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "protlm", "finetune", *args], capture_output=True, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        )  # fmt: skip
+
+    # save_every is a config option: a YAML recipe sets it (flags override the recipe)
+    recipe = write(tmp_path / "recipe.yaml", "save_every: 2\n")
+    assert cli(tmp_path / "ref", "--config", str(recipe)).returncode == 0
+    killed = cli(tmp_path / "run", "--config", str(recipe), env={"PROTLM_FAULT": "step:5"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    again = cli(tmp_path / "run", "--config", str(recipe))
+    assert again.returncode == 2 and "pass --resume" in again.stderr
+    resumed = cli(tmp_path / "run", "--config", str(recipe), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    a = load_torch(tmp_path / "ref" / "seed-0" / "model" / "model.safetensors")
+    b = load_torch(tmp_path / "run" / "seed-0" / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -331,6 +331,7 @@ def finetune_cmd(
     train_limit: Annotated[int | None, typer.Option(help="Use at most this many training examples.")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Dev evaluation every N steps.")] = None,
     grad_accum: Annotated[int | None, typer.Option(help="Micro-batches accumulated per optimizer step.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue each seed from its newest checkpoint.")] = False,
     strict: StrictOpt = False,
     cache_dir: Annotated[str | None, typer.Option(help="Tokenized-data cache (default ~/.cache/protlm).")] = None,
 ) -> None:
@@ -345,6 +346,7 @@ def finetune_cmd(
         "batch_size": batch_size, "tokens_per_batch": tokens_per_batch, "max_tokens": max_tokens,
         "max_epochs": max_epochs, "max_steps": max_steps, "max_time": max_time, "train_limit": train_limit,
         "eval_every": eval_every, "grad_accum": grad_accum, "strict": strict or None, "cache_dir": cache_dir,
+        "resume": resume or None,
     }  # fmt: skip
     cfg = load_config(FinetuneConfig, config, overrides)
     finetune(cfg, log=lambda msg: typer.echo(msg, err=True))

@@ -21,7 +21,7 @@ from protlm.tasks.data import IGNORE, Example
 
 _AA = {c: i for i, c in enumerate(STANDARD)}
 WINDOW = 7
-MAX_RESIDUES = 300_000  # residues used to fit the residue baseline (seeded sample)
+MAX_RESIDUES = 300_000  # residues used to fit the residue baseline (whole chains, seeded sample)
 
 
 def composition(seq: str) -> np.ndarray:
@@ -77,10 +77,11 @@ class Baseline:
     def fit(self, examples: list[Example], seed: int = 0, class_weight: str | None = None) -> Baseline:
         from sklearn.linear_model import LogisticRegression
 
+        if self.kind == "residue":  # whole chains, in a seeded order, up to MAX_RESIDUES residues
+            order = np.random.default_rng(seed).permutation(len(examples))
+            budget = np.cumsum([len(examples[i].parts[0]) for i in order])
+            examples = [examples[i] for i in order[: max(1, int(np.searchsorted(budget, MAX_RESIDUES)))]]
         x, y = self.features(examples)
-        if len(y) > MAX_RESIDUES:
-            keep = np.random.default_rng(seed).choice(len(y), MAX_RESIDUES, replace=False)
-            x, y = x[keep], y[keep]
         self.mean, self.scale = x.mean(0), x.std(0) + 1e-8
         clf = LogisticRegression(max_iter=500, C=1.0, class_weight=class_weight, random_state=seed)
         clf.fit((x - self.mean) / self.scale, y)
@@ -96,11 +97,15 @@ class Baseline:
 
     def predict_proba(self, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
         """(y, probabilities (n, C)) with n rows per example or per scored residue."""
-        x, y = self.features(examples)
-        z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
-        z -= z.max(1, keepdims=True)
-        p = np.exp(z)
-        return y, p / p.sum(1, keepdims=True)
+        ys, ps = [], []
+        for start in range(0, len(examples), 512):  # chunks bound the memory of residue features
+            x, y = self.features(examples[start : start + 512])
+            z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
+            z -= z.max(1, keepdims=True)
+            p = np.exp(z)
+            ys.append(y)
+            ps.append(p / p.sum(1, keepdims=True))
+        return np.concatenate(ys), np.concatenate(ps)
 
     def save(self, path: Path, info: dict) -> None:
         path.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from protlm.train.config import TrainConfig
 from protlm.train.loop import derive_seed
 
 TASK_FILE = "protlm_task.json"
+DEV_MONITOR = 2000
 
 
 @dataclass
@@ -54,6 +55,7 @@ class FinetuneConfig(TrainConfig):
     train_limit: int | None = None  # subsample the training split (seeded)
     split_seed: int = 0  # seed of splits made here (independent of the training seeds)
     seeds: list[int] = field(default_factory=lambda: [0])
+    resume: bool = False  # continue each seed's run from its newest checkpoint
     lr: float | None = None  # default: the task's
     warmup_steps: int = 0
     warmup_ratio: float = 0.06
@@ -263,10 +265,18 @@ def train_one(
     from accelerate import Accelerator
 
     from protlm.models import model_max_tokens
+    from protlm.train.checkpoint import checkpoints
     from protlm.train.loop import Fit, fit
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    model, tokenizer, source = build_task_model(cfg, spec, data.labels, seed)
+    ckpts = checkpoints(run_dir)
+    if ckpts and not cfg.resume:
+        raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")
+    if ckpts:  # resume: weights of the newest checkpoint; the loop restores optimizer, RNG and data position
+        _, model, tokenizer, _ = load_finetuned(ckpts[-1], info_from=run_dir / "model", need_info=False)
+        source = f"{cfg.model} (resumed from {ckpts[-1].name})"
+    else:
+        model, tokenizer, source = build_task_model(cfg, spec, data.labels, seed)
     if cfg.freeze:
         model.roberta.requires_grad_(False)
     limit = model_max_tokens(model.config)
@@ -295,8 +305,20 @@ def train_one(
         f"{steps_per_epoch:,} steps/epoch, {total:,} steps"
     )
 
+    # Dev metric while training on at most DEV_MONITOR examples (the full splits are scored at the end).
+    monitor = ts_dev
+    if len(ts_dev) > DEV_MONITOR:
+        monitor = build_taskset(
+            spec.kind,
+            subsample(data.split("dev"), DEV_MONITOR, 0),
+            tokenizer,
+            max_tokens,
+            cfg.cache_dir,
+            residue_lengths,
+        )
+
     def evaluate(obj) -> dict:
-        y, p, _ = predict(model, ts_dev, cfg.tokens_per_batch, batch_size)
+        y, p, _ = predict(model, monitor, cfg.tokens_per_batch, batch_size)
         return {f"dev_{spec.primary}": M.compute((spec.primary,), y, p)[spec.primary]}
 
     extra = {TASK_FILE: json.dumps({**info, "model_source": source, "data_summary": data.summary()}, indent=2) + "\n"}
@@ -312,11 +334,12 @@ def train_one(
 # ---------------------------------------------------------------- evaluation
 
 
-def load_finetuned(path: Path):
-    """(kind, model, tokenizer, task info) of a `protlm finetune` model directory."""
-    if not (path / TASK_FILE).is_file():
+def load_finetuned(path: Path, info_from: Path | None = None, need_info: bool = True):
+    """(kind, model, tokenizer, task info) of a `protlm finetune` model directory (or checkpoint)."""
+    info_file = (info_from or path) / TASK_FILE
+    if need_info and not info_file.is_file():
         raise ProtlmError(f"{path}: not a fine-tuned protlm model (no {TASK_FILE}); use the run's model/ directory")
-    info = json.loads((path / TASK_FILE).read_text())
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     if "baseline" in info:
         return "baseline", Baseline.load(path), None, info
     from protlm.tasks.model import ProteinTaskModel

@@ -14,7 +14,7 @@ seconds of each are measured and printed in the table.
     protlm pretrain --out runs/bench-pt/singles --tokenizer runs/demo/tokenizer --model tiny --max-steps 400 \\
         --tokens-per-batch 8192 --lr 1e-3 --warmup-steps 40 --seed 0
     protlm pretrain --out runs/bench-pt/pairs --pairs builtin ... (same flags)
-    .venv/bin/python bench/downstream.py --shared ../shared/data --steps 200
+    .venv/bin/python bench/downstream.py --shared ../shared/data --steps 600
 
 Writes bench/out/downstream/<task>/<model>/ (runs), bench/out/downstream.json and bench/downstream.md.
 Runs already finished (summary.json present) are reused, so an interrupted benchmark continues.
@@ -56,8 +56,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", type=Path, default=ROOT.parent.parent / "shared" / "data")
     ap.add_argument("--pretrained", type=Path, default=ROOT.parent / "runs" / "bench-pt")
-    ap.add_argument("--steps", type=int, default=200, help="optimizer steps of every neural model")
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--steps", type=int, default=600, help="optimizer steps of every neural model")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--pooling", default="mean", help="cls or mean, for the sequence and pair heads")
     ap.add_argument("--tcr-positives", type=int, default=40_000)
     ap.add_argument("--tasks", default="localization,family,ppi,tcr,ss3,ss8")
     ap.add_argument("--models", default="baseline,scratch,singles,pairs")
@@ -91,7 +92,7 @@ def main() -> None:
             d, background = data[task]
             cfg = FinetuneConfig(
                 out=str(run), task=task, model=models[name], data=d, background=background, max_steps=args.steps,
-                lr=args.lr, warmup_ratio=0.1, log_every=20, seeds=[0],
+                lr=args.lr, warmup_ratio=0.1, log_every=20, seeds=[0], pooling=args.pooling,
             )  # fmt: skip
             cfg.validate()
             t0 = time.perf_counter()
@@ -123,7 +124,7 @@ def write_table(results: dict, args) -> None:
         "",
         f"Equal budget: every neural model (scratch / singles / pairs: the same tiny RoBERTa, 1.8M parameters) "
         f"is fine-tuned for {args.steps} optimizer steps of at most 8,192 tokens at LR {args.lr} (10% warmup, "
-        "linear decay). `singles` and `pairs` were pre-trained for the same 400 steps x 8,192 tokens "
+        f"linear decay), {args.pooling} pooling for sequence and pair heads. `singles` and `pairs` were pre-trained for the same 400 steps x 8,192 tokens "
         "(~3.3M tokens, a few CPU-minutes: a very small pre-training budget). The baseline trains to convergence "
         "(logistic regression); its seconds are listed too. Metrics are on the test split(s) named in the table.",
         "",

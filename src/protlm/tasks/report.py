@@ -59,27 +59,26 @@ def plot_curves(y: np.ndarray, prob: np.ndarray, out: Path, stem: str, title: st
 
     if len(np.unique(y)) < 2:
         return []
-    paths = []
     fpr, tpr, _ = roc_curve(y, prob[:, 1])
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(fpr, tpr, label=f"ROC-AUC {roc_auc_score(y, prob[:, 1]):.3f}")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    paths.append(out / f"roc_{stem}.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
     precision, recall, _ = precision_recall_curve(y, prob[:, 1])
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot(recall, precision, label=f"PR-AUC {average_precision_score(y, prob[:, 1]):.3f}")
-    ax.axhline(float(np.mean(y)), color="k", ls=":", lw=0.8, label=f"positives {np.mean(y):.2f}")
-    ax.set(xlabel="recall", ylabel="precision", title=title)
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    paths.append(out / f"pr_{stem}.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    curves = (
+        ("roc", fpr, tpr, f"ROC-AUC {roc_auc_score(y, prob[:, 1]):.3f}", "false positive rate", "true positive rate"),
+        ("pr", recall, precision, f"PR-AUC {average_precision_score(y, prob[:, 1]):.3f}", "recall", "precision"),
+    )
+    paths = []
+    for name, xs, ys, label, xlabel, ylabel in curves:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot(xs, ys, label=label)
+        if name == "roc":
+            ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        else:  # a random ranking's precision is the positive rate
+            ax.axhline(float(np.mean(y)), color="k", ls=":", lw=0.8, label=f"positives {np.mean(y):.2f}")
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+        ax.legend(loc="lower right" if name == "roc" else "lower left")
+        fig.tight_layout()
+        paths.append(out / f"{name}_{stem}.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
     return paths
 
 

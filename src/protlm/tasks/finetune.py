@@ -165,11 +165,15 @@ class TaskObjective(nn.Module):
 # ---------------------------------------------------------------- prediction
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(-1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(-1, keepdims=True)
+
+
 @torch.inference_mode()
-def predict(
-    model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(y, probabilities, ids): one row per example, or per scored residue for residue tasks.
+def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_size: int) -> list[np.ndarray]:
+    """Logits per example: (C,) for sequence / pair tasks, (n_residues, C) for residue tasks.
 
     Every evaluation window is scored; logits are averaged over the windows covering an example
     (sequence tasks) or a residue (residue tasks). Batch composition never changes a prediction:
@@ -183,7 +187,7 @@ def predict(
         sums = [np.zeros((len(ex.parts[0]), n_classes)) for ex in ts.examples]
         counts = [np.zeros(len(ex.parts[0])) for ex in ts.examples]
     else:
-        sums, counts = np.zeros((len(ts), n_classes)), np.zeros(len(ts))
+        sums, counts = list(np.zeros((len(ts), n_classes))), list(np.zeros(len(ts)))
     for batch_items in plan:
         batch = ts.make_batch(batch_items)
         fields = {k: v for k, v in batch.fields().items() if k != "labels"}
@@ -198,19 +202,27 @@ def predict(
                 sums[i] += logits[row]
                 counts[i] += 1
     if ts.kind == "residue":
+        return [s / np.maximum(c, 1)[:, None] for s, c in zip(sums, counts, strict=True)]
+    return [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
+
+
+def predict(
+    model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(y, probabilities, ids): one row per example, or per scored residue for residue tasks."""
+    logits = predict_logits(model, ts, tokens_per_batch, batch_size)
+    if ts.kind == "residue":
         ys, zs, ids = [], [], []
-        for ex, s, c in zip(ts.examples, sums, counts, strict=True):
+        for ex, z in zip(ts.examples, logits, strict=True):
             keep = np.asarray(ex.label) >= 0
             ys.append(np.asarray(ex.label)[keep].astype(np.int64))
-            zs.append(s[keep] / np.maximum(c[keep], 1)[:, None])
+            zs.append(z[keep])
             ids.extend(f"{ex.id}:{r + 1}" for r in np.flatnonzero(keep))
         y, z = np.concatenate(ys), np.concatenate(zs)
     else:
         y = np.array([int(ex.label) for ex in ts.examples], dtype=np.int64)
-        z, ids = sums / np.maximum(counts, 1)[:, None], [ex.id for ex in ts.examples]
-    z = z - z.max(1, keepdims=True)
-    p = np.exp(z)
-    return y, p / p.sum(1, keepdims=True), ids
+        z, ids = np.stack(logits) if logits else np.zeros((0, model.config.num_labels)), [ex.id for ex in ts.examples]
+    return y, softmax(z), ids
 
 
 # ---------------------------------------------------------------- training

@@ -1,0 +1,234 @@
+"""The Python API: `protlm.load(DIR)` and a model object with `embed`, `predict` and `fill`.
+
+>>> import protlm
+>>> model = protlm.load("runs/demo/pretrain/model")                    # doctest: +SKIP
+>>> vecs = model.embed({"P1": "MKTAYIAKQR", "P2": "MSQQ"}, pool="mean")  # doctest: +SKIP
+>>> vecs["P1"]["mean"].shape                                            # doctest: +SKIP
+(128,)
+>>> protlm.load("runs/loc/seed-0/model").predict({"P1": "MKTAYIAKQR"})   # doctest: +SKIP
+
+The CLI commands `protlm embed`, `protlm predict` and `protlm fill` are thin wrappers over these
+methods: same batching, same long-protein windows, same outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from protlm.embed import Embedder, Embedding, EmbedOptions
+from protlm.errors import ProtlmError
+from protlm.io import ResiduePolicy, SeqRecord
+
+TASK_FILE = "protlm_task.json"
+
+
+@dataclass
+class Prediction:
+    """One prediction: the label and class probabilities; residue tasks give one label per residue."""
+
+    id: str
+    label: str | list[str]
+    probabilities: np.ndarray  # (C,) or (length, C)
+    labels: tuple[str, ...]  # the label space, in the order of the probability columns
+
+    @property
+    def states(self) -> str:
+        """Residue tasks: the per-residue labels as one string (e.g. 'CCHHHHEE' for ss3)."""
+        labels = self.label if isinstance(self.label, list) else [self.label]
+        return "".join(labels) if all(len(x) == 1 for x in labels) else " ".join(labels)
+
+
+def _records(seqs, policy: ResiduePolicy = ResiduePolicy()) -> Iterator[SeqRecord]:
+    """Accept {id: seq}, [seq, ...], [(id, seq), ...] or SeqRecords; sequences are validated."""
+    if isinstance(seqs, str):
+        raise ProtlmError("give a list or a dict of sequences, not one string")
+    items = seqs.items() if isinstance(seqs, Mapping) else seqs
+    for k, item in enumerate(items):
+        if isinstance(item, SeqRecord):
+            yield item
+            continue
+        rid, seq = (f"seq{k}", item) if isinstance(item, str) else item
+        try:
+            yield SeqRecord(str(rid), policy.clean(seq))
+        except ValueError as e:
+            raise ProtlmError(f"sequence {rid}: {e}") from None
+
+
+class ProtLM:
+    """A loaded protlm model directory: a pre-trained masked LM or a fine-tuned task model."""
+
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from transformers import AutoConfig
+
+        from protlm.tokenization import load_tokenizer
+
+        self.path = Path(path)
+        if not (self.path / "config.json").is_file() and not (self.path / TASK_FILE).is_file():
+            raise ProtlmError(f"{self.path}: not a protlm model directory (no config.json)")
+        self.info = json.loads((self.path / TASK_FILE).read_text()) if (self.path / TASK_FILE).is_file() else None
+        self.task_model = self.baseline = self._mlm = None
+        if self.info and "baseline" in self.info:
+            from protlm.tasks.baseline import Baseline
+
+            self.baseline, self.tokenizer, self.encoder = Baseline.load(self.path), None, None
+            return
+        self.tokenizer = load_tokenizer(str(self.path))
+        self.config = AutoConfig.from_pretrained(self.path)
+        from protlm.train.pretrain import load_safetensors_model
+
+        if self.info:
+            from protlm.tasks.model import ProteinTaskModel
+
+            self.task_model = load_safetensors_model(ProteinTaskModel, self.path).to(device).eval()
+            self.encoder = self.task_model.roberta
+        else:
+            from transformers import AutoModel
+
+            with quiet_hf():  # the MLM head is not needed here: no load report for it
+                self.encoder = load_safetensors_model(AutoModel, self.path, add_pooling_layer=False).to(device).eval()
+
+    # ------------------------------------------------------------------ embeddings
+
+    def embedder(self, **options) -> Embedder:
+        if self.encoder is None:
+            raise ProtlmError(f"{self.path}: a composition baseline has no embeddings")
+        if isinstance(options.get("pools"), str):
+            options["pools"] = (options["pools"],)
+        return Embedder(self.encoder, self.tokenizer, EmbedOptions(**options))
+
+    def embed(self, seqs, pool: str | tuple[str, ...] = "mean", layers: tuple[int, ...] = (-1,), **options) -> dict:
+        """{id: {output: array}} for the sequences; outputs are `mean`, `cls`, `residue` (length x hidden)."""
+        pools = (pool,) if isinstance(pool, str) else tuple(pool)
+        embedder = self.embedder(pools=pools, layers=tuple(layers), **options)
+        return {e.id: e.vectors for e in embedder.embed(_records(seqs))}
+
+    def iter_embed(self, records: Iterable[SeqRecord], **options) -> Iterator[Embedding]:
+        """Streaming form of `embed` for large inputs (what `protlm embed` uses)."""
+        return self.embedder(**options).embed(records)
+
+    # ------------------------------------------------------------------ fine-tuned predictions
+
+    @property
+    def task(self):
+        if self.info is None:
+            raise ProtlmError(f"{self.path}: not a fine-tuned model (no {TASK_FILE}): use embed or fill")
+        from protlm.tasks import get_task
+
+        return get_task(self.info["task"])
+
+    def predict(self, inputs, tokens_per_batch: int = 16384, batch_size: int = 64) -> list[Prediction]:
+        """Predictions for sequences ({id: seq}, [(id, seq)], records) or, for pair tasks, pairs
+        ([(id, seq_a, seq_b)] or protlm `Pair`s). Long inputs are windowed as in evaluation."""
+        from protlm.tasks.data import Example
+        from protlm.tasks.finetune import softmax
+
+        spec, labels = self.task, tuple(self.info["labels"])
+        if spec.kind == "pair":
+            examples = [self._pair_example(p) for p in inputs]
+        else:
+            examples = [
+                Example(r.id, (r.seq,), np.zeros(len(r.seq), np.int8) if spec.kind == "residue" else 0)
+                for r in _records(inputs)
+            ]
+        if self.baseline is not None:
+            _, prob = self.baseline.predict_proba(examples)
+            if spec.kind == "residue":
+                bounds = np.cumsum([0] + [len(ex.parts[0]) for ex in examples])
+                probs = [prob[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+            else:
+                probs = list(prob)
+        else:
+            from protlm.models import model_max_tokens
+            from protlm.tasks.batches import build_taskset
+            from protlm.tasks.finetune import predict_logits
+
+            lengths = None
+            if spec.kind == "residue":
+                from protlm.tasks.align import token_residue_lengths
+
+                lengths = token_residue_lengths(self.tokenizer)
+            max_tokens = model_max_tokens(self.task_model.config)
+            ts = build_taskset(spec.kind, examples, self.tokenizer, max_tokens, None, lengths)
+            probs = [softmax(z) for z in predict_logits(self.task_model, ts, tokens_per_batch, batch_size)]
+        out = []
+        for ex, p in zip(examples, probs, strict=True):
+            label = [labels[k] for k in p.argmax(-1)] if spec.kind == "residue" else labels[int(p.argmax())]
+            out.append(Prediction(ex.id, label, p, labels))
+        return out
+
+    @staticmethod
+    def _pair_example(pair):
+        from protlm.pairs.table import Pair
+        from protlm.tasks.data import Example
+
+        policy = ResiduePolicy()
+        if isinstance(pair, Pair):
+            return Example(f"{pair.id_a}|{pair.id_b}", (pair.seq_a, pair.seq_b), 0)
+        rid, a, b = pair
+        try:
+            return Example(str(rid), (policy.clean(a), policy.clean(b)), 0)
+        except ValueError as e:
+            raise ProtlmError(f"pair {rid}: {e}") from None
+
+    # ------------------------------------------------------------------ masked-residue prediction
+
+    def fill(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k tokens (residue strings) with probabilities for every `<mask>` in `text`."""
+        import torch
+
+        if self.info is not None:
+            raise ProtlmError(f"{self.path}: fill needs a pre-trained masked LM, not a fine-tuned model")
+        if self._mlm is None:
+            from transformers import AutoModelForMaskedLM
+
+            from protlm.train.pretrain import load_safetensors_model
+
+            with quiet_hf():
+                self._mlm = load_safetensors_model(AutoModelForMaskedLM, self.path).eval()
+        mask = self.tokenizer.mask_token
+        if mask not in text:
+            raise ProtlmError(f"no {mask} in the input: write e.g. MKT{mask}LLV")
+        try:  # residues validated and upper-cased around the masks
+            clean = mask.join(ResiduePolicy().clean(part) if part else "" for part in text.split(mask))
+        except ValueError as e:
+            raise ProtlmError(f"fill input: {e}") from None
+        enc = self.tokenizer(clean, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self._mlm(**enc).logits[0]
+        positions = (enc["input_ids"][0] == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
+        n_special = len(self.tokenizer.all_special_ids)
+        results = []
+        for pos in positions:
+            probs = torch.softmax(logits[pos].float(), -1)
+            probs[:n_special] = 0  # a residue position is never filled with a special token
+            top = torch.topk(probs / probs.sum(), top_k)
+            results.append(
+                [(self.tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(*top, strict=True)]
+            )
+        return results
+
+
+@contextmanager
+def quiet_hf():
+    """Silence transformers' per-load report (unused heads are expected when loading an encoder)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+
+def load(path: str | Path, device: str = "cpu") -> ProtLM:
+    """Load a protlm model directory (`protlm pretrain` output or a fine-tuned `model/`)."""
+    return ProtLM(path, device)

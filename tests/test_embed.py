@@ -1,0 +1,158 @@
+"""`protlm embed` / `predict` / `fill` and the Python API on a micro model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import protlm
+from conftest import DATA, write
+from protlm.cli import main
+from protlm.io import iter_fasta
+
+FASTA = DATA / "swissprot_50.fasta"
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from protlm.models import build_mlm
+    from protlm.tokenization import load_tokenizer
+
+    out = tmp_path_factory.mktemp("pretrained") / "model"
+    tok = load_tokenizer(DATA / "tokenizer_bpe300")
+    build_mlm(str(DATA / "micro.yaml"), tok, seed=0).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def seqs() -> dict[str, str]:
+    return {r.id: r.seq for r in iter_fasta(FASTA)}
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".npz", ".h5"])
+def test_embed_formats_read_back(pretrained, seqs, tmp_path, capsys, suffix):
+    out = tmp_path / f"e{suffix}"
+    code, stdout, err = run(["embed", str(FASTA), "--model", str(pretrained), "--out", str(out), "--pool", "mean",
+                             "--pool", "residue", "--pool", "cls", "--layers", "-1,0"], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert "50 records read, 50 used, 0 skipped" in err and "50 embeddings" in stdout
+    ids = list(seqs)
+    if suffix == ".parquet":
+        df = pd.read_parquet(out)
+        assert df["id"].tolist() == ids  # input order
+        assert len(df["mean.-1"][0]) == 32 and len(df["cls.0"][0]) == 32
+        residue = np.stack(df["residue.-1"][3])
+        assert residue.shape == (len(seqs[ids[3]]), 32) and df["length"][3] == len(seqs[ids[3]])
+    elif suffix == ".npz":
+        z = np.load(out)
+        assert z[f"mean.-1/{ids[0]}"].shape == (32,)
+        for pid in ids:  # every residue gets a vector under BPE tokens
+            assert z[f"residue.0/{pid}"].shape == (len(seqs[pid]), 32)
+    else:
+        with h5py.File(out) as f:
+            assert set(f) == {"mean.-1", "residue.-1", "cls.-1", "mean.0", "residue.0", "cls.0"}
+            assert f["residue.-1"][ids[5]].shape == (len(seqs[ids[5]]), 32)
+
+
+def test_single_output_h5_has_one_dataset_per_id(pretrained, seqs, tmp_path, capsys):
+    out = tmp_path / "e.h5"
+    assert run(["embed", str(FASTA), "--model", str(pretrained), "--out", str(out)], capsys)[0] in (0, None)
+    with h5py.File(out) as f:
+        assert sorted(f) == sorted(seqs) and f[next(iter(seqs))].shape == (32,)
+
+
+def test_api_mean_is_residue_mean_and_batch_independent(pretrained, seqs):
+    model = protlm.load(pretrained)
+    some = dict(list(seqs.items())[:12])
+    mixed = model.embed(some, pool=("mean", "residue", "cls"), tokens_per_batch=4096)
+    pid = list(some)[7]
+    alone = model.embed({pid: some[pid]}, pool=("mean", "residue", "cls"), tokens_per_batch=64)
+    for key in ("mean", "residue", "cls"):
+        np.testing.assert_allclose(alone[pid][key], mixed[pid][key], atol=1e-5)
+    np.testing.assert_allclose(mixed[pid]["mean"], mixed[pid]["residue"].mean(0), atol=1e-5)
+
+
+def test_long_protein_windows_are_stitched(pretrained, seqs):
+    model = protlm.load(pretrained)
+    pid, seq = max(seqs.items(), key=lambda kv: len(kv[1]))
+    n_tokens = len(model.tokenizer.backend_tokenizer.encode(seq, add_special_tokens=False).ids)
+    assert n_tokens > 128  # longer than the micro model's 128 positions: no error, no truncation
+    out = model.embed({pid: seq}, pool="residue")[pid]["residue"]
+    assert out.shape == (len(seq), 32)
+    # with windows of 32 tokens that do not overlap, the first window's residues equal a direct encoding
+    emb = model.embedder(pools=("residue",), max_tokens=34, stride=32)
+    (res,) = list(emb.embed(iter([protlm.api.SeqRecord(pid, seq)])))
+    ids = model.tokenizer.backend_tokenizer.encode(seq, add_special_tokens=False).ids
+    with torch.inference_mode():
+        direct = model.encoder(input_ids=torch.tensor([[0, *ids[:32], 2]])).last_hidden_state[0, 1:33].numpy()
+    lengths = emb.token_lengths[np.array(ids[:32])]
+    np.testing.assert_allclose(res.vectors["residue"][: lengths.sum()], np.repeat(direct, lengths, axis=0), atol=1e-5)
+
+
+def test_embed_bad_input_is_one_line(pretrained, tmp_path):
+    bad = write(tmp_path / "bad.fasta", ">P1\nMKV\n>P2\nMK#V\n")
+    proc = subprocess.run([sys.executable, "-m", "protlm", "embed", str(bad), "--model", str(pretrained),
+                           "--out", str(tmp_path / "o.npz")], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip().splitlines()[-1]
+        == f"protlm: error: {bad} line 3 (record P2): invalid residue '#' at position 3"
+    )
+
+
+def test_embed_unknown_format_and_pool(pretrained, tmp_path, capsys):
+    code, _, err = run(["embed", str(FASTA), "--model", str(pretrained), "--out", str(tmp_path / "e.csv")], capsys)
+    assert code == 2 and "unknown output format" in err
+    code, _, err = run(["embed", str(FASTA), "--model", str(pretrained), "--out", str(tmp_path / "e.npz"),
+                        "--pool", "max"], capsys)  # fmt: skip
+    assert code == 2 and "--pool must be among mean, cls, residue" in err
+
+
+def test_fill_with_the_real_mask_token(pretrained, capsys):
+    code, out, err = run(["fill", "MKTAYIAK<mask>LLVA<mask>", "--model", str(pretrained), "--top-k", "3"], capsys)
+    assert code in (0, None), err
+    lines = out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("mask 1: ") and len(lines[0].split()) == 2 + 2 * 3
+    code, _, err = run(["fill", "MKTAYIAK[MASK]LLV", "--model", str(pretrained)], capsys)
+    assert code == 2 and "no <mask> in the input" in err
+
+
+def test_predict_sequence_residue_and_pair_tasks(pretrained, tmp_path, capsys):
+    tasks = DATA / "tasks"
+    cases = [
+        ("localization", str(tasks / "deeploc_small.fasta"), FASTA),
+        ("ss3", str(tasks / "ss_dssp_small.tsv"), FASTA),
+        ("ppi", str(DATA / "pairs_small.tsv"), DATA / "pairs_small.tsv"),
+    ]
+    for task, data, inputs in cases:
+        out = tmp_path / task
+        code, _, err = run(["finetune", "--task", task, "--data", data, "--model", str(pretrained), "--out", str(out),
+                            "--max-steps", "1", "--cache-dir", str(tmp_path / "cache")], capsys)  # fmt: skip
+        assert code in (0, None), err
+        pred = tmp_path / f"{task}.tsv"
+        code, stdout, err = run(["predict", str(inputs), "--model", str(out / "seed-0" / "model"), "--out", str(pred)],
+                                capsys)  # fmt: skip
+        assert code in (0, None), err
+        df = pd.read_csv(pred, sep="\t")
+        if task == "ss3":
+            assert list(df.columns) == ["id", "length", "predicted", "mean_probability"]
+            assert (df["predicted"].str.len() == df["length"]).all() and set("".join(df["predicted"])) <= set("HEC")
+        elif task == "ppi":
+            assert df.shape == (40, 4) and df["id"][0] == "A0A335|A0A337"
+        else:
+            assert df.shape[0] == 50 and df.shape[1] == 2 + 10  # id, predicted, p_<10 DeepLoc classes>
+            np.testing.assert_allclose(df.filter(like="p_").sum(axis=1), 1.0, atol=1e-3)

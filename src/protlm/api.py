@@ -83,10 +83,11 @@ class ProtLM:
         from protlm.train.pretrain import load_safetensors_model
 
         if self.info:
-            from protlm.tasks.model import ProteinTaskModel
+            from protlm.tasks.model import task_model_class
 
-            self.task_model = load_safetensors_model(ProteinTaskModel, self.path).to(device).eval()
-            self.encoder = self.task_model.roberta
+            cls = task_model_class(self.config)
+            self.task_model = load_safetensors_model(cls, self.path).to(device).eval()
+            self.encoder = self.task_model.base_model
         else:
             from transformers import AutoModel
 

@@ -24,6 +24,8 @@ tokenizer_app = typer.Typer(help="Train and measure protein tokenizers.", no_arg
 app.add_typer(tokenizer_app, name="tokenizer")
 pairs_app = typer.Typer(help="Build and inspect binding / non-binding pair sets.", no_args_is_help=True)
 app.add_typer(pairs_app, name="pairs")
+longformer_app = typer.Typer(help="Long inputs: Longformer models from trained RoBERTa.", no_args_is_help=True)
+app.add_typer(longformer_app, name="longformer")
 
 CorpusOpt = Annotated[
     str,
@@ -479,6 +481,23 @@ def fill_cmd(
 
     for k, candidates in enumerate(load(model).fill(text, top_k)):
         typer.echo(f"mask {k + 1}: " + "  ".join(f"{tok} {p:.3f}" for tok, p in candidates))
+
+
+@longformer_app.command("convert")
+def longformer_convert(
+    source: Annotated[Path, typer.Option("--from", help="A trained RoBERTa masked-LM dir (protlm pretrain model/).")],
+    out: Annotated[Path, typer.Option(help="Output dir: LongformerForMaskedLM + tokenizer.")],
+    max_length: Annotated[int, typer.Option(help="Longest input in tokens (incl. specials).")] = 2048,
+    window: Annotated[int, typer.Option(help="Sliding attention window in tokens (even).")] = 512,
+    global_separators: Annotated[
+        bool, typer.Option("--global-separators", help="Global attention on every </s> too (pairs, assemblies).")
+    ] = False,
+) -> None:
+    """Longformer initialised from a RoBERTa: positions tiled, local and global attention copied."""
+    from protlm.models.longformer import convert_roberta_to_longformer
+
+    path = convert_roberta_to_longformer(source, out, max_length, window, global_separators)
+    typer.echo(f"Longformer ({max_length} tokens, window {window}) written to {path}")
 
 
 @app.command("plot")

@@ -23,6 +23,7 @@ import torch
 from protlm.batching import PAD, assemble, plan_batches
 from protlm.errors import ProtlmError
 from protlm.io import SeqRecord
+from protlm.models.longformer import encoder_kwargs
 
 POOLS = ("mean", "cls", "residue")
 
@@ -133,7 +134,10 @@ class Embedder:
                 mask[row, : len(s)] = 1
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
                 out = self.encoder(
-                    input_ids=ids.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=True
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    output_hidden_states=True,
+                    **encoder_kwargs(self.encoder.config, ids.to(self.device)),
                 )
             states = torch.stack([out.hidden_states[layer] for layer in self.layers], 1).float().cpu().numpy()
             for row, k in enumerate(batch):  # states: (B, n_layers, T, d)

@@ -1,7 +1,7 @@
 """`protlm finetune` and `protlm evaluate`: downstream tasks on top of a pre-trained encoder.
 
 Pipeline: task loader (`tasks/table.py`) -> tokenize once (cached) -> windows / pair crops and
-token-budget batches (`tasks/batches.py`) -> `ProteinTaskModel` -> the shared training loop
+token-budget batches (`tasks/batches.py`) -> `ProteinTaskModel` / `LongformerTaskModel` -> the shared training loop
 (`train/loop.py`: same schedule, checkpoints, resume, budgets, metrics and distributed launch as
 pre-training). `--model baseline` fits the composition reference instead; `--model scratch...`
 trains the same architecture from a random initialisation. With several seeds every seed gets
@@ -92,7 +92,9 @@ def _task_config(config, spec: TaskSpec, labels: tuple[str, ...], pooling: str):
     config.label2id = {name: i for i, name in enumerate(labels)}
     config.protlm_head = "residue" if spec.kind == "residue" else "sequence"
     config.protlm_pooling = pooling
-    config.architectures = ["ProteinTaskModel"]
+    from protlm.tasks.model import task_model_class
+
+    config.architectures = [task_model_class(config).__name__]
     return config
 
 
@@ -100,7 +102,7 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
     """(model, tokenizer, source description) for a pre-trained dir, scratch:DIR or scratch + preset."""
     from transformers import AutoConfig
 
-    from protlm.tasks.model import ProteinTaskModel
+    from protlm.tasks.model import task_model_class
     from protlm.tokenization import load_tokenizer
     from protlm.train.pretrain import load_safetensors_model
 
@@ -115,7 +117,8 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
         preset = load_preset(cfg.preset)
         kind = preset.pop("model_type")
         config = AutoConfig.for_model(kind, **preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-        return ProteinTaskModel(_task_config(config, spec, labels, pooling)), tokenizer, f"scratch ({cfg.preset})"
+        config = _task_config(config, spec, labels, pooling)
+        return task_model_class(config)(config), tokenizer, f"scratch ({cfg.preset})"
     scratch = cfg.model.startswith("scratch:")
     path = Path(cfg.model.removeprefix("scratch:"))
     if not (path / "config.json").is_file():
@@ -124,19 +127,19 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
         )
     tokenizer = load_tokenizer(str(path))
     config = _task_config(AutoConfig.from_pretrained(path), spec, labels, pooling)
-    if config.model_type != "roberta":
-        raise ProtlmError(f"{path}: fine-tuning supports RoBERTa encoders, found {config.model_type!r}")
+    if config.model_type not in ("roberta", "longformer"):
+        raise ProtlmError(f"{path}: fine-tuning supports RoBERTa and Longformer encoders, found {config.model_type!r}")
     if scratch:
-        return ProteinTaskModel(config), tokenizer, f"scratch (architecture of {path})"
+        return task_model_class(config)(config), tokenizer, f"scratch (architecture of {path})"
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the head is new by design: report what matters ourselves
     try:
-        model, loading = load_safetensors_model(ProteinTaskModel, path, config=config, output_loading_info=True)
+        model, loading = load_safetensors_model(task_model_class(config), path, config=config, output_loading_info=True)
     finally:
         hf_logging.set_verbosity(verbosity)
-    missing = [k for k in loading["missing_keys"] if k.startswith("roberta.")]
+    missing = [k for k in loading["missing_keys"] if k.startswith(f"{model.base_model_prefix}.")]
     if missing:
         raise ProtlmError(f"{path}: encoder weights missing from the checkpoint ({', '.join(missing[:3])}, ...)")
     return model, tokenizer, str(path)
@@ -153,7 +156,7 @@ class TaskObjective(nn.Module):
     def train(self, mode: bool = True):
         super().train(mode)
         if self.frozen:
-            self.model.roberta.eval()
+            self.model.base_model.eval()
         return self
 
     def forward(self, labels: torch.Tensor, **fields):
@@ -290,7 +293,7 @@ def train_one(
     else:
         model, tokenizer, source = build_task_model(cfg, spec, data.labels, seed)
     if cfg.freeze:
-        model.roberta.requires_grad_(False)
+        model.base_model.requires_grad_(False)
     limit = model_max_tokens(model.config)
     max_tokens = min(cfg.max_tokens or limit, limit)
     residue_lengths = None
@@ -354,11 +357,13 @@ def load_finetuned(path: Path, info_from: Path | None = None, need_info: bool = 
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     if "baseline" in info:
         return "baseline", Baseline.load(path), None, info
-    from protlm.tasks.model import ProteinTaskModel
+    from transformers import AutoConfig
+
+    from protlm.tasks.model import task_model_class
     from protlm.tokenization import load_tokenizer
     from protlm.train.pretrain import load_safetensors_model
 
-    model = load_safetensors_model(ProteinTaskModel, path)
+    model = load_safetensors_model(task_model_class(AutoConfig.from_pretrained(path)), path)
     return "model", model, load_tokenizer(str(path)), info
 
 

@@ -1,6 +1,6 @@
 """Task heads on the pre-trained encoder: sequence / pair classification and per-residue labels.
 
-`ProteinTaskModel` is an HF `PreTrainedModel` (RoBERTa encoder + one head) so fine-tuned models
+`ProteinTaskModel` (RoBERTa) and `LongformerTaskModel` are HF `PreTrainedModel`s (encoder + one head) so fine-tuned models
 save and load with `save_pretrained` / `from_pretrained` in safetensors, and loading a pre-trained
 MLM directory fills the encoder and initialises the head. The head kind and pooling are stored
 in the HF config (`protlm_head`, `protlm_pooling`).
@@ -18,20 +18,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.longformer.modeling_longformer import LongformerModel, LongformerPreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
+from protlm.models.longformer import encoder_kwargs, is_longformer
 from protlm.tasks.align import MAX_OFFSET, N_AA
 
 
-class ProteinTaskModel(RobertaPreTrainedModel):
-    def __init__(self, config):
-        super().__init__(config)
+class _TaskHeads:
+    """The heads, shared by the RoBERTa and the Longformer task models (`self.encoder` is the base model)."""
+
+    def _init_heads(self, config) -> None:
         self.num_labels = config.num_labels
         self.head_kind = getattr(config, "protlm_head", "sequence")
         self.pooling = getattr(config, "protlm_pooling", "cls")
         d = config.hidden_size
-        drop = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        drop = (
+            config.classifier_dropout
+            if getattr(config, "classifier_dropout", None) is not None
+            else config.hidden_dropout_prob
+        )
         self.dropout = nn.Dropout(drop)
         if self.head_kind == "residue":
             self.aa_embed = nn.Embedding(N_AA, d, padding_idx=0)
@@ -41,7 +47,6 @@ class ProteinTaskModel(RobertaPreTrainedModel):
         else:
             self.dense = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, config.num_labels)
-        self.post_init()
 
     def forward(
         self,
@@ -54,7 +59,8 @@ class ProteinTaskModel(RobertaPreTrainedModel):
         class_weights: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
         """logits (B, C) for sequence/pair heads, (B, R, C) for the residue head; loss when labels given."""
-        h = self.roberta(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
+        extra = encoder_kwargs(self.config, input_ids)  # Longformer: global attention on <s>
+        h = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state  # (B, T, d)
         if self.head_kind == "residue":
             logits = self._residue_logits(h, residue_index, residue_offset, residue_aa)
         else:
@@ -80,3 +86,28 @@ class ProteinTaskModel(RobertaPreTrainedModel):
         x = x * (aa > 0).unsqueeze(-1).to(x.dtype)  # zero padding residues before the convolution
         x = x + nn.functional.gelu(self.residue_conv(x.transpose(1, 2)).transpose(1, 2))  # (B, R, d)
         return self.out_proj(self.dropout(x))  # (B, R, C)
+
+
+class ProteinTaskModel(_TaskHeads, RobertaPreTrainedModel):
+    """RoBERTa encoder + task head."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self._init_heads(config)
+        self.post_init()
+
+
+class LongformerTaskModel(_TaskHeads, LongformerPreTrainedModel):
+    """Longformer encoder + the same task heads (global attention on `<s>`)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.longformer = LongformerModel(config, add_pooling_layer=False)
+        self._init_heads(config)
+        self.post_init()
+
+
+def task_model_class(config) -> type:
+    """The task-model class for an encoder config (RoBERTa or Longformer)."""
+    return LongformerTaskModel if is_longformer(config) else ProteinTaskModel

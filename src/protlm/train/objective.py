@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protlm.models.longformer import encoder_kwargs
+
 
 class MaskedLMObjective(nn.Module):
     """forward(batch) -> (mean cross-entropy over masked tokens, number of masked tokens)."""
@@ -22,7 +24,10 @@ class MaskedLMObjective(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, **kwargs):
         base = self.model.base_model  # the encoder (RobertaModel / LongformerModel)
-        hidden = base(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state  # (B, T, H)
+        extra = encoder_kwargs(self.model.config, input_ids)  # Longformer: global attention on <s>
+        hidden = base(
+            input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs
+        ).last_hidden_state  # (B, T, H)
         selected = labels != -100  # (B, T)
         n = selected.sum()
         logits = self.model.lm_head(hidden[selected])  # (M, V), M = masked positions

@@ -52,8 +52,10 @@ def load_safetensors_model(auto_cls, path: Path, **kwargs):
     user's directory is never loaded (unpickling can run code)."""
     if not (path / "config.json").is_file():
         raise ProtlmError(f"{path}: not a model directory (no config.json)")
+    model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    attention = {} if model_type == "longformer" else {"attn_implementation": "sdpa"}  # Longformer: its own kernel
     try:
-        return auto_cls.from_pretrained(path, attn_implementation="sdpa", use_safetensors=True, **kwargs)
+        return auto_cls.from_pretrained(path, use_safetensors=True, **attention, **kwargs)
     except OSError:
         raise ProtlmError(
             f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "

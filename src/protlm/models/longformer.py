@@ -1,0 +1,103 @@
+"""RoBERTa -> Longformer conversion, and the global-attention mask every Longformer call needs.
+
+The paper extended its 512-token RoBERTa to 2,048 tokens with Longformer: position embeddings are
+tiled from the trained positions out to the new length, and each layer's sliding-window attention
+and global attention start from the RoBERTa attention weights (query/key/value copied to both the
+local and the `*_global` projections). With a window that covers the whole input, the converted
+model computes exactly what the RoBERTa computed (tested); longer inputs then train from there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from protlm.batching import CLS, SEP
+from protlm.errors import ProtlmError
+from protlm.models.presets import POSITION_OFFSET
+
+INFO_FILE = "protlm_longformer.json"
+
+
+def is_longformer(config) -> bool:
+    return getattr(config, "model_type", "") == "longformer"
+
+
+def global_attention_mask(input_ids: torch.Tensor, separators: bool = False) -> torch.Tensor:
+    """(B, T) 1 on `<s>` (and on every `</s>` with `separators`): tokens that attend to and are
+    attended by the whole input. Classification heads read `<s>`, so it must see everything."""
+    mask = input_ids == CLS
+    if separators:
+        mask = mask | (input_ids == SEP)
+    return mask.long()
+
+
+def encoder_kwargs(config, input_ids: torch.Tensor) -> dict:
+    """Extra keyword arguments of the encoder call: Longformer's global attention, nothing for RoBERTa."""
+    if not is_longformer(config):
+        return {}
+    return {
+        "global_attention_mask": global_attention_mask(input_ids, getattr(config, "protlm_global_separators", False))
+    }
+
+
+def convert_roberta_to_longformer(
+    source: str | Path, out: str | Path, max_length: int = 2048, window: int = 512, global_separators: bool = False
+) -> Path:
+    """Write a `LongformerForMaskedLM` directory initialised from a trained RoBERTa MLM directory."""
+    from transformers import AutoModelForMaskedLM, LongformerConfig, LongformerForMaskedLM
+
+    from protlm.tokenization import load_tokenizer
+    from protlm.train.pretrain import load_safetensors_model
+
+    source, out = Path(source), Path(out)
+    if window <= 0 or window % 2:
+        raise ProtlmError(f"--window must be a positive even number of tokens, got {window}")
+    if max_length < 8:
+        raise ProtlmError(f"--max-length must be >= 8 tokens, got {max_length}")
+    roberta = load_safetensors_model(AutoModelForMaskedLM, source)
+    if roberta.config.model_type != "roberta":
+        raise ProtlmError(f"{source}: expected a RoBERTa masked LM, found {roberta.config.model_type!r}")
+    tokenizer = load_tokenizer(str(source))
+    rc = roberta.config
+    config = LongformerConfig(
+        vocab_size=rc.vocab_size, hidden_size=rc.hidden_size, num_hidden_layers=rc.num_hidden_layers,
+        num_attention_heads=rc.num_attention_heads, intermediate_size=rc.intermediate_size,
+        hidden_act=rc.hidden_act, hidden_dropout_prob=rc.hidden_dropout_prob,
+        attention_probs_dropout_prob=rc.attention_probs_dropout_prob,
+        max_position_embeddings=max_length + POSITION_OFFSET, type_vocab_size=rc.type_vocab_size,
+        initializer_range=rc.initializer_range, layer_norm_eps=rc.layer_norm_eps,
+        pad_token_id=rc.pad_token_id, bos_token_id=rc.bos_token_id, eos_token_id=rc.eos_token_id,
+        sep_token_id=rc.eos_token_id, attention_window=[window] * rc.num_hidden_layers,
+    )  # fmt: skip
+    config.protlm_global_separators = global_separators
+    torch.manual_seed(0)
+    longformer = LongformerForMaskedLM(config)
+    state = {}
+    for key, value in roberta.state_dict().items():
+        new = key.replace("roberta.", "longformer.", 1)
+        state[new] = value
+        if ".attention.self." in key and key.rsplit(".", 2)[-2] in ("query", "key", "value"):
+            part, param = key.rsplit(".", 2)[-2:]
+            state[new.replace(f".{part}.{param}", f".{part}_global.{param}")] = value.clone()
+    old = roberta.roberta.embeddings.position_embeddings.weight.detach()  # (old_max + 2, d)
+    trained = old[POSITION_OFFSET:]
+    reps = -(-max_length // len(trained))
+    tiled = torch.cat([old[:POSITION_OFFSET], trained.repeat(reps, 1)[:max_length]], 0)
+    state["longformer.embeddings.position_embeddings.weight"] = tiled
+    state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
+    missing, unexpected = longformer.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
+    if missing or unexpected:
+        raise ProtlmError(f"conversion left weights unmatched: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    longformer.tie_weights()
+    out.mkdir(parents=True, exist_ok=True)
+    longformer.save_pretrained(out, safe_serialization=True)
+    tokenizer.model_max_length = max_length
+    tokenizer.save_pretrained(out)
+    info = {"source": str(source), "max_length": max_length, "window": window, "source_max_tokens": len(trained),
+            "global_separators": global_separators}  # fmt: skip
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out

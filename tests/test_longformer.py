@@ -1,0 +1,108 @@
+"""Longformer: conversion from RoBERTa, pre-training on a 2,048-token pair, fine-tuning, prediction, embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+import protlm
+from conftest import DATA
+from protlm.cli import main
+from protlm.io import iter_fasta
+from protlm.models.longformer import convert_roberta_to_longformer, encoder_kwargs
+
+
+def run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def roberta(tmp_path_factory):
+    from protlm.models import build_mlm
+    from protlm.tokenization import load_tokenizer
+
+    out = tmp_path_factory.mktemp("rb") / "model"
+    tok = load_tokenizer(DATA / "tokenizer_bpe300")
+    build_mlm(str(DATA / "micro.yaml"), tok, seed=0).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def longformer(roberta, tmp_path_factory):
+    return convert_roberta_to_longformer(roberta, tmp_path_factory.mktemp("lf") / "model", max_length=2048, window=64)
+
+
+def test_conversion_preserves_outputs_when_the_window_covers_the_input(roberta, tmp_path):
+    lf_dir = convert_roberta_to_longformer(roberta, tmp_path / "lf", max_length=512, window=256)
+    rb = AutoModelForMaskedLM.from_pretrained(roberta, use_safetensors=True).eval()
+    lf = AutoModelForMaskedLM.from_pretrained(lf_dir, use_safetensors=True).eval()  # plain HF loading
+    assert type(lf).__name__ == "LongformerForMaskedLM" and lf.config.max_position_embeddings == 514
+    ids = torch.tensor([[0, *range(5, 125), 2], [0, *range(7, 67), 2, *[1] * 60]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        a = rb(input_ids=ids, attention_mask=mask).logits
+        b = lf(input_ids=ids, attention_mask=mask, **encoder_kwargs(lf.config, ids)).logits
+    real = mask.bool()
+    torch.testing.assert_close(b[real], a[real], atol=1e-4, rtol=1e-4)
+    # positions past the trained 128 are tiled copies of the trained ones
+    pos_rb = rb.roberta.embeddings.position_embeddings.weight
+    pos_lf = lf.longformer.embeddings.position_embeddings.weight
+    torch.testing.assert_close(pos_lf[2 + 128 : 2 + 256], pos_rb[2:130])
+
+
+def test_convert_cli_and_errors(roberta, tmp_path, capsys):
+    code, out, err = run(["longformer", "convert", "--from", str(roberta), "--out", str(tmp_path / "lf"),
+                          "--max-length", "1024", "--window", "33"], capsys)  # fmt: skip
+    assert code == 2 and "--window must be a positive even number" in err
+    code, out, err = run(["longformer", "convert", "--from", str(tmp_path), "--out", str(tmp_path / "lf")], capsys)
+    assert code == 2 and "not a model directory" in err
+
+
+def test_pretrain_a_2048_token_pair_one_step(longformer, tmp_path):
+    from protlm.train.config import PretrainConfig
+    from protlm.train.pretrain import pretrain
+
+    seqs = [r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")]
+    a, b = "".join(seqs[:8])[:1740], "".join(seqs[8:16])[:1740]
+    tok = protlm.load(longformer).tokenizer
+    n = len(tok(a, b)["input_ids"])
+    assert 1500 < n <= 2048  # one pair, far beyond RoBERTa's 128 positions, within the Longformer's 2,048
+    table = tmp_path / "pairs.tsv"
+    table.write_text(f"id_a\tid_b\tseq_a\tseq_b\tlabel\tsplit\nA\tB\t{a}\t{b}\t1\ttrain\n")
+    cfg = PretrainConfig(out=str(tmp_path / "run"), tokenizer=str(longformer), model=str(longformer), corpus=None,
+                         pairs=str(table), mix={"singles": 0, "binding": 1, "nonbinding": 0}, max_steps=1,
+                         tokens_per_batch=4096, warmup_steps=0, cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    cfg.validate()
+    state = pretrain(cfg, log=lambda m: None)
+    assert state.step == 1 and state.tokens >= 1500
+    assert (tmp_path / "run" / "checkpoints" / "step-00000001" / "model.safetensors").is_file()
+    model = AutoModelForMaskedLM.from_pretrained(tmp_path / "run" / "model", use_safetensors=True)
+    assert type(model).__name__ == "LongformerForMaskedLM"
+
+
+def test_longformer_finetune_predict_and_embed(longformer, tmp_path, capsys):
+    out = tmp_path / "ss3"
+    code, _, err = run(["finetune", "--task", "ss3", "--data", str(DATA / "tasks" / "ss_dssp_small.tsv"), "--model",
+                        str(longformer), "--out", str(out), "--max-steps", "1",
+                        "--cache-dir", str(tmp_path / "cache")], capsys)  # fmt: skip
+    assert code in (0, None), err
+    model_dir = out / "seed-0" / "model"
+    lm = protlm.load(model_dir)
+    assert type(lm.task_model).__name__ == "LongformerTaskModel"
+    seqs = {r.id: r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")}
+    long_id = max(seqs, key=lambda k: len(seqs[k]))
+    (pred,) = lm.predict({long_id: seqs[long_id]})
+    assert len(pred.states) == len(seqs[long_id])
+    code, _, err = run(["predict", str(DATA / "swissprot_50.fasta"), "--model", str(model_dir), "--out",
+                        str(tmp_path / "p.tsv")], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert len(pd.read_csv(tmp_path / "p.tsv", sep="\t")) == 50
+    vec = protlm.load(longformer).embed({long_id: seqs[long_id]}, pool=("residue", "mean"))[long_id]
+    assert vec["residue"].shape == (len(seqs[long_id]), 32) and np.isfinite(vec["mean"]).all()

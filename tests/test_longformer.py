@@ -106,3 +106,36 @@ def test_longformer_finetune_predict_and_embed(longformer, tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "p.tsv", sep="\t")) == 50
     vec = protlm.load(longformer).embed({long_id: seqs[long_id]}, pool=("residue", "mean"))[long_id]
     assert vec["residue"].shape == (len(seqs[long_id]), 32) and np.isfinite(vec["mean"]).all()
+
+
+def test_assemblies_in_pretraining_and_embedding(roberta, tmp_path, capsys):
+    from protlm.errors import InputError
+    from protlm.pairs.assemblies import read_assemblies
+    from protlm.train.config import PretrainConfig
+    from protlm.train.pretrain import pretrain
+
+    seqs = [r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")]
+    fasta = tmp_path / "complexes.fasta"
+    fasta.write_text(f">c1\n{seqs[0][:40]}:{seqs[1][:30]}:{seqs[2][:20]}\n>c2\n{seqs[3][:25]}:{seqs[4][:35]}\n")
+    got = list(read_assemblies(fasta))
+    assert [a.member_ids for a in got] == [("c1:1", "c1:2", "c1:3"), ("c2:1", "c2:2")]
+    # tables name members; a member without a sequence is an error with file and line
+    (tmp_path / "members.tsv").write_text("id\tmembers\nx\tA0A183;A0A1F4;NOPE\n")
+    with pytest.raises(InputError, match=r"members.tsv line 2 \(record x\): protein 'NOPE' is not in"):
+        list(read_assemblies(tmp_path / "members.tsv", DATA / "swissprot_50.fasta"))
+    bad = tmp_path / "bad.fasta"
+    bad.write_text(">c1\nMKV::MSQ\n")
+    with pytest.raises(InputError, match=r"line 1 \(record c1\): chain 2 is empty"):
+        list(read_assemblies(bad))
+    cfg = PretrainConfig(out=str(tmp_path / "run"), tokenizer=str(roberta), model=str(roberta), corpus=None,
+                         assemblies=str(fasta), max_steps=2, tokens_per_batch=1024, warmup_steps=0,
+                         cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    cfg.validate()
+    state = pretrain(cfg, log=lambda m: None)
+    assert state.step == 2
+    # embedding an assembly: one residue vector per residue of every chain, in order
+    code, out, err = run(["embed", str(fasta), "--model", str(roberta), "--out", str(tmp_path / "e.npz"),
+                          "--pool", "residue"], capsys)  # fmt: skip
+    assert code in (0, None), err
+    z = np.load(tmp_path / "e.npz")
+    assert z["c1"].shape == (90, 32) and z["c2"].shape == (60, 32)

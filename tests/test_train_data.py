@@ -45,7 +45,7 @@ def test_weights_split_the_epoch_and_labels_never_reach_the_batch():
     tset = toy_set([10] * 40)
     data = mixture(tset, list(range(20)), [(20 + i, 21 + i) for i in range(0, 10, 2)])
     counts = data.epoch_counts()
-    assert counts == {"singles": 10, "binding": 10, "nonbinding": 10}  # 30 examples, equal weights
+    assert counts == {"singles": 10, "binding": 10, "nonbinding": 10, "assemblies": 0}  # 30 examples, equal weights
     batch = data.make_batch([(ex, 0) for ex in data.epoch_examples(0)[0][:4]], torch.Generator().manual_seed(0), 300)
     assert set(vars(batch)) == {"input_ids", "attention_mask", "labels", "n_tokens"}  # MLM only
 

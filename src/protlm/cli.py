@@ -243,8 +243,16 @@ def pretrain_cmd(
         str | None,
         typer.Option(help="Pair table (id_a,id_b,seq_a,seq_b[,label][,split]): binding / non-binding pairs."),
     ] = None,
+    assemblies: Annotated[
+        str | None,
+        typer.Option(help="Assemblies of 2+ proteins: FASTA with chains joined by ':', or an id,members table."),
+    ] = None,
+    assembly_sequences: Annotated[
+        str | None, typer.Option(help="Sequences of the members of an id,members assembly table.")
+    ] = None,
     mix: Annotated[
-        str | None, typer.Option(help="Mixture weights, e.g. singles=1,binding=0.5,nonbinding=0.5 (default all 1).")
+        str | None,
+        typer.Option(help="Mixture weights, e.g. singles=1,binding=0.5,nonbinding=0.5,assemblies=1 (default all 1)."),
     ] = None,
     max_tokens: Annotated[
         int | None, typer.Option(help="Longest input incl. special tokens (default: the model's).")
@@ -277,6 +285,7 @@ def pretrain_cmd(
     overrides = {
         "out": str(out) if out else None, "tokenizer": tokenizer, "model": model,
         "corpus": "" if no_corpus else corpus, "pairs": pairs, "mix": parse_mix(mix) if mix else None,
+        "assemblies": assemblies, "assembly_sequences": assembly_sequences,
         "max_tokens": max_tokens, "tokens_per_batch": tokens_per_batch, "grad_accum": grad_accum, "lr": lr,
         "warmup_steps": warmup_steps, "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
         "precision": precision, "eval_every": eval_every, "save_every": save_every, "log_every": log_every,
@@ -381,7 +390,10 @@ def evaluate_cmd(
 
 @app.command("embed")
 def embed_cmd(
-    input: Annotated[Path, typer.Argument(help="Sequences: FASTA (or TSV/CSV/Parquet with --id-col/--seq-col).")],
+    input: Annotated[
+        Path,
+        typer.Argument(help="FASTA (chains joined by ':' = one assembly), or TSV/CSV/Parquet with --id-col/--seq-col."),
+    ],
     model: Annotated[Path, typer.Option(help="Model dir: protlm pretrain output or a fine-tuned model/.")],
     out: Annotated[Path, typer.Option(help="Output file: .parquet, .npz or .h5 (format by extension).")],
     pool: Annotated[
@@ -401,8 +413,9 @@ def embed_cmd(
     """Embed proteins of any length: pooled or per-residue vectors, streamed to Parquet / NPZ / HDF5."""
     from protlm.api import load
     from protlm.embed import EmbedOptions
-    from protlm.io import SkipReport, read_sequences
+    from protlm.io import SkipReport
     from protlm.io.embeddings import open_writer
+    from protlm.pairs.assemblies import read_embed_records
 
     try:
         layer_ids = tuple(int(x) for x in layers.split(","))
@@ -414,7 +427,7 @@ def embed_cmd(
     lm = load(model)
     embedder = lm.embedder(**options)
     report = SkipReport(str(input))
-    records = read_sequences(input, _policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
+    records = read_embed_records(input, _policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
     writer = open_writer(out, keys)
     from tqdm.auto import tqdm
 

@@ -9,7 +9,8 @@ them -> per residue (each residue takes the state of the BPE token that contains
 Pools: `mean` = mean over residues of the residue vectors (a token covering k residues counts k
 times), `cls` = the `<s>` state (averaged over windows), `residue` = (length, hidden) per protein.
 Padding is masked and every window is encoded on its own, so a protein's vectors do not depend
-on the other proteins of its batch.
+on the other proteins of its batch. A record whose sequence joins chains with `:` is an assembly,
+encoded `<s> A </s></s> B </s>...` (residue vectors of all chains in order; pools over all).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from protlm.batching import PAD, assemble, plan_batches
 from protlm.errors import ProtlmError
 from protlm.io import SeqRecord
 from protlm.models.longformer import encoder_kwargs
+from protlm.pairs.assemblies import CHAIN_SEP
 
 POOLS = ("mean", "cls", "residue")
 
@@ -58,7 +60,8 @@ class EmbedOptions:
 @dataclass
 class Embedding:
     id: str
-    length: int  # residues
+    length: int  # residues (all chains of an assembly)
+    chains: tuple[int, ...] = ()  # residues per chain (one entry for a single protein)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (hidden,) or (length, hidden)
 
 
@@ -110,11 +113,17 @@ class Embedder:
 
     @torch.inference_mode()
     def _chunk(self, records: list[SeqRecord]) -> list[Embedding]:
-        encs = self.tokenizer.backend_tokenizer.encode_batch([r.seq for r in records], add_special_tokens=False)
-        tokens = [np.asarray(e.ids, dtype=np.int64) for e in encs]
+        # Assemblies (chains joined by ':') become `A </s></s> B ...`: the separators cover no residue.
+        chains = [r.seq.split(CHAIN_SEP) for r in records]
+        flat = [c for cs in chains for c in cs]
+        encs = iter(self.tokenizer.backend_tokenizer.encode_batch(flat, add_special_tokens=False))
+        tokens = []
+        for cs in chains:
+            parts = [np.asarray(next(encs).ids, dtype=np.int64) for _ in cs]
+            tokens.append(assemble(parts)[1:-1])  # content between <s> and the final </s>
         per_token = [self.token_lengths[t] for t in tokens]
-        for rec, lens in zip(records, per_token, strict=True):
-            if int(lens.sum()) != len(rec.seq):
+        for rec, cs, lens in zip(records, chains, per_token, strict=True):
+            if int(lens.sum()) != sum(map(len, cs)):
                 raise ProtlmError(f"record {rec.id}: the tokenizer does not cover the sequence residue by residue")
         items = [(i, s) for i, t in enumerate(tokens) for s in windows(len(t), self.width, self.stride)]
         lengths = np.array([min(len(tokens[i]) - s, self.width) + 2 for i, s in items], dtype=np.int64)
@@ -150,7 +159,7 @@ class Embedder:
         out_list = []
         for i, rec in enumerate(records):
             tok_vec = sums[i] / counts[i][None, :, None]  # (n_layers, T, d) averaged over windows
-            emb = Embedding(rec.id, len(rec.seq))
+            emb = Embedding(rec.id, sum(map(len, chains[i])), tuple(len(c) for c in chains[i]))
             for li, layer in enumerate(self.opt.layers):
                 suffix = "" if len(self.opt.layers) == 1 else f".{layer}"
                 for pool in self.opt.pools:

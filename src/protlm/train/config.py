@@ -80,7 +80,11 @@ class PretrainConfig(TrainConfig):
     model: str = "tiny"  # preset name, preset YAML, or a saved model directory to continue from
     corpus: str | None = "scl2205"
     pairs: str | None = None
-    mix: dict[str, float] = field(default_factory=lambda: {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0})
+    assemblies: str | None = None  # `:`-joined FASTA, or an `id, members` table with assembly_sequences
+    assembly_sequences: str | None = None
+    mix: dict[str, float] = field(
+        default_factory=lambda: {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0, "assemblies": 1.0}
+    )
     max_tokens: int | None = None  # default: the model's maximum
     mlm_probability: float = 0.15
     eval_fraction: float = 0.02
@@ -93,11 +97,13 @@ class PretrainConfig(TrainConfig):
         super().validate()
         if not self.tokenizer:
             raise ProtlmError("invalid config: --tokenizer is required (train one with `protlm tokenizer train`)")
-        if not self.corpus and not self.pairs:
-            raise ProtlmError("invalid config: give --corpus, --pairs or both")
-        unknown = set(self.mix) - {"singles", "binding", "nonbinding"}
+        if not self.corpus and not self.pairs and not self.assemblies:
+            raise ProtlmError("invalid config: give --corpus, --pairs, --assemblies or a combination")
+        unknown = set(self.mix) - {"singles", "binding", "nonbinding", "assemblies"}
         if unknown or any(w < 0 for w in self.mix.values()) or not any(w > 0 for w in self.mix.values()):
-            raise ProtlmError(f"invalid config: mix weights are singles/binding/nonbinding >= 0, got {self.mix}")
+            raise ProtlmError(
+                f"invalid config: mix weights are singles/binding/nonbinding/assemblies >= 0, got {self.mix}"
+            )
         if not 0 < self.mlm_probability < 1:
             raise ProtlmError(f"invalid config: mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if not 0 <= self.eval_fraction < 1:
@@ -109,7 +115,7 @@ class PretrainConfig(TrainConfig):
 
 
 def parse_mix(text: str) -> dict[str, float]:
-    """'singles=1,binding=0.5,nonbinding=0.5' -> dict."""
+    """'singles=1,binding=0.5,nonbinding=0.5[,assemblies=1]' -> dict."""
     out = {}
     for part in text.split(","):
         name, eq, value = part.partition("=")

@@ -1,4 +1,4 @@
-"""Pre-training data: singles, binding pairs and non-binding pairs mixed with weights.
+"""Pre-training data: singles, binding pairs, non-binding pairs and assemblies mixed with weights.
 
 An *example* is a tuple of protein indices into one `TokenizedSet` (1 = single, 2 = pair,
 more = assembly) plus, for a single longer than the model, the start of its crop window.
@@ -18,7 +18,7 @@ import torch
 from protlm.batching import assemble, assembled_length, mask_for_mlm, pad_batch, plan_batches
 from protlm.tokenized import TokenizedSet
 
-KINDS = ("singles", "binding", "nonbinding")
+KINDS = ("singles", "binding", "nonbinding", "assemblies")
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -64,6 +64,7 @@ class PretrainData:
     weights: dict[str, float]
     seed: int = 0
     skipped: Counter = field(default_factory=Counter)
+    assemblies: list[tuple[int, ...]] = field(default_factory=list)  # 2+ proteins each
 
     def __post_init__(self) -> None:
         lengths = self.tset.lengths
@@ -75,10 +76,15 @@ class PretrainData:
                     self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
                 setattr(self, kind, pairs[fits])
         self._pool_lengths = lengths[self.pair_pool] if len(self.pair_pool) else np.zeros(0)
+        fitting = [a for a in self.assemblies if assembled_length([lengths[i] for i in a]) <= self.max_tokens]
+        if len(fitting) < len(self.assemblies):
+            self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += len(self.assemblies) - len(fitting)
+        self.assemblies = fitting
 
     def kind_sizes(self) -> dict[str, int]:
         n_neg = len(self.nonbinding) if len(self.nonbinding) else (len(self.binding) if len(self.pair_pool) > 1 else 0)
-        return {"singles": len(self.singles), "binding": len(self.binding), "nonbinding": n_neg}
+        return {"singles": len(self.singles), "binding": len(self.binding), "nonbinding": n_neg,
+                "assemblies": len(self.assemblies)}  # fmt: skip
 
     def epoch_counts(self) -> dict[str, int]:
         """Examples of each kind per epoch: the weights split the pools' total size."""
@@ -125,7 +131,11 @@ class PretrainData:
         if counts["nonbinding"]:
             neg = self.nonbinding if len(self.nonbinding) else self.sample_negatives(counts["nonbinding"], rng)
             parts.append(self._draw(neg, counts["nonbinding"], rng) if len(neg) else neg)
-        examples = [tuple(int(i) for i in row) for p in parts for row in p]
+        drawn_assemblies = []
+        if counts["assemblies"]:
+            rows = self._draw(np.arange(len(self.assemblies)), counts["assemblies"], rng)
+            drawn_assemblies = [self.assemblies[int(k)] for k in rows]
+        examples = [tuple(int(i) for i in row) for p in parts for row in p] + drawn_assemblies
         lengths = self.tset.lengths
         ex_len = np.array([assembled_length([lengths[i] for i in ex]) for ex in examples], dtype=np.int64)
         # Singles longer than the model: a fresh random window every epoch, not the first window.

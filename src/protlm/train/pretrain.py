@@ -98,17 +98,18 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         log(report.summary())
         reports["corpus"] = {"summary": report.summary(), "examples": report.examples}
     binding, nonbinding, eval_pairs, known = [], [], [], set()
+    index: dict[tuple[str, str], int] = {}
+
+    def protein(pid: str, seq: str) -> int:
+        key = (pid, seq)
+        if key not in index:
+            index[key] = len(ids)
+            ids.append(pid)
+            seqs.append(seq)
+        return index[key]
+
     if cfg.pairs:
         report = SkipReport(cfg.pairs)
-        index: dict[tuple[str, str], int] = {}
-
-        def protein(pid: str, seq: str) -> int:
-            key = (pid, seq)
-            if key not in index:
-                index[key] = len(ids)
-                ids.append(pid)
-                seqs.append(seq)
-            return index[key]
 
         from protlm.pairs import builtin_pairs
 
@@ -123,8 +124,17 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
                 (binding if p.label == 1 else nonbinding).append(row)
         log(report.summary())
         reports["pairs"] = {"summary": report.summary(), "examples": report.examples}
+    assemblies: list[tuple[int, ...]] = []
+    if cfg.assemblies:
+        from protlm.pairs.assemblies import read_assemblies
+
+        report = SkipReport(cfg.assemblies)
+        for asm in read_assemblies(cfg.assemblies, cfg.assembly_sequences, policy, report):
+            assemblies.append(tuple(protein(pid, seq) for pid, seq in zip(asm.member_ids, asm.seqs, strict=True)))
+        log(report.summary())
+        reports["assemblies"] = {"summary": report.summary(), "examples": report.examples}
     if not ids:
-        raise ProtlmError("no usable sequences in --corpus / --pairs")
+        raise ProtlmError("no usable sequences in --corpus / --pairs / --assemblies")
     tset = cached_tokenize(tokenizer, ids, seqs, cfg.cache_dir)
     pair_pool = np.unique(np.asarray(binding, dtype=np.int64).reshape(-1)) if binding else np.zeros(0, np.int64)
     data = PretrainData(
@@ -135,8 +145,9 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         nonbinding=np.asarray(nonbinding, dtype=np.int64).reshape(-1, 2),
         pair_pool=pair_pool,
         known_pairs=known,
-        weights={k: float(cfg.mix.get(k, 0.0)) for k in ("singles", "binding", "nonbinding")},
+        weights={k: float(cfg.mix.get(k, 0.0)) for k in ("singles", "binding", "nonbinding", "assemblies")},
         seed=cfg.seed,
+        assemblies=assemblies,
     )
     # Held-out examples: first window of long singles (fixed), dev/test pairs that fit.
     lengths = tset.lengths

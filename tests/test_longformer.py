@@ -139,3 +139,19 @@ def test_assemblies_in_pretraining_and_embedding(roberta, tmp_path, capsys):
     assert code in (0, None), err
     z = np.load(tmp_path / "e.npz")
     assert z["c1"].shape == (90, 32) and z["c2"].shape == (60, 32)
+
+
+def test_auto_picks_dense_attention_where_it_is_exact(roberta, tmp_path, capsys):
+    code, out, err = run(["longformer", "convert", "--from", str(roberta), "--out", str(tmp_path / "auto"),
+                          "--max-length", "512", "--window", "1024", "--attention", "auto"], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert out.startswith("dense model (512 tokens)")
+    rb = AutoModelForMaskedLM.from_pretrained(roberta, use_safetensors=True).eval()
+    dense = AutoModelForMaskedLM.from_pretrained(tmp_path / "auto", use_safetensors=True).eval()
+    assert type(dense).__name__ == "RobertaForMaskedLM" and dense.config.max_position_embeddings == 514
+    ids = torch.tensor([[0, *range(5, 105), 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(dense(input_ids=ids).logits, rb(input_ids=ids).logits)
+    code, out, _ = run(["longformer", "convert", "--from", str(roberta), "--out", str(tmp_path / "lf"),
+                        "--max-length", "512", "--window", "256", "--attention", "auto"], capsys)  # fmt: skip
+    assert out.startswith("longformer model (512 tokens, window 256)")

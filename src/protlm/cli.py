@@ -505,12 +505,22 @@ def longformer_convert(
     global_separators: Annotated[
         bool, typer.Option("--global-separators", help="Global attention on every </s> too (pairs, assemblies).")
     ] = False,
+    attention: Annotated[
+        str,
+        typer.Option(
+            help="longformer (sliding window), dense (RoBERTa, positions extended, full SDPA attention) or auto "
+            "(dense where the window would cover every input anyway, as it is faster)."
+        ),
+    ] = "longformer",
 ) -> None:
-    """Longformer initialised from a RoBERTa: positions tiled, local and global attention copied."""
-    from protlm.models.longformer import convert_roberta_to_longformer
+    """Long-input model from a trained RoBERTa: positions tiled, local and global attention copied."""
+    from protlm.models.longformer import INFO_FILE, convert_roberta_to_longformer
 
-    path = convert_roberta_to_longformer(source, out, max_length, window, global_separators)
-    typer.echo(f"Longformer ({max_length} tokens, window {window}) written to {path}")
+    path = convert_roberta_to_longformer(source, out, max_length, window, global_separators, attention)
+    kind = json.loads((path / INFO_FILE).read_text())["attention"]
+    typer.echo(
+        f"{kind} model ({max_length} tokens{', window ' + str(window) if kind == 'longformer' else ''}) written to {path}"
+    )
 
 
 @app.command("plot")

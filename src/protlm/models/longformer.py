@@ -43,10 +43,31 @@ def encoder_kwargs(config, input_ids: torch.Tensor) -> dict:
     }
 
 
+ATTENTION = ("auto", "longformer", "dense")
+
+
+def dense_is_exact(max_length: int, window: int) -> bool:
+    """A Longformer window of `window` tokens (`window / 2` each side) sees the whole input of up to
+    `max_length` tokens when window >= 2 * max_length: sliding-window attention is then full attention."""
+    return window >= 2 * max_length
+
+
 def convert_roberta_to_longformer(
-    source: str | Path, out: str | Path, max_length: int = 2048, window: int = 512, global_separators: bool = False
+    source: str | Path,
+    out: str | Path,
+    max_length: int = 2048,
+    window: int = 512,
+    global_separators: bool = False,
+    attention: str = "longformer",
 ) -> Path:
-    """Write a `LongformerForMaskedLM` directory initialised from a trained RoBERTa MLM directory."""
+    """Write a long-input masked LM initialised from a trained RoBERTa MLM directory.
+
+    `attention="longformer"`: `LongformerForMaskedLM` (sliding window + global `<s>`).
+    `attention="dense"`: the RoBERTa itself with positions tiled to `max_length` (full SDPA attention).
+    `attention="auto"`: dense where it is exact for the job (the window would cover every input, see
+    `dense_is_exact`) because dense SDPA is faster on CPU at these lengths (bench/long_inputs.py);
+    Longformer otherwise.
+    """
     from transformers import AutoModelForMaskedLM, LongformerConfig, LongformerForMaskedLM
 
     from protlm.tokenization import load_tokenizer
@@ -57,10 +78,14 @@ def convert_roberta_to_longformer(
         raise ProtlmError(f"--window must be a positive even number of tokens, got {window}")
     if max_length < 8:
         raise ProtlmError(f"--max-length must be >= 8 tokens, got {max_length}")
+    if attention not in ATTENTION:
+        raise ProtlmError(f"--attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
     roberta = load_safetensors_model(AutoModelForMaskedLM, source)
     if roberta.config.model_type != "roberta":
         raise ProtlmError(f"{source}: expected a RoBERTa masked LM, found {roberta.config.model_type!r}")
     tokenizer = load_tokenizer(str(source))
+    if attention == "dense" or (attention == "auto" and dense_is_exact(max_length, window)):
+        return _extend_roberta(roberta, tokenizer, source, Path(out), max_length)
     rc = roberta.config
     config = LongformerConfig(
         vocab_size=rc.vocab_size, hidden_size=rc.hidden_size, num_hidden_layers=rc.num_hidden_layers,
@@ -83,10 +108,7 @@ def convert_roberta_to_longformer(
             part, param = key.rsplit(".", 2)[-2:]
             state[new.replace(f".{part}.{param}", f".{part}_global.{param}")] = value.clone()
     old = roberta.roberta.embeddings.position_embeddings.weight.detach()  # (old_max + 2, d)
-    trained = old[POSITION_OFFSET:]
-    reps = -(-max_length // len(trained))
-    tiled = torch.cat([old[:POSITION_OFFSET], trained.repeat(reps, 1)[:max_length]], 0)
-    state["longformer.embeddings.position_embeddings.weight"] = tiled
+    state["longformer.embeddings.position_embeddings.weight"] = _tile_positions(old, max_length)
     state = {k: v for k, v in state.items() if not k.endswith("position_ids")}
     missing, unexpected = longformer.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(("position_ids", "token_type_ids"))]
@@ -97,7 +119,35 @@ def convert_roberta_to_longformer(
     longformer.save_pretrained(out, safe_serialization=True)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(out)
-    info = {"source": str(source), "max_length": max_length, "window": window, "source_max_tokens": len(trained),
-            "global_separators": global_separators}  # fmt: skip
+    info = {"source": str(source), "max_length": max_length, "attention": "longformer", "window": window,
+            "source_max_tokens": len(old) - POSITION_OFFSET, "global_separators": global_separators}  # fmt: skip
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    return out
+
+
+def _tile_positions(old: torch.Tensor, max_length: int) -> torch.Tensor:
+    """(old_max + 2, d) -> (max_length + 2, d): RoBERTa's 2 offset rows, then the trained rows repeated."""
+    trained = old[POSITION_OFFSET:]
+    reps = -(-max_length // len(trained))
+    return torch.cat([old[:POSITION_OFFSET], trained.repeat(reps, 1)[:max_length]], 0)
+
+
+def _extend_roberta(roberta, tokenizer, source: Path, out: Path, max_length: int) -> Path:
+    """The RoBERTa with `max_length` positions (tiled): dense attention over long inputs."""
+    from transformers import RobertaForMaskedLM
+
+    old = roberta.roberta.embeddings.position_embeddings.weight.detach()
+    config = roberta.config
+    config.max_position_embeddings = max_length + POSITION_OFFSET
+    extended = RobertaForMaskedLM(config)
+    state = {k: v for k, v in roberta.state_dict().items() if not k.endswith("position_ids")}
+    state["roberta.embeddings.position_embeddings.weight"] = _tile_positions(old, max_length)
+    extended.load_state_dict(state, strict=False)
+    extended.tie_weights()
+    out.mkdir(parents=True, exist_ok=True)
+    extended.save_pretrained(out, safe_serialization=True)
+    tokenizer.model_max_length = max_length
+    tokenizer.save_pretrained(out)
+    info = {"source": str(source), "max_length": max_length, "attention": "dense", "source_max_tokens": len(old) - 2}
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
     return out

@@ -45,6 +45,10 @@ class _TaskHeads:
             self.residue_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
             self.residue_conv = nn.Conv1d(d, d, kernel_size=5, padding=2)
         else:
+            # Pooled states of a small or barely trained encoder differ little between proteins (a
+            # shared direction dominates): standardise them across examples, as for linear probes
+            # (running statistics at inference, so a prediction never depends on its batch).
+            self.pool_norm = nn.BatchNorm1d(d, affine=False)
             self.dense = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, config.num_labels)
 
@@ -69,7 +73,7 @@ class _TaskHeads:
                 pooled = (h * m).sum(1) / m.sum(1).clamp(min=1)
             else:
                 pooled = h[:, 0]
-            x = torch.tanh(self.dense(self.dropout(pooled)))
+            x = torch.tanh(self.dense(self.dropout(self._standardise(pooled))))
             logits = self.out_proj(self.dropout(x))
         loss = None
         if labels is not None:
@@ -78,6 +82,16 @@ class _TaskHeads:
                 logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), weight=weight, ignore_index=-100
             )
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _standardise(self, pooled: torch.Tensor) -> torch.Tensor:
+        norm = self.pool_norm
+        if self.training and pooled.shape[0] > 1:
+            return norm(pooled.float()).to(pooled.dtype)
+        # inference, or a training batch of one protein: the running statistics
+        out = nn.functional.batch_norm(
+            pooled.float(), norm.running_mean, norm.running_var, training=False, eps=norm.eps
+        )
+        return out.to(pooled.dtype)
 
     def _residue_logits(self, h, index, offset, aa) -> torch.Tensor:
         # h (B, T, d) -> per residue (B, R, d): the state of its token + identity + offset in the token

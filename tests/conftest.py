@@ -33,3 +33,26 @@ def shared_data() -> Path:
 def write(path: Path, text: str, newline: str = "\n") -> Path:
     path.write_bytes(text.replace("\n", newline).encode())
     return path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int | None, str, str]:
+    """Run `protlm ARGS` in-process: (exit code, stdout, stderr)."""
+    from protlm.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="session")
+def micro_model(tmp_path_factory) -> Path:
+    """A micro RoBERTa MLM (tests/data/micro.yaml, 32 hidden) saved as `protlm pretrain` saves models."""
+    from protlm.models import build_mlm
+    from protlm.tokenization import load_tokenizer
+
+    out = tmp_path_factory.mktemp("micro") / "model"
+    tok = load_tokenizer(DATA / "tokenizer_bpe300")
+    build_mlm(str(DATA / "micro.yaml"), tok, seed=0).save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    return out

@@ -12,30 +12,18 @@ import pytest
 import torch
 
 import protlm
-from conftest import DATA, write
-from protlm.cli import main
+from conftest import DATA, run_cli, write
 from protlm.io import iter_fasta
 
 FASTA = DATA / "swissprot_50.fasta"
 
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    from protlm.models import build_mlm
-    from protlm.tokenization import load_tokenizer
-
-    out = tmp_path_factory.mktemp("pretrained") / "model"
-    tok = load_tokenizer(DATA / "tokenizer_bpe300")
-    build_mlm(str(DATA / "micro.yaml"), tok, seed=0).save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+def pretrained(micro_model):
+    return micro_model
 
 
 @pytest.fixture(scope="module")

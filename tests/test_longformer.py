@@ -9,29 +9,16 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 import protlm
-from conftest import DATA
-from protlm.cli import main
+from conftest import DATA, run_cli
 from protlm.io import iter_fasta
 from protlm.models.longformer import convert_roberta_to_longformer, encoder_kwargs
 
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
+run = run_cli
 
 
 @pytest.fixture(scope="module")
-def roberta(tmp_path_factory):
-    from protlm.models import build_mlm
-    from protlm.tokenization import load_tokenizer
-
-    out = tmp_path_factory.mktemp("rb") / "model"
-    tok = load_tokenizer(DATA / "tokenizer_bpe300")
-    build_mlm(str(DATA / "micro.yaml"), tok, seed=0).save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+def roberta(micro_model):
+    return micro_model
 
 
 @pytest.fixture(scope="module")

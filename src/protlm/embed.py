@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from protlm.batching import PAD, assemble, plan_batches
+from protlm.batching import assemble, pad_batch, plan_batches
 from protlm.errors import ProtlmError
 from protlm.io import SeqRecord
 from protlm.models.longformer import encoder_kwargs
@@ -135,12 +135,7 @@ class Embedder:
         # Sorted by length (no shuffle: inference), packed to the token budget.
         for batch in plan_batches(lengths, self.opt.tokens_per_batch, _NoShuffle()):
             seqs = [assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for row, s in enumerate(seqs):
-                ids[row, : len(s)] = torch.from_numpy(s)
-                mask[row, : len(s)] = 1
+            ids, mask = pad_batch(seqs)
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
                 out = self.encoder(
                     input_ids=ids.to(self.device),

@@ -35,7 +35,8 @@ def split_chains(raw: str, policy: ResiduePolicy, path, line: int | None, record
         try:
             seq = policy.clean(chain.strip())
         except ValueError as e:
-            raise InputError(path, f"chain {k}: {e}", line=line, record=record) from None
+            where = f"chain {k}: " if len(chains) > 1 else ""
+            raise InputError(path, f"{where}{e}", line=line, record=record) from None
         if not seq:
             raise InputError(path, f"chain {k} is empty (chains are joined with ':')", line=line, record=record)
         out.append(seq)
@@ -53,14 +54,7 @@ def read_assemblies(
     if not Path(path).is_file():
         raise InputError(path, "file not found")
     if is_fasta(path):
-        seen: set[str] = set()
-        for rec in iter_fasta(path):
-            report.n_read += 1
-            if rec.id in seen:
-                report.skip("duplicate id", rec.id, rec.line)
-                continue
-            seen.add(rec.id)
-            chains = split_chains(rec.seq, policy, path, rec.line, rec.id)
+        for rec, chains in _fasta_chains(path, policy, report):
             report.n_used += 1
             yield Assembly(rec.id, tuple(f"{rec.id}:{k}" for k in range(1, len(chains) + 1)), chains)
         return
@@ -92,25 +86,24 @@ def read_embed_records(
     if not is_fasta(path):
         yield from read_sequences(path, policy, report, id_col=id_col, seq_col=seq_col)
         return
-    seen: set[str] = set()
-    for rec in iter_fasta(path):
-        report.n_read += 1
-        if rec.id in seen:
-            report.skip("duplicate id", rec.id, rec.line)
-            continue
-        seen.add(rec.id)
-        if not rec.seq.strip():
-            report.skip("empty sequence", rec.id, rec.line)
-            continue
-        if CHAIN_SEP in rec.seq:
-            chains = split_chains(rec.seq, policy, path, rec.line, rec.id)
-        else:
-            try:
-                chains = (policy.clean(rec.seq),)
-            except ValueError as e:
-                raise InputError(path, str(e), line=rec.line, record=rec.id) from None
+    for rec, chains in _fasta_chains(path, policy, report):
         if policy.max_length is not None and sum(map(len, chains)) > policy.max_length:
             report.skip(f"longer than {policy.max_length} residues", rec.id, rec.line)
             continue
         report.n_used += 1
         yield SeqRecord(rec.id, CHAIN_SEP.join(chains), rec.description)
+
+
+def _fasta_chains(path, policy: ResiduePolicy, report: SkipReport):
+    """(record, validated chains) of a FASTA; a record without ':' is one chain. Duplicate ids and
+    empty records are skipped and counted; every yielded record is counted as read."""
+    seen: set[str] = set()
+    for rec in iter_fasta(path):
+        report.n_read += 1
+        if rec.id in seen:
+            report.skip("duplicate id", rec.id, rec.line)
+        elif not rec.seq.strip():
+            report.skip("empty sequence", rec.id, rec.line)
+        else:
+            seen.add(rec.id)
+            yield rec, split_chains(rec.seq, policy, path, rec.line, rec.id)

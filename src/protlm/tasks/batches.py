@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protlm.batching import PAD, assemble, plan_batches
+from protlm.batching import assemble, pad_batch, plan_batches
 from protlm.tasks.align import MAX_OFFSET, aa_codes, residue_map
 from protlm.tasks.data import IGNORE, Example
 from protlm.tokenized import TokenizedSet
@@ -130,15 +130,9 @@ class TaskSet:
                     res.append(self._residues(ex, tokens, sa, len(window)))
             if self.kind != "residue":
                 labels.append(int(ex.label))
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), PAD, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s)] = torch.from_numpy(s)
-            mask[row, : len(s)] = 1
-        n_tokens = sum(len(s) for s in seqs)
+        ids, mask = pad_batch(seqs)
         batch = TaskBatch(np.array([it[0] for it in items]), ids, mask, torch.tensor(labels, dtype=torch.long))
-        batch.n_tokens, batch.n_padded = n_tokens, len(seqs) * width
+        batch.n_tokens, batch.n_padded = int(mask.sum()), mask.numel()
         if self.kind == "residue":
             self._residue_fields(batch, res)
         return batch

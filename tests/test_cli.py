@@ -20,7 +20,22 @@ def run(args, capsys):
 
 
 @pytest.mark.parametrize(
-    "cmd", [[], ["tokenizer"], ["tokenizer", "train"], ["tokenizer", "stats"], ["pretrain"], ["plot"], ["demo"]]
+    "cmd",
+    [
+        [],
+        ["tokenizer"],
+        ["tokenizer", "train"],
+        ["tokenizer", "stats"],
+        ["pretrain"],
+        ["plot"],
+        ["demo"],
+        ["finetune"],
+        ["evaluate"],
+        ["embed"],
+        ["predict"],
+        ["fill"],
+        ["longformer", "convert"],
+    ],
 )
 def test_every_command_has_help(cmd, capsys):
     code, out, _ = run([*cmd, "--help"], capsys)

@@ -34,6 +34,7 @@ from protlm.train.loop import derive_seed
 
 TASK_FILE = "protlm_task.json"
 DEV_MONITOR = 2000
+NO_MONITORING = 10**9
 
 
 @dataclass
@@ -59,7 +60,7 @@ class FinetuneConfig(TrainConfig):
     lr: float | None = None  # default: the task's
     warmup_steps: int = 0
     warmup_ratio: float = 0.06
-    eval_every: int = 10**9  # evaluation at the end by default; set to follow dev metrics
+    eval_every: int = 10**9  # NO_MONITORING: score after training only; set e.g. 100 to follow dev metrics
     save_every: int = 10**9
     strict: bool = False
     cache_dir: str | None = None
@@ -338,8 +339,9 @@ def train_one(
 
     extra = {TASK_FILE: json.dumps({**info, "model_source": source, "data_summary": data.summary()}, indent=2) + "\n"}
     run_dir.mkdir(parents=True, exist_ok=True)
+    monitoring = cfg.eval_every < NO_MONITORING  # else dev and test are scored once, after training
     job = Fit(
-        objective, model, tokenizer, src, loop_cfg, run_dir, accelerator, evaluate,
+        objective, model, tokenizer, src, loop_cfg, run_dir, accelerator, evaluate if monitoring else None,
         batch_fields=lambda b: b.fields(), extra_files=lambda: extra,
     )  # fmt: skip
     fit(job, total, steps_per_epoch, log)

@@ -12,9 +12,9 @@ from protlm.io import iter_fasta
 from protlm.tasks.align import aa_codes, residue_map, token_residue_lengths
 from protlm.tasks.batches import build_taskset
 from protlm.tasks.data import IGNORE, Example
-from protlm.tasks.finetune import predict
 from protlm.tasks.metrics import METRICS, compute
 from protlm.tasks.model import ProteinTaskModel
+from protlm.tasks.predict import predict
 from protlm.tokenization import load_tokenizer
 
 

@@ -127,7 +127,7 @@ class ProtLM:
         """Predictions for sequences ({id: seq}, [(id, seq)], records) or, for pair tasks, pairs
         ([(id, seq_a, seq_b)] or protlm `Pair`s). Long inputs are windowed as in evaluation."""
         from protlm.tasks.data import Example
-        from protlm.tasks.finetune import softmax
+        from protlm.tasks.predict import softmax
 
         spec, labels = self.task, tuple(self.info["labels"])
         if spec.kind == "pair":
@@ -147,7 +147,7 @@ class ProtLM:
         else:
             from protlm.models import model_max_tokens
             from protlm.tasks.batches import build_taskset
-            from protlm.tasks.finetune import predict_logits
+            from protlm.tasks.predict import predict_logits
 
             lengths = None
             if spec.kind == "residue":

@@ -375,8 +375,8 @@ def evaluate_cmd(
     out: Annotated[Path | None, typer.Option(help="Output dir (default MODEL/../eval).")] = None,
 ) -> None:
     """Score a fine-tuned model: results.json with every metric, confusion matrix and ROC / PR PNGs."""
-    from protlm.tasks.finetune import evaluate_model, load_finetuned, load_task_data
-    from protlm.tasks.table import get_task
+    from protlm.tasks.evaluate import evaluate_model, load_finetuned
+    from protlm.tasks.table import get_task, load_task_data
 
     task_data = None
     if data is not None:

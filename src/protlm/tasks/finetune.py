@@ -22,17 +22,17 @@ import torch
 from torch import nn
 
 from protlm.errors import ProtlmError
-from protlm.io import ResiduePolicy
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import TaskSet, build_taskset
 from protlm.tasks.data import TaskData, subsample
-from protlm.tasks.report import plot_confusion, plot_curves, write_json, write_predictions
-from protlm.tasks.table import DataRequest, TaskSpec, get_task
+from protlm.tasks.evaluate import TASK_FILE, evaluate_model, load_finetuned
+from protlm.tasks.predict import predict
+from protlm.tasks.report import write_json
+from protlm.tasks.table import TaskSpec, get_task, load_task_data
 from protlm.train.config import TrainConfig
 from protlm.train.loop import derive_seed
 
-TASK_FILE = "protlm_task.json"
 DEV_MONITOR = 2000
 NO_MONITORING = 10**9
 
@@ -78,10 +78,6 @@ class FinetuneConfig(TrainConfig):
             raise ProtlmError(f"--pooling must be cls or mean, got {self.pooling!r}")
         if not self.seeds:
             raise ProtlmError("--seeds needs at least one seed, e.g. 0,1,2")
-
-
-def load_task_data(spec: TaskSpec, data: str | None, background: str | None, split_seed: int, strict: bool) -> TaskData:
-    return spec.load(DataRequest(data, split_seed, ResiduePolicy(strict=strict), background))
 
 
 # ---------------------------------------------------------------- models
@@ -164,69 +160,6 @@ class TaskObjective(nn.Module):
         weights = self.class_weights if self.class_weights.numel() else None
         out = self.model(**fields, labels=labels, class_weights=weights)
         return out.loss, (labels != -100).sum()
-
-
-# ---------------------------------------------------------------- prediction
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(-1, keepdims=True)
-
-
-@torch.inference_mode()
-def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_size: int) -> list[np.ndarray]:
-    """Logits per example: (C,) for sequence / pair tasks, (n_residues, C) for residue tasks.
-
-    Every evaluation window is scored; logits are averaged over the windows covering an example
-    (sequence tasks) or a residue (residue tasks). Batch composition never changes a prediction:
-    padding is masked and each window is scored independently.
-    """
-    model.eval()
-    n_classes = model.config.num_labels
-    items = ts.items(None)
-    plan = ts.plan(items, tokens_per_batch, np.random.default_rng(0), batch_size)
-    if ts.kind == "residue":
-        sums = [np.zeros((len(ex.parts[0]), n_classes)) for ex in ts.examples]
-        counts = [np.zeros(len(ex.parts[0])) for ex in ts.examples]
-    else:
-        sums, counts = list(np.zeros((len(ts), n_classes))), list(np.zeros(len(ts)))
-    for batch_items in plan:
-        batch = ts.make_batch(batch_items)
-        fields = {k: v for k, v in batch.fields().items() if k != "labels"}
-        logits = model(**fields).logits.float().numpy()
-        for row, i in enumerate(batch.examples):
-            if ts.kind == "residue":
-                n = int((batch.residue_aa[row] > 0).sum())
-                r0 = int(batch.residue_start[row])
-                sums[i][r0 : r0 + n] += logits[row, :n]
-                counts[i][r0 : r0 + n] += 1
-            else:
-                sums[i] += logits[row]
-                counts[i] += 1
-    if ts.kind == "residue":
-        return [s / np.maximum(c, 1)[:, None] for s, c in zip(sums, counts, strict=True)]
-    return [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
-
-
-def predict(
-    model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(y, probabilities, ids): one row per example, or per scored residue for residue tasks."""
-    logits = predict_logits(model, ts, tokens_per_batch, batch_size)
-    if ts.kind == "residue":
-        ys, zs, ids = [], [], []
-        for ex, z in zip(ts.examples, logits, strict=True):
-            keep = np.asarray(ex.label) >= 0
-            ys.append(np.asarray(ex.label)[keep].astype(np.int64))
-            zs.append(z[keep])
-            ids.extend(f"{ex.id}:{r + 1}" for r in np.flatnonzero(keep))
-        y, z = np.concatenate(ys), np.concatenate(zs)
-    else:
-        y = np.array([int(ex.label) for ex in ts.examples], dtype=np.int64)
-        z, ids = np.stack(logits) if logits else np.zeros((0, model.config.num_labels)), [ex.id for ex in ts.examples]
-    return y, softmax(z), ids
 
 
 # ---------------------------------------------------------------- training
@@ -346,82 +279,6 @@ def train_one(
     )  # fmt: skip
     fit(job, total, steps_per_epoch, log)
     return run_dir / "model"
-
-
-# ---------------------------------------------------------------- evaluation
-
-
-def load_finetuned(path: Path, info_from: Path | None = None, need_info: bool = True):
-    """(kind, model, tokenizer, task info) of a `protlm finetune` model directory (or checkpoint)."""
-    info_file = (info_from or path) / TASK_FILE
-    if need_info and not info_file.is_file():
-        raise ProtlmError(f"{path}: not a fine-tuned protlm model (no {TASK_FILE}); use the run's model/ directory")
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
-    if "baseline" in info:
-        return "baseline", Baseline.load(path), None, info
-    from transformers import AutoConfig
-
-    from protlm.tasks.model import task_model_class
-    from protlm.tokenization import load_tokenizer
-    from protlm.train.pretrain import load_safetensors_model
-
-    model = load_safetensors_model(task_model_class(AutoConfig.from_pretrained(path)), path)
-    return "model", model, load_tokenizer(str(path)), info
-
-
-def evaluate_model(
-    model_dir: Path,
-    splits: list[str] | None,
-    out: Path,
-    data: TaskData | None = None,
-    tokens_per_batch: int = 8192,
-    log: Callable[[str], None] = print,
-) -> dict:
-    """Score a fine-tuned model on splits; write results.json, predictions, confusion / ROC / PR PNGs."""
-    kind, model, tokenizer, info = load_finetuned(model_dir)
-    spec = get_task(info["task"])
-    if data is None:
-        d = info["data"]
-        data = load_task_data(spec, d["data"], d["background"], d["split_seed"], d["strict"])
-    if list(data.labels) != info["labels"]:
-        raise ProtlmError(
-            f"{model_dir}: the model's label space ({len(info['labels'])} classes) differs from the data's ({len(data.labels)})"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"task": spec.name, "model": str(model_dir), "model_source": info.get("model_source"), "splits": {}}
-    residue_lengths = None
-    for split in splits or ["dev", *data.test_splits]:
-        examples = data.split(split)
-        t0 = time.perf_counter()
-        if kind == "baseline":
-            y, prob = model.predict_proba(examples)
-            ids = [ex.id for ex in examples] if spec.kind != "residue" else [""] * len(y)
-        else:
-            if spec.kind == "residue" and residue_lengths is None:
-                from protlm.tasks.align import token_residue_lengths
-
-                residue_lengths = token_residue_lengths(tokenizer)
-            from protlm.models import model_max_tokens
-
-            ts = build_taskset(spec.kind, examples, tokenizer, model_max_tokens(model.config), None, residue_lengths)
-            y, prob, ids = predict(model, ts, tokens_per_batch, 64)
-        scores = M.compute(spec.metrics, y, prob)
-        results["splits"][split] = {
-            "n_examples": len(examples),
-            "n_scored": int(len(y)),
-            "metrics": scores,
-            "class_counts": data.class_counts(split),
-            "seconds": time.perf_counter() - t0,
-        }
-        title = f"{spec.name} {split} ({len(examples):,})"
-        plot_confusion(y, prob, data.labels, out / f"confusion_{split}.png", title)
-        if len(data.labels) == 2:
-            plot_curves(y, prob, out, split, title)
-        if spec.kind != "residue":
-            write_predictions(out / f"predictions_{split}.tsv", ids, y, prob, data.labels)
-        log(f"{spec.name} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" (n={len(y):,})")
-    write_json(out / "results.json", results)
-    return results
 
 
 def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> dict:

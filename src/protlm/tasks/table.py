@@ -255,6 +255,11 @@ TASKS: dict[str, TaskSpec] = {
 }  # fmt: skip
 
 
+def load_task_data(spec: TaskSpec, data: str | None, background: str | None, split_seed: int, strict: bool) -> TaskData:
+    """The task's data from `--data` (None = built-in) with splits made by `split_seed` where needed."""
+    return spec.load(DataRequest(data, split_seed, ResiduePolicy(strict=strict), background))
+
+
 def get_task(name: str) -> TaskSpec:
     if name not in TASKS:
         raise ProtlmError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")

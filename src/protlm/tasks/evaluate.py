@@ -1,0 +1,92 @@
+"""`protlm evaluate`: score a fine-tuned model (or the composition baseline) on task splits."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from protlm.errors import ProtlmError
+from protlm.tasks import metrics as M
+from protlm.tasks.baseline import Baseline
+from protlm.tasks.batches import build_taskset
+from protlm.tasks.data import TaskData
+from protlm.tasks.predict import predict
+from protlm.tasks.report import plot_confusion, plot_curves, write_json, write_predictions
+from protlm.tasks.table import get_task, load_task_data
+
+TASK_FILE = "protlm_task.json"
+
+
+def load_finetuned(path: Path, info_from: Path | None = None, need_info: bool = True):
+    """(kind, model, tokenizer, task info) of a `protlm finetune` model directory (or checkpoint)."""
+    info_file = (info_from or path) / TASK_FILE
+    if need_info and not info_file.is_file():
+        raise ProtlmError(f"{path}: not a fine-tuned protlm model (no {TASK_FILE}); use the run's model/ directory")
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    if "baseline" in info:
+        return "baseline", Baseline.load(path), None, info
+    from transformers import AutoConfig
+
+    from protlm.tasks.model import task_model_class
+    from protlm.tokenization import load_tokenizer
+    from protlm.train.pretrain import load_safetensors_model
+
+    model = load_safetensors_model(task_model_class(AutoConfig.from_pretrained(path)), path)
+    return "model", model, load_tokenizer(str(path)), info
+
+
+def evaluate_model(
+    model_dir: Path,
+    splits: list[str] | None,
+    out: Path,
+    data: TaskData | None = None,
+    tokens_per_batch: int = 8192,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Score a fine-tuned model on splits; write results.json, predictions, confusion / ROC / PR PNGs."""
+    kind, model, tokenizer, info = load_finetuned(model_dir)
+    spec = get_task(info["task"])
+    if data is None:
+        d = info["data"]
+        data = load_task_data(spec, d["data"], d["background"], d["split_seed"], d["strict"])
+    if list(data.labels) != info["labels"]:
+        raise ProtlmError(
+            f"{model_dir}: the model's label space ({len(info['labels'])} classes) differs from the data's ({len(data.labels)})"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"task": spec.name, "model": str(model_dir), "model_source": info.get("model_source"), "splits": {}}
+    residue_lengths = None
+    for split in splits or ["dev", *data.test_splits]:
+        examples = data.split(split)
+        t0 = time.perf_counter()
+        if kind == "baseline":
+            y, prob = model.predict_proba(examples)
+            ids = [ex.id for ex in examples] if spec.kind != "residue" else [""] * len(y)
+        else:
+            if spec.kind == "residue" and residue_lengths is None:
+                from protlm.tasks.align import token_residue_lengths
+
+                residue_lengths = token_residue_lengths(tokenizer)
+            from protlm.models import model_max_tokens
+
+            ts = build_taskset(spec.kind, examples, tokenizer, model_max_tokens(model.config), None, residue_lengths)
+            y, prob, ids = predict(model, ts, tokens_per_batch, 64)
+        scores = M.compute(spec.metrics, y, prob)
+        results["splits"][split] = {
+            "n_examples": len(examples),
+            "n_scored": int(len(y)),
+            "metrics": scores,
+            "class_counts": data.class_counts(split),
+            "seconds": time.perf_counter() - t0,
+        }
+        title = f"{spec.name} {split} ({len(examples):,})"
+        plot_confusion(y, prob, data.labels, out / f"confusion_{split}.png", title)
+        if len(data.labels) == 2:
+            plot_curves(y, prob, out, split, title)
+        if spec.kind != "residue":
+            write_predictions(out / f"predictions_{split}.tsv", ids, y, prob, data.labels)
+        log(f"{spec.name} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" (n={len(y):,})")
+    write_json(out / "results.json", results)
+    return results

@@ -1,0 +1,192 @@
+"""`protlm tokenizer ...` and `protlm pairs ...`: the data commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from protlm.cli.options import (
+    CorpusOpt,
+    GroupsOpt,
+    IdColOpt,
+    MaxLenOpt,
+    NegOpt,
+    PairSeedOpt,
+    SeqColOpt,
+    SplitOpt,
+    StrictOpt,
+    residue_policy,
+)
+from protlm.errors import ProtlmError
+
+tokenizer_app = typer.Typer(help="Train and measure protein tokenizers.", no_args_is_help=True)
+pairs_app = typer.Typer(help="Build and inspect binding / non-binding pair sets.", no_args_is_help=True)
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    out: Annotated[Path, typer.Option(help="Output directory (an HF tokenizer directory).")],
+    corpus: CorpusOpt = "scl2205",
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="bpe-shortest (default: residue BPE vocabulary, fewest-token segmentation), bpe, byte-bpe (the paper's), unigram, char."
+        ),
+    ] = "bpe-shortest",
+    vocab_size: Annotated[
+        int | None, typer.Option(help="Total vocabulary size incl. 5 special tokens. Default 10,261 (the paper's).")
+    ] = None,
+    merges: Annotated[
+        int | None, typer.Option(help="Number of BPE merges instead of --vocab-size (paper: 10,000).")
+    ] = None,
+    max_sequences: Annotated[int | None, typer.Option(help="Train on at most this many sequences.")] = None,
+    id_col: IdColOpt = "id",
+    seq_col: SeqColOpt = "sequence",
+    strict: StrictOpt = False,
+    max_length: MaxLenOpt = None,
+) -> None:
+    """Train a protein tokenizer and save it where `AutoTokenizer.from_pretrained` loads it."""
+    from protlm.corpora import open_corpus
+    from protlm.io import SkipReport
+    from protlm.tokenization import DEFAULT_VOCAB_SIZE, train_from_corpus, vocab_size_for_merges
+
+    if vocab_size is not None and merges is not None:
+        raise ProtlmError("give --vocab-size or --merges, not both")
+    size = vocab_size_for_merges(kind, merges) if merges is not None else (vocab_size or DEFAULT_VOCAB_SIZE)
+    report = SkipReport(corpus)
+    tok = train_from_corpus(
+        open_corpus(corpus, id_col, seq_col), out, kind, size, residue_policy(strict, max_length), report, max_sequences
+    )
+    typer.echo(report.summary(), err=True)
+    typer.echo(f"{kind} tokenizer with {len(tok):,} tokens written to {out}")
+
+
+@tokenizer_app.command("stats")
+def tokenizer_stats(
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory.")],
+    corpus: CorpusOpt = "scl2205:heldout",
+    plot: Annotated[Path | None, typer.Option(help="Write a length histogram PNG here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+    id_col: IdColOpt = "id",
+    seq_col: SeqColOpt = "sequence",
+    strict: StrictOpt = False,
+    max_length: MaxLenOpt = None,
+) -> None:
+    """Compression report: residues per token, length reduction, share of long sequences, throughput."""
+    from protlm.corpora import open_corpus
+    from protlm.io import SkipReport
+    from protlm.tokenization import load_tokenizer
+    from protlm.tokenizer_report import compression_report, plot_lengths
+
+    tok = load_tokenizer(tokenizer)
+    skips = SkipReport(corpus)
+    seqs = list(open_corpus(corpus, id_col, seq_col).sequences(residue_policy(strict, max_length), skips))
+    if not seqs:
+        raise ProtlmError(f"{corpus}: no usable sequences")
+    typer.echo(skips.summary(), err=True)
+    report, tok_len, res_len = compression_report(tok, seqs)
+    typer.echo(f"tokenizer {tokenizer} ({len(tok):,} tokens) on {corpus}")
+    typer.echo(report.to_text())
+    if plot:
+        typer.echo(
+            f"length histogram written to {plot_lengths(tok_len, res_len, plot, f'{tokenizer.name} on {corpus}')}"
+        )
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        typer.echo(f"report written to {json_out}")
+
+
+@pairs_app.command("build")
+def pairs_build(
+    pairs: Annotated[
+        Path, typer.Option(help="TSV/CSV of id pairs (columns id_a, id_b), e.g. ppi_positive_pairs.tsv.gz.")
+    ],
+    sequences: Annotated[Path, typer.Option(help="Sequences of those ids: FASTA/TSV/Parquet (optionally .gz).")],
+    out: Annotated[Path, typer.Option(help="Output directory: pairs.parquet + report.json.")],
+    split: SplitOpt = "strict",
+    negatives_per_positive: NegOpt = 1.0,
+    seed: PairSeedOpt = 0,
+    groups: GroupsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Positives from an id-pair table + sampled negatives, split, as a protlm pair table."""
+    from protlm.pairs import build_pairs
+
+    report = build_pairs(
+        pairs, sequences, out, split, negatives_per_positive, seed, residue_policy(strict, None), groups
+    )
+    typer.echo(report["read"], err=True)
+    for reason, n in report["dropped"].items():
+        typer.echo(f"dropped {n:,} {reason}", err=True)
+    for name, n in report["negatives_short"].items():
+        typer.echo(f"{name}: {n:,} negatives short (too few non-binding protein pairs in the split)", err=True)
+    typer.echo(json.dumps(report["sizes"]))
+    typer.echo(f"{report['rows']:,} pairs written to {out / 'pairs.parquet'} (report: {out / 'report.json'})")
+
+
+@pairs_app.command("build-string")
+def pairs_build_string(
+    links: Annotated[
+        Path, typer.Option(help="STRING links file (protein.physical.links.v12.0.txt.gz or .detailed/.full).")
+    ],
+    sequences: Annotated[Path, typer.Option(help="STRING sequences FASTA (protein.sequences.v12.0.fa.gz).")],
+    out: Annotated[Path, typer.Option(help="Output directory: pairs-*.parquet shards + report.json.")],
+    species: Annotated[str | None, typer.Option(help="NCBI taxon id to keep, e.g. 9606.")] = None,
+    min_score: Annotated[int, typer.Option(help="Positives: combined_score >= this (0-1000; paper: 700).")] = 700,
+    negatives_per_positive: NegOpt = 1.0,
+    split: SplitOpt = "strict",
+    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer to measure pair lengths with.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Drop (and count) pairs longer than this many tokens.")] = 512,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")] = "1GB",
+    seed: PairSeedOpt = 0,
+    groups: GroupsOpt = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Binding pairs from STRING (score threshold) + random non-linked pairs, out of core on DuckDB."""
+    from protlm.pairs.string import build_string_pairs
+    from protlm.tokenization import load_tokenizer
+
+    tok = load_tokenizer(tokenizer) if tokenizer else None
+    report = build_string_pairs(links, sequences, out, min_score, species, negatives_per_positive, split,
+                                tokenizer=tok, max_tokens=max_tokens, seed=seed, memory_limit=memory_limit,
+                                groups=groups, policy=residue_policy(strict, None))  # fmt: skip
+    typer.echo(json.dumps(report, indent=2))
+    typer.echo(f"pairs written to {out}", err=True)
+
+
+@pairs_app.command("from-lmdb")
+def pairs_from_lmdb(
+    lmdb_path: Annotated[Path, typer.Argument(help="PEER/TAPE PPI LMDB (primary_1, primary_2, interaction).")],
+    out: Annotated[Path, typer.Option(help="Output pair table (.parquet or .tsv).")],
+    split: Annotated[str, typer.Option(help="Split name to give these pairs: train, dev or test.")] = "train",
+    strict: StrictOpt = False,
+) -> None:
+    """Convert a PEER HumanPPI/YeastPPI LMDB split into a protlm pair table (no code is unpickled)."""
+    from protlm.io import SkipReport
+    from protlm.pairs import write_pairs
+    from protlm.pairs.lmdb_ppi import read_ppi_lmdb
+    from protlm.pairs.table import SPLITS
+
+    if split not in SPLITS:
+        raise ProtlmError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    report = SkipReport(str(lmdb_path))
+    n = write_pairs(read_ppi_lmdb(lmdb_path, split, residue_policy(strict, None), report), out)
+    typer.echo(report.summary(), err=True)
+    typer.echo(f"{n:,} pairs written to {out}")
+
+
+@pairs_app.command("stats")
+def pairs_stats_cmd(
+    path: Annotated[str, typer.Argument(help="Pair directory (with pairs.parquet), pair table, or 'builtin'.")],
+    tokenizer: Annotated[Path | None, typer.Option(help="Also report token lengths with this tokenizer.")] = None,
+) -> None:
+    """Label balance, split sizes and length distribution of a pair set."""
+    from protlm.pairs import builtin_pairs, pairs_stats
+    from protlm.tokenization import load_tokenizer
+
+    tok = load_tokenizer(tokenizer) if tokenizer else None
+    typer.echo(json.dumps(pairs_stats(builtin_pairs() if path == "builtin" else path, tok), indent=2))

@@ -1,0 +1,116 @@
+"""`protlm embed`, `predict`, `fill`: inference commands over `protlm.api`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from protlm.cli.options import IdColOpt, MaxLenOpt, SeqColOpt, StrictOpt, residue_policy
+from protlm.errors import ProtlmError
+
+
+def embed_cmd(
+    input: Annotated[
+        Path,
+        typer.Argument(help="FASTA (chains joined by ':' = one assembly), or TSV/CSV/Parquet with --id-col/--seq-col."),
+    ],
+    model: Annotated[Path, typer.Option(help="Model dir: protlm pretrain output or a fine-tuned model/.")],
+    out: Annotated[Path, typer.Option(help="Output file: .parquet, .npz or .h5 (format by extension).")],
+    pool: Annotated[
+        list[str] | None, typer.Option(help="mean, cls or residue (per-residue vectors); repeat for several.")
+    ] = None,
+    layers: Annotated[str, typer.Option(help="Hidden states, e.g. -1 or -1,-4 (0 = embeddings).")] = "-1",
+    tokens_per_batch: Annotated[int, typer.Option(help="Token budget of one batch.")] = 16384,
+    stride: Annotated[
+        int | None, typer.Option(help="Tokens between windows over long proteins (default half a window).")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="auto (bf16 only where faster), fp32 or bf16.")] = "auto",
+    id_col: IdColOpt = "id",
+    seq_col: SeqColOpt = "sequence",
+    strict: StrictOpt = False,
+    max_length: MaxLenOpt = None,
+) -> None:
+    """Embed proteins of any length: pooled or per-residue vectors, streamed to Parquet / NPZ / HDF5."""
+    from protlm.api import load
+    from protlm.embed import EmbedOptions
+    from protlm.io import SkipReport
+    from protlm.io.embeddings import open_writer
+    from protlm.pairs.assemblies import read_embed_records
+
+    try:
+        layer_ids = tuple(int(x) for x in layers.split(","))
+    except ValueError:
+        raise ProtlmError(f"--layers {layers!r}: use e.g. -1 or -1,-4") from None
+    options = {"pools": tuple(pool or ["mean"]), "layers": layer_ids, "tokens_per_batch": tokens_per_batch,
+               "stride": stride, "precision": precision}  # fmt: skip
+    keys = EmbedOptions(**options).keys()
+    lm = load(model)
+    embedder = lm.embedder(**options)
+    report = SkipReport(str(input))
+    records = read_embed_records(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
+    writer = open_writer(out, keys)
+    from tqdm.auto import tqdm
+
+    n = 0
+    with tqdm(unit="res", unit_scale=True, dynamic_ncols=True, mininterval=1.0) as bar:
+        try:
+            for emb in embedder.embed(records):
+                writer.write(emb)
+                bar.update(emb.length)
+                n += 1
+        finally:
+            writer.close()
+    typer.echo(report.summary(), err=True)
+    typer.echo(f"{n:,} embeddings ({', '.join(keys)}) written to {out}")
+
+
+def predict_cmd(
+    input: Annotated[
+        Path, typer.Argument(help="FASTA (sequence and residue tasks) or pair table id_a,id_b,seq_a,seq_b (pairs).")
+    ],
+    model: Annotated[Path, typer.Option(help="A fine-tuned model dir (OUT/seed-K/model of protlm finetune).")],
+    out: Annotated[Path, typer.Option(help="Output TSV.")],
+    strict: StrictOpt = False,
+) -> None:
+    """Predict with a fine-tuned model: TSV of id, label and class probabilities (residue tasks: states)."""
+    from protlm.api import load
+    from protlm.io import SkipReport, read_sequences
+
+    lm = load(model)
+    spec = lm.task
+    report = SkipReport(str(input))
+    policy = residue_policy(strict, None)
+    if spec.kind == "pair":
+        from protlm.pairs import read_pairs
+
+        inputs = list(read_pairs(input, policy, report))
+    else:
+        inputs = list(read_sequences(input, policy, report))
+    typer.echo(report.summary(), err=True)
+    preds = lm.predict(inputs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as fh:
+        if spec.kind == "residue":
+            fh.write("id\tlength\tpredicted\tmean_probability\n")
+            for p in preds:
+                fh.write(f"{p.id}\t{len(p.probabilities)}\t{p.states}\t{p.probabilities.max(-1).mean():.4f}\n")
+        else:
+            labels = preds[0].labels if preds else ()
+            fh.write("id\tpredicted\t" + "\t".join(f"p_{x}" for x in labels) + "\n")
+            for p in preds:
+                fh.write(f"{p.id}\t{p.label}\t" + "\t".join(f"{v:.4f}" for v in p.probabilities) + "\n")
+    typer.echo(f"{len(preds):,} predictions ({spec.name}) written to {out}")
+
+
+def fill_cmd(
+    text: Annotated[str, typer.Argument(help="A sequence with <mask> where residues are to be predicted.")],
+    model: Annotated[Path, typer.Option(help="A pre-trained masked-LM dir (protlm pretrain output).")],
+    top_k: Annotated[int, typer.Option(help="Candidates per mask.")] = 5,
+) -> None:
+    """Masked-residue prediction: the top-k tokens (residue strings) for every <mask>."""
+    from protlm.api import load
+
+    for k, candidates in enumerate(load(model).fill(text, top_k)):
+        typer.echo(f"mask {k + 1}: " + "  ".join(f"{tok} {p:.3f}" for tok, p in candidates))

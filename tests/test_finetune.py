@@ -92,6 +92,33 @@ def test_tcr_titan_baseline(tmp_path, capsys):
     assert "test" in summary["splits"] and "roc_auc" in summary["splits"]["test"]
 
 
+def test_assembly_task_baseline_finetune_and_predict(pretrained, tmp_path, capsys):
+    import protlm
+    from protlm.io import iter_fasta
+
+    data = str(TASKS / "assemblies_small.fasta")  # 3 chains per record, label last in the header
+    out, err = finetune(["--task", "assembly", "--data", data, "--model", "baseline"], capsys, tmp_path, "base")
+    assert "assemblies_small.fasta: 24 records read, 24 used, 0 skipped" in err
+    result = json.loads((out / "seed-0" / "eval" / "results.json").read_text())
+    assert sum(result["splits"]["test"]["class_counts"].values()) == len(
+        (out / "seed-0" / "eval" / "predictions_test.tsv").read_text().splitlines()[1:]
+    )
+    args = ["--task", "assembly", "--data", data, "--model", str(pretrained), "--max-steps", "2", "--max-tokens", "96"]
+    out, err = finetune(args, capsys, tmp_path, "lm")  # 96 tokens: every assembly is cropped, none refused
+    model_dir = out / "seed-0" / "model"
+    code, _, err = run(["predict", data, "--model", str(model_dir), "--out", str(tmp_path / "p.tsv")], capsys)
+    assert code in (0, None), err
+    rows = (tmp_path / "p.tsv").read_text().splitlines()
+    assert rows[0] == "id\tpredicted\tp_0\tp_1" and len(rows) == 25
+    rec = next(iter(iter_fasta(data)))
+    lm = protlm.load(model_dir)
+    (by_tuple,) = lm.predict([(rec.id, *rec.seq.split(":"))])
+    (by_joined,) = lm.predict({rec.id: rec.seq})
+    np.testing.assert_allclose(by_tuple.probabilities, by_joined.probabilities)
+    first = rows[1].split("\t")
+    assert first[0] == rec.id and abs(float(first[2]) - by_joined.probabilities[0]) < 1e-4
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -133,6 +133,38 @@ def test_pair_crop_keeps_both_proteins(tok, seqs):
     assert first_sep - 1 >= 30 and 64 - first_sep - 3 >= 29  # each side keeps about half of the budget
 
 
+@pytest.mark.parametrize(
+    "lengths,budget,expected",
+    [
+        ([10, 20, 30], 100, [10, 20, 30]),  # fits: nothing cropped
+        ([10, 200, 300], 100, [10, 45, 45]),  # the short chain stays whole, the long ones share the rest
+        ([500, 500, 500], 99, [33, 33, 33]),  # each keeps 1/k
+        ([40, 90], 100, [40, 60]),  # pairs: the pre-assembly rule (each side >= half unless shorter)
+        ([90, 90], 101, [50, 51]),
+    ],
+)
+def test_share_budget(lengths, budget, expected):
+    from protlm.batching import share_budget
+
+    assert share_budget(lengths, budget) == expected
+
+
+def test_assembly_crop_keeps_every_chain_in_order(tok, seqs):
+    chains = (seqs[0], seqs[1][:20], seqs[2])
+    ts = build_taskset("pair", [Example("abc", chains, 1)], tok, max_tokens=64)
+    for rng in (None, np.random.default_rng(3)):
+        batch = ts.make_batch(ts.items(rng))
+        ids = batch.input_ids[0].tolist()
+        assert len(ids) == 64 and ids[0] == 0 and ids.count(2) == 5  # <s> A </s></s> B </s></s> C </s>
+        bounds = [k for k, t in enumerate(ids) if t == 2]
+        kept = [bounds[0] - 1, bounds[2] - bounds[1] - 1, bounds[4] - bounds[3] - 1]
+        short = len(tok.backend_tokenizer.encode(chains[1], add_special_tokens=False).ids)
+        assert kept[1] == short and kept[0] + kept[2] == 64 - 6 - short and abs(kept[0] - kept[2]) <= 1
+        if rng is None:  # evaluation crops take the start of every chain
+            first = tok.backend_tokenizer.encode(chains[0], add_special_tokens=False).ids[: kept[0]]
+            assert ids[1 : bounds[0]] == first
+
+
 def test_class_weights_change_the_loss(tok, seqs):
     model = tiny_model(tok, "sequence", 2)
     model.eval()

@@ -215,3 +215,30 @@ def test_ppi_table_without_splits_is_refused(tmp_path, data_dir):
     df.to_csv(tmp_path / "p.tsv", sep="\t", index=False)
     with pytest.raises(InputError, match="protlm pairs build"):
         load("ppi", tmp_path / "p.tsv")
+
+
+def test_assembly_fasta_and_member_table_agree(tasks_dir):
+    fasta = load("assembly", tasks_dir / "assemblies_small.fasta")
+    table = load("assembly", tasks_dir / "assembly_members_small.tsv",
+                 sequences=str(tasks_dir / "assembly_members_small.fasta"))  # fmt: skip
+    assert fasta.labels == table.labels == ("0", "1")
+    for data in (fasta, table):
+        examples = [ex for split in data.splits.values() for ex in split]
+        assert len(examples) == 24 and all(len(ex.parts) == 3 for ex in examples)
+        assert sorted(data.splits) == ["dev", "test", "train"]
+    by_id = lambda data: {ex.id: (ex.parts, ex.label) for s in data.splits.values() for ex in s}  # noqa: E731
+    assert by_id(fasta) == by_id(table)
+
+
+def test_assembly_errors_name_file_line_and_record(tasks_dir, tmp_path):
+    with pytest.raises(InputError, match=r"give --sequences"):
+        load("assembly", tasks_dir / "assembly_members_small.tsv")
+    bad = write(tmp_path / "m.tsv", "id\tmembers\tlabel\nc1\tP01275;NOPE\t1\n")
+    with pytest.raises(InputError, match=r"m.tsv line 2 \(record c1\): protein 'NOPE' is not in"):
+        load("assembly", bad, sequences=str(tasks_dir / "assembly_members_small.fasta"))
+    bad = write(tmp_path / "a.fasta", ">c1 1\nMKV:MSQ\n>c2 0\nMKV::MSQ\n")
+    with pytest.raises(InputError, match=r"a.fasta line 3 \(record c2\): chain 2 is empty"):
+        load("assembly", bad)
+    bad = write(tmp_path / "s.tsv", "id\tsequence\tlabel\tsplit\nc1\tMKV:MSQ\t1\ttrain\nc2\tMKV:MSQ\t0\tholdout\n")
+    with pytest.raises(InputError, match=r"split 'holdout' of c2"):
+        load("assembly", bad)

@@ -124,14 +124,16 @@ class ProtLM:
         return get_task(self.info["task"])
 
     def predict(self, inputs, tokens_per_batch: int = 16384, batch_size: int = 64) -> list[Prediction]:
-        """Predictions for sequences ({id: seq}, [(id, seq)], records) or, for pair tasks, pairs
-        ([(id, seq_a, seq_b)] or protlm `Pair`s). Long inputs are windowed as in evaluation."""
+        """Predictions for sequences ({id: seq}, [(id, seq)], records) or, for pair / assembly tasks,
+        [(id, seq_a, seq_b, ...)], {id: "A:B:C"}, records with ':'-joined chains or protlm `Pair`s.
+        Long inputs are windowed (cropped for pairs / assemblies) as in evaluation."""
         from protlm.tasks.data import Example
         from protlm.tasks.predict import softmax
 
         spec, labels = self.task, tuple(self.info["labels"])
         if spec.kind == "pair":
-            examples = [self._pair_example(p) for p in inputs]
+            items = inputs.items() if isinstance(inputs, Mapping) else inputs
+            examples = [self._pair_example(p, k) for k, p in enumerate(items)]
         else:
             examples = [
                 Example(r.id, (r.seq,), np.zeros(len(r.seq), np.int8) if spec.kind == "residue" else 0)
@@ -164,18 +166,26 @@ class ProtLM:
         return out
 
     @staticmethod
-    def _pair_example(pair):
+    def _pair_example(item, k: int):
+        """A pair / assembly input as an Example: a protlm `Pair`, (id, seq_a, seq_b, ...), or
+        (id, "A:B:C") / a SeqRecord with chains joined by ':'."""
+        from protlm.pairs.assemblies import CHAIN_SEP
         from protlm.pairs.table import Pair
         from protlm.tasks.data import Example
 
-        policy = ResiduePolicy()
-        if isinstance(pair, Pair):
-            return Example(f"{pair.id_a}|{pair.id_b}", (pair.seq_a, pair.seq_b), 0)
-        rid, a, b = pair
+        if isinstance(item, Pair):
+            return Example(f"{item.id_a}|{item.id_b}", (item.seq_a, item.seq_b), 0)
+        if isinstance(item, SeqRecord):
+            rid, chains = item.id, item.seq.split(CHAIN_SEP)
+        elif isinstance(item, str):
+            rid, chains = f"input{k}", item.split(CHAIN_SEP)
+        else:
+            rid, *chains = item
+            chains = chains[0].split(CHAIN_SEP) if len(chains) == 1 else chains
         try:
-            return Example(str(rid), (policy.clean(a), policy.clean(b)), 0)
+            return Example(str(rid), tuple(ResiduePolicy().clean(c) for c in chains), 0)
         except ValueError as e:
-            raise ProtlmError(f"pair {rid}: {e}") from None
+            raise ProtlmError(f"input {rid}: {e}") from None
 
     # ------------------------------------------------------------------ masked-residue prediction
 

@@ -75,6 +75,18 @@ def assembled_length(part_lengths: Sequence[int]) -> int:
     return int(sum(part_lengths)) + 2 * len(part_lengths)
 
 
+def share_budget(lengths: Sequence[int], budget: int) -> list[int]:
+    """Tokens each part keeps so that together they fit `budget` (water-filling): short parts stay
+    whole and the rest share what is left equally, so no part gets less than budget // k unless it
+    is shorter. With two parts this keeps at least half for each side."""
+    keep = [0] * len(lengths)
+    left, todo = budget, sorted(range(len(lengths)), key=lambda k: lengths[k])
+    for n, k in enumerate(todo):
+        keep[k] = min(int(lengths[k]), left // (len(todo) - n))
+        left -= keep[k]
+    return keep
+
+
 def pad_batch(seqs: Sequence[np.ndarray], pad_id: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest: input_ids (B, T) long and attention_mask (B, T) long (0 on pads)."""
     width = max(len(s) for s in seqs)

@@ -68,7 +68,11 @@ def embed_cmd(
 
 def predict_cmd(
     input: Annotated[
-        Path, typer.Argument(help="FASTA (sequence and residue tasks) or pair table id_a,id_b,seq_a,seq_b (pairs).")
+        Path,
+        typer.Argument(
+            help="FASTA or id,sequence table; pair / assembly tasks: chains joined by ':', or a pair table "
+            "id_a,id_b,seq_a,seq_b."
+        ),
     ],
     model: Annotated[Path, typer.Option(help="A fine-tuned model dir (OUT/seed-K/model of protlm finetune).")],
     out: Annotated[Path, typer.Option(help="Output TSV.")],
@@ -83,9 +87,15 @@ def predict_cmd(
     report = SkipReport(str(input))
     policy = residue_policy(strict, None)
     if spec.kind == "pair":
+        from protlm.io import is_fasta
+        from protlm.io.tables import table_header
         from protlm.pairs import read_pairs
+        from protlm.pairs.assemblies import read_embed_records
 
-        inputs = list(read_pairs(input, policy, report))
+        if not is_fasta(input) and "id_a" in table_header(input):
+            inputs = list(read_pairs(input, policy, report))
+        else:  # FASTA or id,sequence table with chains joined by ':'
+            inputs = list(read_embed_records(input, policy, report))
     else:
         inputs = list(read_sequences(input, policy, report))
     typer.echo(report.summary(), err=True)

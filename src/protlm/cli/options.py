@@ -36,3 +36,9 @@ def residue_policy(strict: bool, max_length: int | None):
     from protlm.io import ResiduePolicy
 
     return ResiduePolicy(strict=strict, max_length=max_length)
+
+
+SequencesOpt = Annotated[
+    str | None,
+    typer.Option(help="assembly: FASTA/table of the proteins named in a 'members' column (';'-joined ids)."),
+]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import StrictOpt
+from protlm.cli.options import SequencesOpt, StrictOpt
 from protlm.errors import ProtlmError
 
 longformer_app = typer.Typer(help="Long inputs: Longformer models from trained RoBERTa.", no_args_is_help=True)
@@ -96,7 +96,9 @@ def _seeds(text: str | None) -> list[int] | None:
 
 
 def finetune_cmd(
-    task: Annotated[str, typer.Option(help="localization, solubility, remote-homology, family, ppi, tcr, ss3, ss8.")],
+    task: Annotated[
+        str, typer.Option(help="localization, solubility, remote-homology, family, ppi, tcr, assembly, ss3, ss8.")
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -112,6 +114,7 @@ def finetune_cmd(
     background: Annotated[
         str | None, typer.Option(help="tcr: background CDR3 beta list (one per line) for negatives.")
     ] = None,
+    sequences: SequencesOpt = None,
     config: Annotated[Path | None, typer.Option(help="YAML recipe; command-line flags override it.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Training seeds, e.g. 0,1,2: results as mean ± std.")] = None,
     split_seed: Annotated[int | None, typer.Option(help="Seed of splits made by protlm (not of training).")] = None,
@@ -142,7 +145,7 @@ def finetune_cmd(
 
     overrides = {
         "task": task, "model": model, "out": str(out), "data": data, "background": background,
-        "seeds": _seeds(seeds), "split_seed": split_seed, "freeze": freeze or None, "pooling": pooling,
+        "sequences": sequences, "seeds": _seeds(seeds), "split_seed": split_seed, "freeze": freeze or None, "pooling": pooling,
         "weighted_loss": weighted_loss or None, "tokenizer": tokenizer, "preset": preset, "lr": lr,
         "batch_size": batch_size, "tokens_per_batch": tokens_per_batch, "max_tokens": max_tokens,
         "max_epochs": max_epochs, "max_steps": max_steps, "max_time": max_time, "train_limit": train_limit,
@@ -161,6 +164,7 @@ def evaluate_cmd(
     ] = None,
     data: Annotated[str | None, typer.Option(help="Task data (default: the data the model was trained on).")] = None,
     background: Annotated[str | None, typer.Option(help="tcr: background CDR3 beta list.")] = None,
+    sequences: SequencesOpt = None,
     out: Annotated[Path | None, typer.Option(help="Output dir (default MODEL/../eval).")] = None,
 ) -> None:
     """Score a fine-tuned model: results.json with every metric, confusion matrix and ROC / PR PNGs."""
@@ -171,7 +175,7 @@ def evaluate_cmd(
     if data is not None:
         info = load_finetuned(model)[3]
         d = info["data"]
-        task_data = load_task_data(get_task(info["task"]), data, background, d["split_seed"], d["strict"])
+        task_data = load_task_data(get_task(info["task"]), data, d["split_seed"], d["strict"], background, sequences)
     target = out or model.parent / "eval"
     evaluate_model(model, split, target, task_data, log=lambda msg: typer.echo(msg, err=True))
     typer.echo(f"results: {target / 'results.json'}")

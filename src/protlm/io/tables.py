@@ -23,6 +23,20 @@ def table_kind(path: str | Path) -> str:
     raise InputError(path, "unknown table format; expected .tsv, .csv or .parquet (optionally .gz)")
 
 
+def table_header(path: str | Path) -> list[str]:
+    """Column names of a table (stripped), read without loading the rows."""
+    if table_kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return [str(n).strip() for n in pq.ParquetFile(path).schema_arrow.names]
+        except Exception as e:  # noqa: BLE001 - any pyarrow failure means "not readable Parquet"
+            raise InputError(path, f"not a readable Parquet file ({e})") from None
+    with open_text(path) as fh:
+        first = fh.readline().rstrip("\r\n")
+    return [h.strip() for h in first.split("\t" if table_kind(path) == "tsv" else ",")]
+
+
 def iter_table_rows(path: str | Path, columns: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield (line, row) with the requested columns as strings; line is 1-based (header = line 1).
 

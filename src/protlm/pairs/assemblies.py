@@ -54,7 +54,7 @@ def read_assemblies(
     if not Path(path).is_file():
         raise InputError(path, "file not found")
     if is_fasta(path):
-        for rec, chains in _fasta_chains(path, policy, report):
+        for rec, chains in _raw_chains(path, policy, report):
             report.n_used += 1
             yield Assembly(rec.id, tuple(f"{rec.id}:{k}" for k in range(1, len(chains) + 1)), chains)
         return
@@ -65,28 +65,34 @@ def read_assemblies(
     lookup = {r.id: r.seq for r in read_sequences(sequences, policy)}
     for line, row in iter_table_rows(path, ["id", "members"]):
         report.n_read += 1
-        members = tuple(m.strip() for m in row["members"].split(";") if m.strip())
-        if len(members) < 2:
-            raise InputError(
-                path, f"an assembly needs at least 2 members, found {len(members)}", line=line, record=row["id"]
-            )
-        missing = [m for m in members if m not in lookup]
-        if missing:
-            raise InputError(path, f"protein {missing[0]!r} is not in {sequences}", line=line, record=row["id"])
+        members, seqs = resolve_members(row["members"], lookup, path, line, row["id"], sequences)
         report.n_used += 1
-        yield Assembly(row["id"], members, tuple(lookup[m] for m in members))
+        yield Assembly(row["id"], members, seqs)
+
+
+def resolve_members(
+    field: str, lookup: dict[str, str], path, line: int, record: str, sequences, min_members: int = 2
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`;`-joined member ids -> (ids, sequences); too few members or an unknown id is an error."""
+    members = tuple(m.strip() for m in field.split(";") if m.strip())
+    if len(members) < min_members:
+        raise InputError(
+            path, f"an assembly needs at least {min_members} members, found {len(members)}", line=line, record=record
+        )
+    missing = [m for m in members if m not in lookup]
+    if missing:
+        raise InputError(path, f"protein {missing[0]!r} is not in {sequences}", line=line, record=record)
+    return members, tuple(lookup[m] for m in members)
 
 
 def read_embed_records(
     path: str | Path, policy: ResiduePolicy, report: SkipReport, id_col: str = "id", seq_col: str = "sequence"
 ):
-    """Records to embed: FASTA records may be assemblies (chains joined by ':', kept in the sequence)."""
+    """Records to embed or predict: FASTA records or table rows whose sequence may be an assembly
+    (chains joined by ':', kept joined in the returned sequence)."""
     from protlm.io import SeqRecord
 
-    if not is_fasta(path):
-        yield from read_sequences(path, policy, report, id_col=id_col, seq_col=seq_col)
-        return
-    for rec, chains in _fasta_chains(path, policy, report):
+    for rec, chains in _raw_chains(path, policy, report, id_col, seq_col):
         if policy.max_length is not None and sum(map(len, chains)) > policy.max_length:
             report.skip(f"longer than {policy.max_length} residues", rec.id, rec.line)
             continue
@@ -94,11 +100,14 @@ def read_embed_records(
         yield SeqRecord(rec.id, CHAIN_SEP.join(chains), rec.description)
 
 
-def _fasta_chains(path, policy: ResiduePolicy, report: SkipReport):
-    """(record, validated chains) of a FASTA; a record without ':' is one chain. Duplicate ids and
-    empty records are skipped and counted; every yielded record is counted as read."""
+def _raw_chains(path, policy: ResiduePolicy, report: SkipReport, id_col: str = "id", seq_col: str = "sequence"):
+    """(raw record, validated chains) of a FASTA or table; a record without ':' is one chain.
+    Duplicate ids and empty records are skipped and counted; every record is counted as read."""
+    from protlm.io import iter_table
+
     seen: set[str] = set()
-    for rec in iter_fasta(path):
+    raw = iter_fasta(path) if is_fasta(path) else iter_table(path, id_col=id_col, seq_col=seq_col)
+    for rec in raw:
         report.n_read += 1
         if rec.id in seen:
             report.skip("duplicate id", rec.id, rec.line)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, iter_table_rows
-from protlm.io.tables import table_kind
+from protlm.io.tables import table_header
 
 PAIR_COLUMNS = ("id_a", "id_b", "seq_a", "seq_b", "label", "split")
 SPLITS = ("train", "dev", "test")
@@ -28,21 +28,6 @@ class Pair:
     seq_b: str
     label: int = 1
     split: str = "train"
-
-
-def _header(path: str | Path) -> list[str]:
-    if table_kind(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return pq.ParquetFile(path).schema_arrow.names
-        except Exception as e:  # noqa: BLE001 - any pyarrow failure means "not readable Parquet"
-            raise InputError(path, f"not a readable Parquet file ({e})") from None
-    from protlm.io import open_text
-
-    with open_text(path) as fh:
-        first = fh.readline().rstrip("\r\n")
-    return first.split("\t" if table_kind(path) == "tsv" else ",")
 
 
 def read_pairs(
@@ -60,7 +45,7 @@ def read_pairs(
     if not Path(path).is_file():
         raise InputError(path, "file not found")
     report = report if report is not None else SkipReport(str(path))
-    header = _header(path)
+    header = table_header(path)
     columns = [c for c in PAIR_COLUMNS if c in header or c in ("id_a", "id_b", "seq_a", "seq_b")]
     seen: set[tuple[str, str]] = set()
     for line, row in iter_table_rows(path, columns):

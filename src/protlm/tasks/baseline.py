@@ -2,7 +2,8 @@
 
 - sequence tasks: amino-acid (20) + dipeptide (400) composition -> standardised -> logistic regression;
 - pair tasks: the two proteins' compositions, as [a + b, |a - b|] when order carries no meaning
-  (PPI) and as [a, b] otherwise (TCR, epitope);
+  (PPI) and as [a, b] otherwise (TCR, epitope); assemblies of k proteins: [sum, max - min] over the
+  chains (the pair formula for k = 2);
 - residue tasks: one-hot residues in a window of +-7 around each residue -> logistic regression
   (a GOR-style per-residue reference).
 Saved as safetensors (weights, scaler) + JSON: nothing pickled.
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from protlm.errors import ProtlmError
 from protlm.io import STANDARD
 from protlm.tasks.data import IGNORE, Example
 
@@ -68,9 +70,10 @@ class Baseline:
         feats = []
         for ex in examples:
             comp = [composition(p) for p in ex.parts]
-            if self.kind == "pair":
-                a, b = comp
-                comp = [a + b, np.abs(a - b)] if self.symmetric else [a, b]
+            if self.kind == "pair" and self.symmetric:  # order-free, any number of chains
+                comp = [np.sum(comp, 0), np.max(comp, 0) - np.min(comp, 0)]
+            elif self.kind == "pair" and len(comp) != 2:
+                raise ProtlmError(f"{ex.id}: {len(comp)} proteins; this task's baseline takes ordered pairs")
             feats.append(np.concatenate(comp))
         return np.asarray(feats), np.array([int(ex.label) for ex in examples], dtype=np.int64)
 

@@ -3,8 +3,10 @@
 Long proteins are never an error. A single protein longer than the model is cut into windows of
 the model's length (stride half a window): training sees one random window per epoch, evaluation
 scores every window and averages the logits of the windows covering each residue (residue tasks)
-or all windows (sequence tasks). A pair that is too long is cropped so each side keeps at least
-half of the budget (random crops in training, the start of each protein in evaluation).
+or all windows (sequence tasks). A pair or assembly that is too long is cropped part by part
+(`share_budget`: short proteins stay whole, long ones share the rest equally, so each of k parts
+keeps at least 1/k of the budget unless it is shorter); crops are random in training and the start
+of each protein in evaluation.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from protlm.batching import assemble, pad_batch, plan_batches
+from protlm.batching import assemble, pad_batch, plan_batches, share_budget
 from protlm.tasks.align import MAX_OFFSET, aa_codes, residue_map
 from protlm.tasks.data import IGNORE, Example
 from protlm.tokenized import TokenizedSet
 
-Item = tuple[int, int, int]  # (example index, start token of part A, start token of part B)
+Item = tuple[int, tuple[int, ...]]  # (example index, start token of each part)
 
 
 @dataclass
 class TaskBatch:
-    """Tensors of one batch; residue fields are None for sequence and pair tasks."""
+    """Tensors of one batch; residue fields are None for sequence and multi-protein tasks."""
 
     examples: np.ndarray  # (B,) example indices
     input_ids: torch.Tensor  # (B, T)
@@ -50,12 +52,16 @@ class TaskBatch:
 
 @dataclass
 class TaskSet:
-    """One split of a task, tokenized: protein `parts[i, j]` of example i lives in `tset`."""
+    """One split of a task, tokenized: protein `parts[i][j]` of example i lives in `tset`.
 
-    kind: str  # sequence | pair | residue
+    Sequence and residue examples have one part; pair examples two; assemblies any number >= 2
+    (the count may differ between examples).
+    """
+
+    kind: str  # sequence | pair | residue  (pair = two or more proteins)
     examples: list[Example]
     tset: TokenizedSet
-    parts: np.ndarray  # (n, 1) or (n, 2) protein indices into tset
+    parts: list[tuple[int, ...]]  # protein indices into tset, per example
     max_tokens: int
     residue_lengths: np.ndarray | None = None  # token id -> residues (residue tasks)
 
@@ -69,44 +75,41 @@ class TaskSet:
 
     def windows(self, i: int) -> list[int]:
         """Start tokens of the evaluation windows of single-protein example i."""
-        n, w = int(self.tset.lengths[self.parts[i, 0]]), self.content
+        n, w = int(self.tset.lengths[self.parts[i][0]]), self.content
         if n <= w:
             return [0]
         starts = list(range(0, n - w, max(1, w // 2)))
         return starts + [n - w]
 
-    def _pair_budget(self, la: int, lb: int) -> tuple[int, int]:
-        budget = self.max_tokens - 4
-        if la + lb <= budget:
-            return la, lb
-        keep_a = min(la, max(budget // 2, budget - lb))
-        return keep_a, budget - keep_a
+    def _lengths(self, i: int) -> list[int]:
+        return [int(self.tset.lengths[p]) for p in self.parts[i]]
+
+    def _keep(self, lengths: list[int]) -> list[int]:
+        """Tokens each part of a multi-protein example keeps (`assemble` adds 2 per part)."""
+        return share_budget(lengths, self.max_tokens - 2 * len(lengths))
 
     def items(self, rng: np.random.Generator | None) -> list[Item]:
         """Training items (one random window / crop per example) with rng; all eval windows without."""
-        lengths = self.tset.lengths
         out: list[Item] = []
         for i in range(len(self.examples)):
-            if self.parts.shape[1] == 2:
-                la, lb = int(lengths[self.parts[i, 0]]), int(lengths[self.parts[i, 1]])
-                ka, kb = self._pair_budget(la, lb)
-                sa = int(rng.integers(0, la - ka + 1)) if rng is not None else 0
-                sb = int(rng.integers(0, lb - kb + 1)) if rng is not None else 0
-                out.append((i, sa, sb))
+            lengths = self._lengths(i)
+            if len(lengths) > 1:
+                keep = self._keep(lengths)
+                if rng is None:
+                    out.append((i, (0,) * len(lengths)))
+                else:
+                    out.append((i, tuple(int(rng.integers(0, n - k + 1)) for n, k in zip(lengths, keep, strict=True))))
             elif rng is None:
-                out.extend((i, s, 0) for s in self.windows(i))
+                out.extend((i, (s,)) for s in self.windows(i))
             else:
-                n = int(lengths[self.parts[i, 0]])
-                out.append((i, int(rng.integers(0, max(0, n - self.content) + 1)), 0))
+                out.append((i, (int(rng.integers(0, max(0, lengths[0] - self.content) + 1)),)))
         return out
 
     def item_length(self, item: Item) -> int:
-        i = item[0]
-        lengths = self.tset.lengths
-        if self.parts.shape[1] == 2:
-            ka, kb = self._pair_budget(int(lengths[self.parts[i, 0]]), int(lengths[self.parts[i, 1]]))
-            return ka + kb + 4
-        return min(int(lengths[self.parts[i, 0]]), self.content) + 2
+        lengths = self._lengths(item[0])
+        if len(lengths) > 1:
+            return sum(self._keep(lengths)) + 2 * len(lengths)
+        return min(lengths[0], self.content) + 2
 
     def plan(
         self, items: list[Item], tokens_per_batch: int, rng: np.random.Generator, max_batch: int
@@ -116,18 +119,17 @@ class TaskSet:
 
     def make_batch(self, items: list[Item]) -> TaskBatch:
         seqs, labels, res = [], [], []
-        for i, sa, sb in items:
+        for i, starts in items:
             ex = self.examples[i]
-            if self.parts.shape[1] == 2:
-                a, b = (self.tset.get(int(p)) for p in self.parts[i])
-                ka, kb = self._pair_budget(len(a), len(b))
-                seqs.append(assemble([a[sa : sa + ka], b[sb : sb + kb]]))
+            tokens = [self.tset.get(p) for p in self.parts[i]]
+            if len(tokens) > 1:
+                keep = self._keep([len(t) for t in tokens])
+                seqs.append(assemble([t[s : s + k] for t, s, k in zip(tokens, starts, keep, strict=True)]))
             else:
-                tokens = self.tset.get(int(self.parts[i, 0]))
-                window = tokens[sa : sa + self.content]
+                window = tokens[0][starts[0] : starts[0] + self.content]
                 seqs.append(assemble([window]))
                 if self.kind == "residue":
-                    res.append(self._residues(ex, tokens, sa, len(window)))
+                    res.append(self._residues(ex, tokens[0], starts[0], len(window)))
             if self.kind != "residue":
                 labels.append(int(ex.label))
         ids, mask = pad_batch(seqs)
@@ -175,6 +177,5 @@ def build_taskset(
             index.setdefault(seq, len(index))
     seqs = list(index)
     tset = cached_tokenize(tokenizer, [f"p{k}" for k in range(len(seqs))], seqs, cache_dir)
-    width = len(examples[0].parts) if examples else 1
-    parts = np.array([[index[s] for s in ex.parts] for ex in examples], dtype=np.int64).reshape(-1, width)
+    parts = [tuple(index[s] for s in ex.parts) for ex in examples]
     return TaskSet(kind, examples, tset, parts, max_tokens, residue_lengths)

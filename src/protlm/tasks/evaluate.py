@@ -50,7 +50,7 @@ def evaluate_model(
     spec = get_task(info["task"])
     if data is None:
         d = info["data"]
-        data = load_task_data(spec, d["data"], d["background"], d["split_seed"], d["strict"])
+        data = load_task_data(spec, d["data"], d["split_seed"], d["strict"], d["background"], d.get("sequences"))
     if list(data.labels) != info["labels"]:
         raise ProtlmError(
             f"{model_dir}: the model's label space ({len(info['labels'])} classes) differs from the data's ({len(data.labels)})"

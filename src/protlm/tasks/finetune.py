@@ -46,6 +46,7 @@ class FinetuneConfig(TrainConfig):
     model: str = ""  # pre-trained dir | scratch:DIR | scratch (with tokenizer + preset) | baseline
     data: str | None = None  # task data (None = built-in where the task has it)
     background: str | None = None
+    sequences: str | None = None  # assembly tables with a members column: the members' sequences
     tokenizer: str | None = None  # for `--model scratch`
     preset: str = "tiny"  # for `--model scratch`
     freeze: bool = False
@@ -197,7 +198,13 @@ def train_one(
         "task": spec.name,
         "kind": spec.kind,
         "labels": list(data.labels),
-        "data": {"data": cfg.data, "background": cfg.background, "split_seed": cfg.split_seed, "strict": cfg.strict},
+        "data": {
+            "data": cfg.data,
+            "background": cfg.background,
+            "sequences": cfg.sequences,
+            "split_seed": cfg.split_seed,
+            "strict": cfg.strict,
+        },
         "seed": seed,
         "config": asdict(cfg),
     }
@@ -284,7 +291,7 @@ def train_one(
 def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> dict:
     """Train and evaluate every seed into `out/seed-K`; write `out/summary.json` (mean +- std)."""
     spec = get_task(cfg.task)
-    data = load_task_data(spec, cfg.data, cfg.background, cfg.split_seed, cfg.strict)
+    data = load_task_data(spec, cfg.data, cfg.split_seed, cfg.strict, cfg.background, cfg.sequences)
     for r in data.reports:
         log(r.summary())
     log(f"{spec.name} splits: " + ", ".join(f"{k} {len(v):,}" for k, v in data.splits.items()))

@@ -26,18 +26,24 @@ def f1(y: np.ndarray, prob: np.ndarray) -> float:
 
 
 def mcc(y: np.ndarray, prob: np.ndarray) -> float:
-    """Matthews correlation (multi-class generalisation for C > 2)."""
-    return float(skm.matthews_corrcoef(y, prob.argmax(1)))
+    """Matthews correlation (multi-class generalisation for C > 2); 0 when only one class occurs."""
+    pred = prob.argmax(1)
+    return float(skm.matthews_corrcoef(y, pred)) if len(np.union1d(y, pred)) > 1 else 0.0
 
 
 def roc_auc(y: np.ndarray, prob: np.ndarray) -> float:
-    """Area under the ROC curve of the positive class; nan when only one class is present."""
-    return float(skm.roc_auc_score(y, prob[:, 1])) if len(np.unique(y)) == 2 else float("nan")
+    """Area under the ROC curve of the positive class; nan unless binary with both classes present."""
+    return float(skm.roc_auc_score(y, prob[:, 1])) if _binary(y, prob) else float("nan")
 
 
 def pr_auc(y: np.ndarray, prob: np.ndarray) -> float:
     """Average precision of the positive class (area under the precision-recall curve)."""
-    return float(skm.average_precision_score(y, prob[:, 1])) if len(np.unique(y)) == 2 else float("nan")
+    return float(skm.average_precision_score(y, prob[:, 1])) if _binary(y, prob) else float("nan")
+
+
+def _binary(y: np.ndarray, prob: np.ndarray) -> bool:
+    """A two-class task with both classes present (ROC / PR are undefined otherwise)."""
+    return prob.shape[1] == 2 and len(np.unique(y)) == 2
 
 
 METRICS = {

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from protlm.errors import InputError
-from protlm.io import ResiduePolicy, SkipReport, iter_fasta, iter_table_rows, open_text
+from protlm.io import ResiduePolicy, SkipReport, iter_fasta, iter_table_rows, open_text, read_sequences
 from protlm.io.lmdb_records import iter_lmdb
 from protlm.tasks.data import Example, label_index
 
@@ -59,7 +59,7 @@ class Collector:
     def keep(self, rid: str, parts: tuple[str, ...], line: int | None) -> bool:
         """Count a record; False (skipped, with the reason) when empty, duplicate or too long."""
         self.report.n_read += 1
-        if not all(parts):
+        if not parts or not all(parts):
             self.report.skip("empty sequence", rid, line)
         elif rid in self.seen:
             self.report.skip("duplicate id", rid, line)
@@ -233,3 +233,53 @@ def read_table(
         if col.keep(rid, (seq,), line):
             out.append(Example(rid, (seq,), label, row[group_col] if group_col else rid))
     return out, col.report
+
+
+def read_labelled_assemblies(
+    path: str | Path, sequences: str | Path | None = None, policy: ResiduePolicy = ResiduePolicy()
+) -> tuple[list[tuple[str, Example]], tuple[str, ...], SkipReport]:
+    """Labelled multi-protein examples: [(split or '', example)], label names, report.
+
+    - FASTA: chains joined by ':' (`>cplx1 ... LABEL` / `MKV...:MSQ...:MAL...`), label last in the header;
+    - table (TSV/CSV/Parquet): `id, label` and either `sequence` (chains joined by ':') or `members`
+      (protein ids joined by ';', looked up in `sequences`); optional `split` and `group` columns.
+    Labels are the sorted distinct values of the file (numerically when they are all integers).
+    """
+    from protlm.io import is_fasta
+    from protlm.io.tables import table_header
+    from protlm.pairs.assemblies import resolve_members, split_chains
+
+    col = Collector(path, policy)
+    rows: list[tuple[str, str, tuple[str, ...], str, str, int]] = []  # split, id, chains, label, group, line
+    if is_fasta(path):
+        for rec in iter_fasta(path):
+            words = rec.description.split()
+            if not words:
+                raise InputError(path, "header has no label (expected '>ID ... LABEL')", line=rec.line, record=rec.id)
+            chains = split_chains(rec.seq, policy, path, rec.line, rec.id) if rec.seq.strip() else ()
+            rows.append(("", rec.id, chains, words[-1], rec.id, rec.line))
+    else:
+        header = table_header(path)
+        if "sequence" not in header and "members" not in header:
+            raise InputError(path, f"needs a 'sequence' or 'members' column; the file has: {', '.join(header)}", line=1)
+        by_members = "sequence" not in header
+        if by_members and sequences is None:
+            raise InputError(path, "a 'members' column needs the members' sequences: give --sequences", line=1)
+        lookup = {r.id: r.seq for r in read_sequences(sequences, policy)} if by_members else {}
+        extra = [c for c in ("split", "group") if c in header]
+        columns = ["id", "label", "members" if by_members else "sequence", *extra]
+        for line, row in iter_table_rows(path, columns):
+            rid = row["id"]
+            if by_members:
+                chains = resolve_members(row["members"], lookup, path, line, rid, sequences, min_members=1)[1]
+            else:
+                chains = split_chains(row["sequence"], policy, path, line, rid) if row["sequence"] else ()
+            rows.append((row.get("split", ""), rid, chains, row["label"], row.get("group") or rid, line))
+    names = {r[3] for r in rows}
+    labels = tuple(sorted(names, key=int) if all(n.lstrip("-").isdigit() for n in names) else sorted(names))
+    out = []
+    for split, rid, chains, label, group, line in rows:
+        index = label_index(labels, label, path, line, rid)
+        if col.keep(rid, chains, line):
+            out.append((split, Example(rid, chains, index, group)))
+    return out, labels, col.report

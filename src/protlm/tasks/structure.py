@@ -60,10 +60,10 @@ def read_dssp_table(
     path: str | Path, n_states: int, policy: ResiduePolicy = ResiduePolicy()
 ) -> tuple[list[Example], SkipReport]:
     """Chains of a DSSP table as residue-labelled examples, grouped by `cluster25` when present."""
-    from protlm.pairs.table import _header
+    from protlm.io.tables import table_header
 
     col = Collector(path, policy)
-    has_cluster = "cluster25" in [h.strip() for h in _header(path)]
+    has_cluster = "cluster25" in table_header(path)
     columns = ["pdb_id", "chain", "sequence", "dssp8"] + (["cluster25"] if has_cluster else [])
     out = []
     for line, row in iter_table_rows(path, columns):

@@ -39,12 +39,13 @@ class DataRequest:
     seed: int = 0
     policy: ResiduePolicy = ResiduePolicy()
     background: str | None = None  # TCR: background CDR3 beta list for negatives
+    sequences: str | None = None  # assembly tables with a `members` column: the members' sequences
 
 
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "sequence" | "pair" | "residue"
+    kind: str  # "sequence" | "pair" (two or more proteins) | "residue"
     description: str
     formats: str  # what --data accepts (help text)
     metrics: tuple[str, ...]
@@ -131,9 +132,9 @@ def load_family(req: DataRequest) -> TaskData:
     from protlm.tasks.readers import read_table
 
     path = _require(req, "family")
-    from protlm.pairs.table import _header
+    from protlm.io.tables import table_header
 
-    header = [h.strip() for h in _header(path)]
+    header = table_header(path)
     for c in ("accession", "pfam_acc", "sequence"):
         if c not in header:
             raise InputError(path, f"missing column {c}; the file has: {', '.join(header)}", line=1)
@@ -191,6 +192,25 @@ def load_tcr(req: DataRequest) -> TaskData:
     return TaskData(BINARY_LABELS, splits, str(path), reports, note)
 
 
+def load_assembly(req: DataRequest) -> TaskData:
+    """Any label of a multi-protein input (complex type, stoichiometry, binding of 3+ partners...)."""
+    from protlm.tasks.readers import read_labelled_assemblies
+
+    path = _require(req, "assembly")
+    rows, labels, report = read_labelled_assemblies(path, req.sequences, req.policy)
+    if any(split for split, _ in rows):
+        splits: dict[str, list[Example]] = {}
+        for split, ex in rows:
+            name = {"valid": "dev", "validation": "dev", "": "train"}.get(split, split)
+            if name not in ("train", "dev") and not name.startswith("test"):
+                raise InputError(path, f"split {split!r} of {ex.id}: expected train, dev / valid or test*")
+            splits.setdefault(name, []).append(ex)
+        note = {"splits": "the file's split column"}
+        return TaskData(labels, _with_dev(splits, req.seed), str(path), [report], note)
+    note = {"splits": f"group-disjoint 80/10/10 by the group column (else id) with seed {req.seed}"}
+    return TaskData(labels, _with_test([ex for _, ex in rows], req.seed), str(path), [report], note)
+
+
 def _load_ss(n_states: int) -> Callable[[DataRequest], TaskData]:
     def load(req: DataRequest) -> TaskData:
         path = _require(req, f"ss{n_states}")
@@ -244,6 +264,13 @@ TASKS: dict[str, TaskSpec] = {
             ("roc_auc", "pr_auc", "accuracy", "f1", "mcc"), "roc_auc", load_tcr, lr=2e-5, batch_size=32, epochs=3,
         ),
         TaskSpec(
+            "assembly", "pair", "multi-protein classification (2+ proteins -> class; chain order ignored by the baseline)",
+            "FASTA with chains joined by ':' and the label last in the header; table with id, label and sequence "
+            "(':'-joined) or members (';'-joined ids, + --sequences), optional split / group columns",
+            ("accuracy", "macro_f1", "mcc", "roc_auc", "pr_auc"), "accuracy", load_assembly,
+            lr=2e-5, batch_size=8, epochs=5, symmetric=True,
+        ),
+        TaskSpec(
             "ss3", "residue", "secondary structure, 3 states (per residue)", _SS,
             ("q3",), "q3", _load_ss(3), lr=5e-5, batch_size=8, epochs=5,
         ),
@@ -255,9 +282,16 @@ TASKS: dict[str, TaskSpec] = {
 }  # fmt: skip
 
 
-def load_task_data(spec: TaskSpec, data: str | None, background: str | None, split_seed: int, strict: bool) -> TaskData:
+def load_task_data(
+    spec: TaskSpec,
+    data: str | None,
+    split_seed: int = 0,
+    strict: bool = False,
+    background: str | None = None,
+    sequences: str | None = None,
+) -> TaskData:
     """The task's data from `--data` (None = built-in) with splits made by `split_seed` where needed."""
-    return spec.load(DataRequest(data, split_seed, ResiduePolicy(strict=strict), background))
+    return spec.load(DataRequest(data, split_seed, ResiduePolicy(strict=strict), background, sequences))
 
 
 def get_task(name: str) -> TaskSpec:

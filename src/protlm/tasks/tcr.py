@@ -18,7 +18,7 @@ import numpy as np
 
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, iter_table_rows, open_text
-from protlm.pairs.table import _header
+from protlm.io.tables import table_header
 from protlm.tasks.data import Example, stable_unit
 from protlm.tasks.readers import BINARY_LABELS, Collector
 
@@ -90,7 +90,7 @@ def read_tcr_positives(
     path: str | Path, policy: ResiduePolicy = ResiduePolicy()
 ) -> tuple[list[tuple[str, str]], SkipReport]:
     """(cdr3b, epitope) positives from a VDJdb export (TRB rows) or a `cdr3b`/`epitope` table."""
-    header = [h.strip() for h in _header(path)]
+    header = table_header(path)
     vdjdb = "CDR3" in header and "Epitope" in header
     columns = ["Gene", "CDR3", "Epitope"] if vdjdb else ["cdr3b", "epitope"]
     col = Collector(path, policy)

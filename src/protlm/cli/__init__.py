@@ -2,14 +2,15 @@
 
 Each command parses options, calls one library function and prints where its outputs went.
 User errors (`ProtlmError`) print one line `protlm: error: ...` and exit with status 2.
-Commands live by theme in `data.py`, `train.py` and `infer.py` and are registered here, explicitly.
+Commands live by theme in `data.py`, `train.py`, `infer.py` and `attention.py` and are registered here,
+explicitly.
 """
 
 from __future__ import annotations
 
 import typer
 
-from protlm.cli import data, infer, train
+from protlm.cli import attention, data, infer, train
 from protlm.errors import ProtlmError
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ app = typer.Typer(
 app.add_typer(data.tokenizer_app, name="tokenizer")
 app.add_typer(data.pairs_app, name="pairs")
 app.add_typer(train.longformer_app, name="longformer")
+app.add_typer(attention.attention_app, name="attention")
+app.add_typer(attention.contacts_app, name="contacts")
 app.command("pretrain")(train.pretrain_cmd)
 app.command("finetune")(train.finetune_cmd)
 app.command("evaluate")(train.evaluate_cmd)

@@ -55,7 +55,7 @@ def load_safetensors_model(auto_cls, path: Path, **kwargs):
     model_type = json.loads((path / "config.json").read_text()).get("model_type")
     attention = {} if model_type == "longformer" else {"attn_implementation": "sdpa"}  # Longformer: its own kernel
     try:
-        return auto_cls.from_pretrained(path, use_safetensors=True, **attention, **kwargs)
+        return auto_cls.from_pretrained(path, use_safetensors=True, **{**attention, **kwargs})
     except OSError:
         raise ProtlmError(
             f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "

@@ -1,0 +1,146 @@
+"""Attention maps of a pre-trained model, mapped from BPE tokens to residues.
+
+The input is encoded as in pre-training: `<s> A </s>` for one protein, `<s> A </s></s> B </s>` for
+a pair, and so on for assemblies. Every layer and head is read (eager attention; SDPA does not
+return weights). A BPE token covers one or more residues, so the token x token map becomes a
+residue x residue map by this rule:
+
+- **rows are copied:** residue i attends as its token does (row of t(i)); every residue row is a
+  distribution over the input, like a token row;
+- **columns are split:** the attention a token receives is shared equally among its residues
+  (column of t(j) divided by the token's residue count).
+
+So mass is conserved: each residue row sums to 1 minus the mass its token puts on the special
+tokens (`special`, kept beside the map), and the map summed over the residues of a token gives
+back the token map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from protlm.errors import ProtlmError
+
+
+@dataclass
+class ResidueAttention:
+    """Attention over the residues of 1+ chains, concatenated in input order."""
+
+    id: str
+    chains: tuple[str, ...]  # chain names
+    sequences: tuple[str, ...]
+    attention: np.ndarray  # (layers, heads, N, N) float32
+    special: np.ndarray  # (layers, heads, N) mass on <s> / </s> of each residue row
+    chain_index: np.ndarray  # (N,) which chain each residue belongs to
+    n_tokens: int
+
+    def block(self, a: int, b: int) -> np.ndarray:
+        """(layers, heads, len(a), len(b)) attention from residues of chain a to residues of chain b."""
+        ia, ib = np.flatnonzero(self.chain_index == a), np.flatnonzero(self.chain_index == b)
+        return self.attention[:, :, ia[:, None], ib[None, :]]
+
+
+def token_to_residue(att: np.ndarray, token_pos: np.ndarray, residues_per_token: np.ndarray):
+    """(L, H, T, T) token attention -> ((L, H, N, N) residue attention, (L, H, N) special mass).
+
+    `token_pos[r]` is the input position of residue r's token; `residues_per_token[t]` the residue
+    count of position t (0 for special tokens).
+    """
+    rows = att[:, :, token_pos, :]  # (L, H, N, T): residue rows copy their token's row
+    special = rows[..., residues_per_token == 0].sum(-1)
+    cols = rows[..., token_pos] / residues_per_token[token_pos]  # columns shared among the token's residues
+    return cols.astype(np.float32), special.astype(np.float32)
+
+
+class AttentionModel:
+    """A pre-trained (or fine-tuned) RoBERTa encoder that returns every layer's attention."""
+
+    def __init__(self, path: str | Path):
+        from transformers import AutoConfig, AutoModel
+
+        from protlm.api import quiet_hf
+        from protlm.models import model_max_tokens
+        from protlm.models.longformer import is_longformer
+        from protlm.tasks.align import token_residue_lengths
+        from protlm.tokenization import load_tokenizer
+        from protlm.train.pretrain import load_safetensors_model
+
+        self.path = Path(path)
+        if not (self.path / "config.json").is_file():
+            raise ProtlmError(f"{self.path}: not a model directory (no config.json)")
+        config = AutoConfig.from_pretrained(self.path)
+        if is_longformer(config):
+            raise ProtlmError(
+                f"{self.path}: a Longformer's sliding-window attention is not a full map; analyse the RoBERTa it was "
+                "converted from, or a dense conversion (`protlm longformer convert --attention dense`)"
+            )
+        self.tokenizer = load_tokenizer(str(self.path))
+        with quiet_hf():
+            self.model = load_safetensors_model(
+                AutoModel, self.path, add_pooling_layer=False, attn_implementation="eager"
+            )
+        self.model.eval()
+        self.max_tokens = model_max_tokens(config)
+        self.lengths = token_residue_lengths(self.tokenizer)
+        self.n_layers, self.n_heads = config.num_hidden_layers, config.num_attention_heads
+
+    def encode(self, sequences: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """(input ids (T,), input position of each residue's token (N,))."""
+        from protlm.batching import assemble
+        from protlm.tasks.align import residue_map
+
+        parts, positions, start = [], [], 1  # <s> at 0
+        for seq in sequences:
+            ids = np.asarray(self.tokenizer.backend_tokenizer.encode(seq, add_special_tokens=False).ids)
+            token_of, _ = residue_map(ids, self.lengths, len(seq))
+            positions.append(start + token_of)
+            parts.append(ids)
+            start += len(ids) + 2  # </s></s> between chains
+        return assemble(parts), np.concatenate(positions)
+
+    @torch.inference_mode()
+    def __call__(self, sequences: tuple[str, ...], rid: str = "input", names: tuple[str, ...] | None = None):
+        ids, token_pos = self.encode(tuple(sequences))
+        if len(ids) > self.max_tokens:
+            raise ProtlmError(
+                f"{rid}: {len(ids)} tokens, the model takes {self.max_tokens}; attention maps are not windowed "
+                "(choose shorter chains or a model with longer positions)"
+            )
+        out = self.model(input_ids=torch.from_numpy(ids)[None], output_attentions=True)
+        att = torch.stack(out.attentions, 0)[:, 0].float().numpy()  # (L, H, T, T)
+        per_position = self.lengths[ids]
+        residue, special = token_to_residue(att, token_pos, per_position)
+        chain_index = np.concatenate([np.full(len(s), k) for k, s in enumerate(sequences)])
+        names = names or tuple(str(k + 1) for k in range(len(sequences)))
+        return ResidueAttention(rid, tuple(names), tuple(sequences), residue, special, chain_index, len(ids))
+
+
+def export(model: AttentionModel, inputs: list[tuple[str, tuple[str, ...], tuple[str, ...]]], out: Path,
+           half: bool = False, extra: dict[str, dict[str, np.ndarray]] | None = None) -> Path:  # fmt: skip
+    """Write `OUT.npz`: per input id, `ID.attention` (L, H, N, N), `ID.special` (L, H, N),
+    `ID.chain_index` (N,), `ID.chains`, `ID.sequences`, plus any `extra[ID]` arrays; `_meta` (JSON)."""
+    import json
+
+    arrays: dict[str, np.ndarray] = {}
+    for rid, seqs, names in inputs:
+        att = model(seqs, rid, names)
+        dtype = np.float16 if half else np.float32
+        arrays |= {
+            f"{rid}.attention": att.attention.astype(dtype), f"{rid}.special": att.special.astype(dtype),
+            f"{rid}.chain_index": att.chain_index, f"{rid}.chains": np.array(att.chains),
+            f"{rid}.sequences": np.array(att.sequences),
+        }  # fmt: skip
+        for key, value in (extra or {}).get(rid, {}).items():
+            arrays[f"{rid}.{key}"] = value
+    meta = {
+        "model": str(model.path), "layers": model.n_layers, "heads": model.n_heads, "ids": [i[0] for i in inputs],
+        "mapping": "residue rows copy their token's row; a token's column is split equally among its residues; "
+        "each row sums to 1 - special",
+    }  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, _meta=np.array(json.dumps(meta)), **arrays)
+    return out

@@ -1,0 +1,206 @@
+"""`protlm attention export|sites` and `protlm contacts [fit]`: attention against real structures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from protlm.errors import ProtlmError
+
+attention_app = typer.Typer(help="Attention maps: export them, score them against binding interfaces.")
+contacts_app = typer.Typer(
+    help="Contacts from attention (symmetrised, APC, L1 logistic regression): `protlm contacts --model DIR --pdb FILE` "
+    "scores a structure; `protlm contacts fit` trains the regression.",
+    invoke_without_command=True,
+)
+
+ModelOpt = Annotated[Path, typer.Option(help="A pre-trained (or fine-tuned) RoBERTa model dir.")]
+PdbOpt = Annotated[list[Path], typer.Option(help="PDB / mmCIF file(s) or folder(s) of them (repeatable).")]
+CutoffOpt = Annotated[float, typer.Option(help="Interface: any heavy atom within this many Angstrom.")]
+
+
+def _chains(text: str | None, n: int | None = None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(c.strip() for c in text.split(",") if c.strip())
+    if n is not None and len(names) != n:
+        raise ProtlmError(f"--chains {text!r}: give {n} chain names, e.g. A,B")
+    return names
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@attention_app.command("export")
+def export_cmd(
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option(help="Output .npz (per input: ID.attention, ID.special, ID.chain_index...).")],
+    fasta: Annotated[
+        Path | None, typer.Option(help="FASTA: each record one input (chains of an assembly joined by ':').")
+    ] = None,
+    pair: Annotated[
+        tuple[Path, Path] | None, typer.Option(help="Two FASTA files: record k of the first paired with record k.")
+    ] = None,
+    pdb: Annotated[Path | None, typer.Option(help="A PDB / mmCIF file: its chains (--chains) as one input.")] = None,
+    chains: Annotated[str | None, typer.Option(help="Chains of --pdb, e.g. A,B (default: all protein chains).")] = None,
+    half: Annotated[bool, typer.Option("--half", help="Store maps as float16 (default float32).")] = False,
+) -> None:
+    """All layers x heads of attention, mapped from BPE tokens to residues, for sequences, pairs or a complex."""
+    import numpy as np
+
+    from protlm.attention.maps import AttentionModel, export
+    from protlm.io import ResiduePolicy, SkipReport
+
+    if sum(x is not None for x in (fasta, pair, pdb)) != 1:
+        raise ProtlmError("give exactly one input: --fasta FILE, --pair A.fasta B.fasta or --pdb FILE")
+    inputs, extra = [], {}
+    policy = ResiduePolicy()
+    if fasta is not None:
+        from protlm.pairs.assemblies import read_embed_records
+
+        report = SkipReport(str(fasta))
+        for rec in read_embed_records(fasta, policy, report):
+            seqs = tuple(rec.seq.split(":"))
+            inputs.append(
+                (rec.id, seqs, tuple(f"{rec.id}:{k + 1}" for k in range(len(seqs))) if len(seqs) > 1 else (rec.id,))
+            )
+        _log(report.summary())
+    elif pair is not None:
+        from protlm.io import read_sequences
+
+        a, b = (list(read_sequences(p, policy)) for p in pair)
+        if len(a) != len(b):
+            raise ProtlmError(f"--pair: {pair[0]} has {len(a)} records, {pair[1]} has {len(b)}; they pair by order")
+        inputs = [(f"{x.id}|{y.id}", (x.seq, y.seq), (x.id, y.id)) for x, y in zip(a, b, strict=True)]
+    else:
+        from protlm.attention.structures import interface, read_structure
+
+        st = read_structure(pdb)
+        names = _chains(chains) or tuple(st.chains)
+        picked = [st.chain(c) for c in names]
+        rid = f"{st.id}:{''.join(names)}"
+        inputs = [(rid, tuple(c.sequence for c in picked), names)]
+        extra[rid] = {"residue_numbers": np.array([n for c in picked for n in c.numbers])}
+        if len(picked) == 2:
+            ia, ib = interface(*picked)
+            extra[rid]["interface"] = np.concatenate([ia, ib])
+    export(AttentionModel(model), inputs, out, half, extra)
+    typer.echo(f"{len(inputs):,} attention maps written to {out}")
+
+
+@attention_app.command("sites")
+def sites_cmd(
+    model: ModelOpt,
+    pdb: PdbOpt,
+    chains: Annotated[str | None, typer.Option(help="Chain pair A,B (default: every pair with an interface).")] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="A model to compare with, e.g. the same model before pair pre-training.")
+    ] = None,
+    cutoff: CutoffOpt = 5.0,
+    top_k: Annotated[int | None, typer.Option(help="k of precision at k (default: the true interface size).")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON with every per-head and per-case number.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Self-contained HTML report (PNGs written beside it).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random-score baseline.")] = 0,
+) -> None:
+    """Per-head ROC-AUC / precision at k of attention-derived scores against true interface residues."""
+    from protlm.attention.maps import AttentionModel
+    from protlm.attention.sites import analyse
+    from protlm.attention.structures import load_structures
+
+    structures = load_structures(pdb, _log)
+    pair = _chains(chains, 2)
+    lm = AttentionModel(model)
+    result = analyse(lm, structures, pair, cutoff, top_k, seed, _log)
+    summary = result.summary()
+    ref = analyse(AttentionModel(reference), structures, pair, cutoff, top_k, seed, _log) if reference else None
+    if ref is not None:
+        summary["reference"] = ref.summary()
+    for name, s in [("model", summary), *([("reference", summary["reference"])] if ref else [])]:
+        auc, p = s["held_out_auc"], s["held_out_p_at_k"]
+        typer.echo(f"{name}: {s['selection']} head AUC {auc['mean']:.3f} ± {auc['std']:.3f}, P@k {p['mean']:.3f} "
+                   f"over {s['n_cases']} cases")  # fmt: skip
+    r = summary["random_auc"]
+    typer.echo(f"random scores: AUC {r['mean']:.3f} ± {r['std']:.3f}, P@k {summary['random_p_at_k']['mean']:.3f}")
+    best = summary["best_head_over_all_cases"]
+    typer.echo(f"best head over all cases (chosen and scored on the same cases): {best['head']} AUC {best['auc']:.3f}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2) + "\n")
+        typer.echo(f"results: {out}")
+    if report is not None:
+        from protlm.attention.report import sites_report
+
+        sites_report(report, result, lm, {s.id: s for s in structures}, ref)
+        typer.echo(f"report: {report}")
+
+
+@contacts_app.callback()
+def contacts_cmd(
+    ctx: typer.Context,
+    model: Annotated[Path | None, typer.Option(help="A pre-trained RoBERTa model dir.")] = None,
+    pdb: Annotated[Path | None, typer.Option(help="A PDB / mmCIF file.")] = None,
+    chain: Annotated[str | None, typer.Option(help="Chain to score (default: every protein chain).")] = None,
+    regression: Annotated[
+        Path | None, typer.Option(help="Dir of contact_regression.safetensors (default: the model dir).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON with precision at L, L/2, L/5 per range and chain.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Self-contained HTML report (PNGs written beside it).")] = None,
+) -> None:
+    """Contact precision at L, L/2, L/5 (short, medium, long range) of a structure's chains."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if model is None or pdb is None:
+        raise ProtlmError("give --model DIR and --pdb FILE (or use `protlm contacts fit`)")
+    from protlm.attention import contacts as C
+    from protlm.attention.maps import AttentionModel
+    from protlm.attention.structures import contact_map, read_structure
+
+    lm = AttentionModel(model)
+    reg = C.ContactRegression.load(regression or model)
+    note = (f"L1 logistic regression fitted on {', '.join(reg.meta['structures'])}" if reg else
+            "no fitted regression (protlm contacts fit): mean APC map over all heads, unsupervised")  # fmt: skip
+    typer.echo(note, err=True)
+    st = read_structure(pdb)
+    results, shown = {}, []
+    for name in [chain] if chain else list(st.chains):
+        ch = st.chain(name)
+        scores = C.predict(lm, ch, f"{st.id}:{name}", reg)
+        true = contact_map(ch)
+        results[name] = table = C.precision_table(scores, true)
+        shown.append((f"{st.id}:{name}", scores, true, table))
+        cells = "  ".join(f"{r} " + "/".join(f"{v:.3f}" for v in t.values()) for r, t in table.items())
+        typer.echo(f"{st.id}:{name} (L={len(ch)}) P@L/L2/L5: {cells}")
+    if report is not None:
+        from protlm.attention.report import contacts_report
+
+        contacts_report(report, st.id, shown, note)
+        typer.echo(f"report: {report}")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"structure": st.path, "model": str(model), "scores": note, "chains": results},
+                                  indent=2) + "\n")  # fmt: skip
+        typer.echo(f"results: {out}")
+
+
+@contacts_app.command("fit")
+def contacts_fit_cmd(
+    model: ModelOpt,
+    pdb: PdbOpt,
+    c: Annotated[float, typer.Option("--c", help="Inverse L1 strength of the logistic regression (ESM: 0.15).")] = 0.15,
+    out: Annotated[Path | None, typer.Option(help="Where to save the regression (default: the model dir).")] = None,
+) -> None:
+    """Fit the L1 logistic regression of contacts on every protein chain of the given structures."""
+    from protlm.attention import contacts as C
+    from protlm.attention.maps import AttentionModel
+    from protlm.attention.structures import load_structures
+
+    structures = load_structures(pdb, _log)
+    chains = [(f"{s.id}:{name}", ch) for s in structures for name, ch in s.chains.items()]
+    reg = C.fit(AttentionModel(model), chains, c)
+    path = reg.save(out or model)
+    typer.echo(f"fitted on {len(chains)} chains ({reg.meta['n_pairs']:,} pairs, {reg.meta['n_contacts']:,} contacts), "
+               f"{reg.meta['nonzero']} of {len(reg.coef)} heads kept: {path}")  # fmt: skip

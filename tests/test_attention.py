@@ -93,6 +93,22 @@ def test_bad_structure_files_are_clear_errors(tmp_path, name, text, message):
     assert str(path) in str(e.value)
 
 
+def test_cli_structure_errors_exit_2_in_one_line(model_dir, tmp_path, capsys):
+    water = write(
+        tmp_path / "water.pdb", "HETATM    1  O   HOH A   1       1.000   2.000   3.000  1.00  0.00           O\n"
+    )
+    for args, message in [
+        (["attention", "sites", "--model", str(model_dir), "--pdb", str(water)], f"{water}: no protein chains"),
+        (
+            ["attention", "sites", "--model", str(model_dir), "--pdb", str(PDB), "--chains", "A,Z"],
+            "no protein chain 'Z'",
+        ),
+        (["contacts", "--model", str(model_dir)], "give --model DIR and --pdb FILE"),
+    ]:
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_token_to_residue_map_conserves_mass(model):
     st = read_structure(PDB)
     seqs = (st.chain("A").sequence, st.chain("B").sequence)

@@ -16,7 +16,7 @@ def plot_confusion(y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...], pat
     import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
 
-    present = np.unique(np.concatenate([y, prob.argmax(1)]))
+    present = np.arange(len(labels))  # every class, also those absent from a small split
     if len(labels) > 30:  # a 1,195-fold matrix is unreadable: keep the 30 most frequent true classes
         top = np.argsort(-np.bincount(y, minlength=len(labels)))[:30]
         present = np.sort(top)

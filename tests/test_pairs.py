@@ -228,18 +228,3 @@ def test_string_detailed_layout(tmp_path, data_dir):
     r1 = build_string_pairs(detailed, data_dir / "string_sequences.fa.gz", tmp_path / "d")
     r2 = build_string_pairs(data_dir / "string_links.txt.gz", data_dir / "string_sequences.fa.gz", tmp_path / "p")
     assert r1["positives_at_threshold"] == r2["positives_at_threshold"] and r1["sizes"] == r2["sizes"]
-
-
-@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
-def test_safe_unpickler_reads_numpy_under_every_protocol(protocol):
-    import pickle
-
-    import numpy as np
-
-    from protlm.io.lmdb_records import safe_loads
-
-    item = {"primary": "MKT", "ss3": np.arange(3, dtype=np.int64), "valid_mask": np.ones(3, bool), "n": np.float32(2)}
-    got = safe_loads(pickle.dumps(item, protocol=protocol))
-    assert got["ss3"].tolist() == [0, 1, 2] and got["valid_mask"].all() and got["n"] == 2
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
-        safe_loads(pickle.dumps(np.random.default_rng(0), protocol=protocol))  # any other global is refused

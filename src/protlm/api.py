@@ -64,8 +64,7 @@ class ProtLM:
     """A loaded protlm model directory: a pre-trained masked LM or a fine-tuned task model."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        from transformers import AutoConfig
-
+        from protlm.models.loading import load_config, load_safetensors_model
         from protlm.tokenization import load_tokenizer
 
         self.path = Path(path)
@@ -79,8 +78,7 @@ class ProtLM:
             self.baseline, self.tokenizer, self.encoder = Baseline.load(self.path), None, None
             return
         self.tokenizer = load_tokenizer(str(self.path))
-        self.config = AutoConfig.from_pretrained(self.path)
-        from protlm.train.pretrain import load_safetensors_model
+        self.config = load_config(self.path)
 
         if self.info:
             from protlm.tasks.model import task_model_class
@@ -198,7 +196,7 @@ class ProtLM:
         if self._mlm is None:
             from transformers import AutoModelForMaskedLM
 
-            from protlm.train.pretrain import load_safetensors_model
+            from protlm.models.loading import load_safetensors_model
 
             with quiet_hf():
                 self._mlm = load_safetensors_model(AutoModelForMaskedLM, self.path).eval()

@@ -26,6 +26,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from protlm.errors import ProtlmError
+from protlm.io.hf_dirs import read_json_object, refuse_remote_code
 from protlm.io.validate import ALPHABET, RARE
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
@@ -158,13 +159,19 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out: str | Path, info: To
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load a tokenizer directory with plain `AutoTokenizer` (no remote code)."""
+    """Load a tokenizer directory with plain `AutoTokenizer`: never remote code (see `io.hf_dirs`)."""
     path = Path(path)
     if not (path / "tokenizer.json").is_file():
         raise ProtlmError(
             f"{path}: not a tokenizer directory (no tokenizer.json); train one with `protlm tokenizer train`"
         )
-    return AutoTokenizer.from_pretrained(path)
+    refuse_remote_code(path)
+    read_json_object(path / "tokenizer.json")  # one-line error for a file that is not JSON
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as e:  # tokenizers raises plain Exception for a malformed tokenizer.json
+        raise ProtlmError(f"{path}: not a tokenizer transformers can load ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160] if str(e) else 'malformed'})") from None  # fmt: skip
 
 
 def tokenizer_info(path: str | Path) -> TokenizerInfo | None:

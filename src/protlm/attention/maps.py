@@ -60,19 +60,17 @@ class AttentionModel:
     """A pre-trained (or fine-tuned) RoBERTa encoder that returns every layer's attention."""
 
     def __init__(self, path: str | Path):
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
         from protlm.api import quiet_hf
         from protlm.models import model_max_tokens
+        from protlm.models.loading import load_config, load_safetensors_model
         from protlm.models.longformer import is_longformer
         from protlm.tasks.align import token_residue_lengths
         from protlm.tokenization import load_tokenizer
-        from protlm.train.pretrain import load_safetensors_model
 
         self.path = Path(path)
-        if not (self.path / "config.json").is_file():
-            raise ProtlmError(f"{self.path}: not a model directory (no config.json)")
-        config = AutoConfig.from_pretrained(self.path)
+        config = load_config(self.path)
         if is_longformer(config):
             raise ProtlmError(
                 f"{self.path}: a Longformer's sliding-window attention is not a full map; analyse the RoBERTa it was "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,8 @@ class Report:
         plt.close(fig)
         png = buf.getvalue()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.with_name(f"{self.path.stem}_{name}.png").write_bytes(png)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # names come from chain ids: never a path
+        self.path.with_name(f"{self.path.stem}_{safe}.png").write_bytes(png)
         data = base64.b64encode(png).decode()
         self.parts.append(
             f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'

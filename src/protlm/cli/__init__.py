@@ -8,6 +8,10 @@ explicitly.
 
 from __future__ import annotations
 
+import shlex
+import sys
+import traceback
+
 import typer
 
 from protlm.cli import attention, data, infer, train
@@ -34,10 +38,62 @@ app.command("plot")(train.plot_cmd)
 app.command("demo")(train.demo)
 
 
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of an unexpected (internal) error."),
+) -> None:
+    """Protein language models: BPE tokenizers, masked-LM pre-training on proteins and binding pairs."""
+
+
+def _command_words(args: list[str]) -> list[str]:
+    """The subcommand path in `args` (`['pairs', 'build-string']`), for naming it in errors."""
+    group, words = typer.main.get_command(app), []
+    for a in args:
+        if a.startswith("-"):
+            continue
+        if a not in getattr(group, "commands", {}):
+            break
+        words.append(a)
+        group = group.commands[a]
+    return words
+
+
+def _internal_error(args: list[str], err: BaseException, debug: bool) -> None:
+    """Last resort: one line naming the command, its arguments and the error; the traceback with --debug."""
+    if debug:
+        traceback.print_exception(err)
+    where = " ".join(_command_words(args)) or "protlm"
+    given = shlex.join(a for a in args if a != "--debug")
+    given = given if len(given) <= 240 else given[:237] + "..."
+    reason = " ".join(str(err).split())[:300] or "no message"
+    hint = "" if debug else "; re-run with --debug for the traceback"
+    typer.echo(f"protlm: error: internal error in '{where}' ({given}): {type(err).__name__}: {reason}{hint}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    """Entry point. Exit status: 0 done, 2 bad input or usage (one line), 1 internal error (one line, the
+    traceback only with --debug), 130 interrupted."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    words = _command_words(args)
+    debug = "--debug" in args[: args.index(words[0])] if words else "--debug" in args
     try:
-        app(args=argv, prog_name="protlm", standalone_mode=True)
+        code = app(args=args, prog_name="protlm", standalone_mode=False)
     except ProtlmError as e:
         typer.echo(f"protlm: error: {e}", err=True)
         raise SystemExit(2) from None
+    except typer.Abort as e:  # typer turns EOFError (a truncated gzip, say) into Abort
+        if isinstance(e.__cause__, EOFError):
+            _internal_error(args, e.__cause__, debug)
+            raise SystemExit(1) from None
+        typer.echo("protlm: interrupted", err=True)
+        raise SystemExit(130) from None
+    except typer.TyperException as e:  # usage errors: the parser's own message, status 2
+        e.show()
+        raise SystemExit(e.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("protlm: interrupted", err=True)
+        raise SystemExit(130) from None
+    except Exception as e:  # noqa: BLE001 - the last resort: never a traceback without --debug
+        _internal_error(args, e, debug)
+        raise SystemExit(1) from None
+    raise SystemExit(code if isinstance(code, int) else 0)

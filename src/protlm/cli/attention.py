@@ -57,6 +57,7 @@ def export_cmd(
 
     if sum(x is not None for x in (fasta, pair, pdb)) != 1:
         raise ProtlmError("give exactly one input: --fasta FILE, --pair A.fasta B.fasta or --pdb FILE")
+    attention_model = AttentionModel(model)  # first: a bad model dir fails before inputs are read
     inputs, extra = [], {}
     policy = ResiduePolicy()
     if fasta is not None:
@@ -88,7 +89,7 @@ def export_cmd(
         if len(picked) == 2:
             ia, ib = interface(*picked)
             extra[rid]["interface"] = np.concatenate([ia, ib])
-    export(AttentionModel(model), inputs, out, half, extra)
+    export(attention_model, inputs, out, half, extra)
     typer.echo(f"{len(inputs):,} attention maps written to {out}")
 
 

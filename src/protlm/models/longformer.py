@@ -70,8 +70,8 @@ def convert_roberta_to_longformer(
     """
     from transformers import AutoModelForMaskedLM, LongformerConfig, LongformerForMaskedLM
 
+    from protlm.models.loading import load_safetensors_model
     from protlm.tokenization import load_tokenizer
-    from protlm.train.pretrain import load_safetensors_model
 
     source, out = Path(source), Path(out)
     if window <= 0 or window % 2:

@@ -15,14 +15,22 @@ ids `TAXID.ENSP...`) and sequences (`protein.sequences.v12.0.fa.gz`, same ids).
   split.
 - Pairs longer than `max_tokens` under `tokenizer` (`<s> A </s></s> B </s>`) are dropped and counted.
 Output: Parquet shards `pairs-*.parquet` with `id_a, id_b, seq_a, seq_b, label, split`, and
-`report.json`. DuckDB spills to disk under `memory_limit`.
+`report.json`, each renamed into place when complete. DuckDB spills to disk under `memory_limit`.
+
+Safety (SECURITY.md): no input string is ever pasted into SQL. Options are validated before any SQL
+runs, header words must be identifiers, and paths and values go as bound parameters. DuckDB itself
+may read only the links and groups files and write only its work directory, and that configuration
+is locked before the first query, so even a missed injection could not touch other files.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +39,67 @@ from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy, open_text, read_sequences
 
 OVERSAMPLE = 4  # candidate partners drawn per wanted negative before rejection
+_WORD = re.compile(r"[A-Za-z0-9_]+")
+_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class StringOptions:
+    """Every option of the builder, validated before any SQL runs (`check`)."""
+
+    min_score: int = 700
+    species: str | None = None
+    negatives_per_positive: float = 1.0
+    split: str = "strict"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    max_tokens: int = 512
+    seed: int = 0
+    memory_limit: str = "1GB"
+    threads: int | None = None
+
+    def check(self) -> StringOptions:
+        def bad(option: str, why: str):
+            raise ProtlmError(f"{option} {why}")
+
+        if type(self.min_score) is not int or not 0 <= self.min_score <= 1000:
+            bad("--min-score", f"must be an integer from 0 to 1000 (STRING's scale), got {self.min_score!r}")
+        if self.species is not None and not re.fullmatch(r"[0-9]{1,10}", str(self.species)):
+            bad("--species", f"must be an NCBI taxon id such as 9606, got {self.species!r}")
+        n = self.negatives_per_positive
+        if not isinstance(n, int | float) or not math.isfinite(n) or not 0 <= n <= 1000:
+            bad("--negatives-per-positive", f"must be a number from 0 to 1000, got {n!r}")
+        if self.split not in ("strict", "random"):
+            bad("--split", f"must be strict or random, got {self.split!r}")
+        f = self.fractions
+        if len(f) != 3 or not all(isinstance(x, int | float) and math.isfinite(x) and x >= 0 for x in f) or sum(f) <= 0:
+            bad("fractions", f"must be three non-negative numbers with a positive sum, got {f!r}")
+        if type(self.max_tokens) is not int or self.max_tokens < 1:
+            bad("--max-tokens", f"must be a positive integer, got {self.max_tokens!r}")
+        if type(self.seed) is not int:
+            bad("--seed", f"must be an integer, got {self.seed!r}")
+        if not _MEMORY.fullmatch(str(self.memory_limit).strip()):
+            bad("--memory-limit", f"must be a size such as 512MB or 4GB, got {self.memory_limit!r}")
+        if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
+            bad("--threads", f"must be a positive integer, got {self.threads!r}")
+        return self
+
+    def split_cuts(self) -> tuple[float, float]:
+        """Cumulative hash cut-offs of train and dev. Strict splits hash proteins, and a pair stays
+        only when both proteins fall on one side, so protein shares are the square roots."""
+        f = np.asarray(self.fractions, dtype=float)
+        p = np.sqrt(f) / np.sqrt(f).sum() if self.split == "strict" else f / f.sum()
+        return float(p[0]), float(p[0] + p[1])
 
 
 def _header(path: Path) -> list[str]:
+    """The links file's column names, each an identifier (they become DuckDB column names)."""
     with open_text(path) as fh:
         header = fh.readline().split()
+    for word in header:
+        if not _WORD.fullmatch(word):
+            raise InputError(path, f"header word {word[:40]!r} is not a column name (letters, digits, _)", line=1)
+    if len(set(header)) != len(header):
+        raise InputError(path, "header repeats a column name", line=1)
     missing = {"protein1", "protein2", "combined_score"} - set(header)
     if missing:
         raise InputError(path, f"not a STRING links file: header lacks {', '.join(sorted(missing))}", line=1)
@@ -50,6 +114,167 @@ def _duck_error(path: Path, err: Exception) -> InputError:
     if original:
         reason = f"{reason.strip()} in {original.group(1).strip()!r}"
     return InputError(path, f"malformed links line: {reason}", line=int(m.group(1)) if m else None)
+
+
+def _connect(work: Path, readable: list[Path], opts: StringOptions):
+    """A DuckDB connection that may read only `readable` and write only under `work`, locked."""
+    import duckdb
+
+    config = {"memory_limit": opts.memory_limit, "temp_directory": str(work / "spill")}
+    config |= {"preserve_insertion_order": "false"} | ({"threads": str(opts.threads)} if opts.threads else {})
+    try:
+        con = duckdb.connect(str(work / "work.duckdb"), config=config)
+    except duckdb.Error as e:
+        raise ProtlmError(f"--memory-limit {opts.memory_limit!r}: {str(e).splitlines()[0]}") from None
+    con.execute("SET enable_progress_bar = false")
+    con.execute("SET allowed_paths = $1", [[str(p) for p in readable]])
+    con.execute("SET allowed_directories = $1", [[f"{work}/"]])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def _load_links(con, links: Path, header: list[str], opts: StringOptions) -> None:
+    """`links`: every linked pair once (unordered, max score); `pos`: those at the threshold."""
+    import duckdb
+
+    # The column spec is built from header words that passed _WORD, so it is a literal of identifiers.
+    columns = ", ".join(f"'{c}': '{'VARCHAR' if c in ('protein1', 'protein2') else 'INTEGER'}'" for c in header)
+    species = "AND protein1 LIKE $prefix AND protein2 LIKE $prefix" if opts.species else ""
+    params = {"links": str(links)} | ({"prefix": f"{opts.species}.%"} if opts.species else {})
+    try:
+        con.execute(
+            f"""CREATE TABLE links AS
+            SELECT least(protein1, protein2) AS a, greatest(protein1, protein2) AS b, max(combined_score) AS score
+            FROM read_csv($links, delim=' ', header=true, columns={{{columns}}}, quote='', escape='')
+            WHERE protein1 <> protein2 {species}
+            GROUP BY ALL""",
+            params,
+        )
+    except duckdb.Error as e:
+        raise _duck_error(links, e) from None
+    con.execute("CREATE TABLE pos AS SELECT a, b FROM links WHERE score >= $min_score", {"min_score": opts.min_score})
+
+
+def _load_proteins(
+    con, sequences, groups: Path | None, tokenizer, policy: ResiduePolicy, opts: StringOptions
+) -> tuple[int, int]:
+    """`prot`: id, sequence, token count, organism and split of each protein in a positive; returns
+    (proteins with a sequence, proteins in the positives)."""
+    import pyarrow as pa
+
+    wanted = {r[0] for r in con.execute("SELECT a FROM pos UNION SELECT b FROM pos").fetchall()}
+    ids, seqs = [], []
+    for rec in read_sequences(sequences, policy):
+        if rec.id in wanted:
+            ids.append(rec.id)
+            seqs.append(rec.seq)
+    con.register("prot_tbl", pa.table({"id": ids, "seq": seqs, "ntok": _token_lengths(tokenizer, seqs)}))
+    if groups:
+        con.execute(
+            """CREATE TABLE grp AS SELECT DISTINCT ON (member) member, rep
+            FROM read_csv($groups, delim='\t', header=false, columns={'rep': 'VARCHAR', 'member': 'VARCHAR'})""",
+            {"groups": str(groups)},
+        )
+    else:
+        con.execute("CREATE TABLE grp (member VARCHAR, rep VARCHAR)")
+    # Strict splits hash the protein's group (e.g. its sequence-identity cluster) when given.
+    cut_train, cut_dev = opts.split_cuts()
+    con.execute(
+        """CREATE TABLE prot AS
+        WITH h AS (SELECT prot_tbl.*, (hash(coalesce(grp.rep, prot_tbl.id) || $seed) % 1000000) / 1000000.0 AS u
+                   FROM prot_tbl LEFT JOIN grp ON grp.member = prot_tbl.id)
+        SELECT id, seq, ntok, split_part(id, '.', 1) AS taxid,
+               CASE WHEN u < $train THEN 'train' WHEN u < $dev THEN 'dev' ELSE 'test' END AS split
+        FROM h""",
+        {"seed": str(opts.seed), "train": cut_train, "dev": cut_dev},
+    )
+    con.unregister("prot_tbl")
+    return len(ids), len(wanted)
+
+
+def _keep_positives(con, opts: StringOptions) -> None:
+    """`pos_kept`: positives with both sequences, split, organism and token count (strict: same split)."""
+    cut_train, cut_dev = opts.split_cuts()
+    if opts.split == "strict":
+        split, cross = "pa.split", "AND pa.split = pb.split"
+    else:
+        split = """CASE WHEN (hash(pos.a || pos.b || $seed) % 1000000) / 1000000.0 < $train THEN 'train'
+                        WHEN (hash(pos.a || pos.b || $seed) % 1000000) / 1000000.0 < $dev THEN 'dev' ELSE 'test' END"""
+        cross = ""
+    con.execute(
+        f"""CREATE TABLE pos_kept AS
+        SELECT pos.a, pos.b, {split} AS split, pa.taxid, pa.ntok + pb.ntok + 4 AS ntok
+        FROM pos JOIN prot pa ON pa.id = pos.a JOIN prot pb ON pb.id = pos.b WHERE true {cross}""",
+        {"seed": str(opts.seed), "train": cut_train, "dev": cut_dev} if opts.split == "random" else {},
+    )
+
+
+def _draw_negatives(con, opts: StringOptions) -> None:
+    """`neg`: hash-drawn partners within (organism[, split]) that are linked at no score."""
+    group = "taxid, split" if opts.split == "strict" else "taxid"
+    con.execute(f"""
+        CREATE TABLE pool AS
+        SELECT id, {group}, row_number() OVER (PARTITION BY {group} ORDER BY id) - 1 AS k,
+               count(*) OVER (PARTITION BY {group}) AS n
+        FROM prot WHERE id IN (SELECT a FROM pos_kept UNION SELECT b FROM pos_kept)""")
+    join_split = "AND q.split = pa.split" if opts.split == "strict" else ""
+    con.execute(
+        f"""CREATE TABLE cand AS
+        SELECT DISTINCT least(pos_kept.a, q.id) AS a, greatest(pos_kept.a, q.id) AS b, pos_kept.split, pos_kept.taxid
+        FROM pos_kept CROSS JOIN range($m) r(j)
+        JOIN pool pa ON pa.id = pos_kept.a
+        JOIN pool q ON q.taxid = pa.taxid {join_split}
+             AND q.k = hash(pos_kept.a || pos_kept.b || r.j::VARCHAR || $seed) % pa.n
+        WHERE q.id <> pos_kept.a""",
+        {"m": max(1, math.ceil(opts.negatives_per_positive * OVERSAMPLE)), "seed": str(opts.seed)},
+    )
+    con.execute("CREATE TABLE neg_all AS SELECT c.* FROM cand c ANTI JOIN links l ON l.a = c.a AND l.b = c.b")
+    con.execute(
+        """CREATE TABLE neg AS
+        WITH ranked AS (
+            SELECT n.*, row_number() OVER (PARTITION BY n.taxid, n.split ORDER BY hash(n.a || n.b || $seed)) AS r
+            FROM neg_all n),
+        wanted AS (SELECT taxid, split, round($ratio * count(*)) AS w FROM pos_kept GROUP BY ALL)
+        SELECT ranked.a, ranked.b, ranked.split FROM ranked JOIN wanted USING (taxid, split) WHERE r <= w""",
+        {"seed": str(opts.seed), "ratio": float(opts.negatives_per_positive)},
+    )
+
+
+def _write_pairs(con, out: Path, limit: int | None) -> dict:
+    """Stream the final pairs into out/pairs-0.parquet (renamed into place); returns sizes per split."""
+    import pyarrow.parquet as pq
+
+    con.execute("""
+        CREATE VIEW final AS
+        SELECT x.a AS id_a, x.b AS id_b, pa.seq AS seq_a, pb.seq AS seq_b, x.label, x.split,
+               pa.ntok + pb.ntok + 4 AS ntok
+        FROM (SELECT a, b, 1 AS label, split FROM pos_kept UNION ALL SELECT a, b, 0, split FROM neg) x
+        JOIN prot pa ON pa.id = x.a JOIN prot pb ON pb.id = x.b""")
+    fits = "ntok <= $limit" if limit is not None else "true"
+    params = {"limit": limit} if limit is not None else {}
+    for old in out.glob("pairs-*.parquet"):
+        old.unlink()
+    tmp = out / ".pairs-0.parquet.tmp"
+    reader = con.sql(
+        f"""SELECT id_a, id_b, seq_a, seq_b, label, split FROM final WHERE {fits}
+        ORDER BY split, label DESC, id_a, id_b""",
+        params=params,
+    ).to_arrow_reader(100_000)
+    with pq.ParquetWriter(tmp, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch, row_group_size=100_000)
+    os.replace(tmp, out / "pairs-0.parquet")
+    over = con.execute(
+        f"SELECT CASE label WHEN 1 THEN 'positives' ELSE 'negatives' END, count(*) FROM final WHERE NOT ({fits}) "
+        "GROUP BY ALL",
+        params,
+    ).fetchall()
+    sizes = con.execute(
+        f"SELECT split, sum(label), sum(1 - label) FROM final WHERE {fits} GROUP BY split ORDER BY split", params
+    ).fetchall()
+    return {"pairs_over_max_tokens": dict(over),
+            "sizes": {s: {"positives": int(p), "negatives": int(n)} for s, p, n in sizes}}  # fmt: skip
 
 
 def build_string_pairs(
@@ -70,140 +295,54 @@ def build_string_pairs(
     policy: ResiduePolicy = ResiduePolicy(),
 ) -> dict:
     """Build the pair set into `out`; returns the report (also written to out/report.json)."""
-    import duckdb
-
-    links, out = Path(links), Path(out)
+    opts = StringOptions(min_score, species, negatives_per_positive, split, tuple(fractions), max_tokens, seed,
+                         str(memory_limit), threads).check()  # fmt: skip
+    links, out = Path(links).resolve(), Path(out).resolve()
+    groups = Path(groups).resolve() if groups else None
+    for f in (links, Path(sequences), groups):
+        if f is not None and not f.is_file():
+            raise InputError(f, "file not found")
     header = _header(links)
-    if split not in ("strict", "random"):
-        raise ProtlmError(f"--split must be strict or random, got {split!r}")
     out.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(out / ".work.duckdb"))
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute(f"SET temp_directory = '{out / '.spill'}'")
-    con.execute("SET preserve_insertion_order = false")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    cols = {c: ("INTEGER" if c not in ("protein1", "protein2") else "VARCHAR") for c in header}
-    species_sql = f"AND protein1 LIKE '{int(species)}.%' AND protein2 LIKE '{int(species)}.%'" if species else ""
-    report: dict = {"links": str(links), "sequences": str(sequences), "min_score": min_score, "species": species,
-                    "split": split, "seed": seed, "memory_limit": memory_limit}  # fmt: skip
+    work = out / ".work"
+    shutil.rmtree(work, ignore_errors=True)  # a killed earlier run's leftovers
+    work.mkdir()
+    con = _connect(work, [p for p in (links, groups) if p], opts)
     try:
-        # Every link once, as an unordered key (for the negative rule), and the positives.
-        con.execute(f"""
-            CREATE TABLE links AS
-            SELECT least(protein1, protein2) AS a, greatest(protein1, protein2) AS b, max(combined_score) AS score
-            FROM read_csv('{links}', delim=' ', header=true, columns={cols}, quote='', escape='')
-            WHERE protein1 <> protein2 {species_sql}
-            GROUP BY ALL""")
-    except duckdb.Error as e:
-        raise _duck_error(links, e) from None
+        report = _build(con, links, header, sequences, out, groups, tokenizer, policy, opts)
+    finally:
+        con.close()
+        shutil.rmtree(work, ignore_errors=True)
+    tmp = out / ".report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out / "report.json")
+    return report
+
+
+def _build(
+    con, links: Path, header: list[str], sequences, out: Path, groups, tokenizer, policy, opts: StringOptions
+) -> dict:
+    """The stages in order, each a table in `con`; returns the report."""
+    settings = {k: v for k, v in asdict(opts).items() if k in ("min_score", "species", "split", "seed", "memory_limit")}
+    report: dict = {"links": str(links), "sequences": str(sequences)} | settings
+    _load_links(con, links, header, opts)
     report["link_pairs"] = con.execute("SELECT count(*) FROM links").fetchone()[0]
-    con.execute(f"CREATE TABLE pos AS SELECT a, b FROM links WHERE score >= {int(min_score)}")
     report["positives_at_threshold"] = con.execute("SELECT count(*) FROM pos").fetchone()[0]
     if report["positives_at_threshold"] == 0:
-        raise ProtlmError(
-            f"{links}: no pairs with combined_score >= {min_score}{' for species ' + species if species else ''}"
-        )
-
-    # Sequences of the proteins involved (streamed; ids missing from the FASTA are reported).
-    wanted = {r[0] for r in con.execute("SELECT a FROM pos UNION SELECT b FROM pos").fetchall()}
-    import pyarrow as pa
-
-    ids, seqs = [], []
-    for rec in read_sequences(sequences, policy):
-        if rec.id in wanted:
-            ids.append(rec.id)
-            seqs.append(rec.seq)
-    ntok = _token_lengths(tokenizer, seqs)
-    prot_tbl = pa.table({"id": ids, "seq": seqs, "ntok": ntok})  # noqa: F841 - read by DuckDB below
-    roots = np.sqrt(np.asarray(fractions, dtype=float))
-    p = roots / roots.sum() if split == "strict" else np.asarray(fractions, dtype=float)
-    # Strict splits hash the protein's group (e.g. its sequence-identity cluster) when given.
-    if groups:
-        con.execute(f"""CREATE TABLE grp AS SELECT DISTINCT ON (member) member, rep
-            FROM read_csv('{groups}', delim='\t', header=false, columns={{'rep': 'VARCHAR', 'member': 'VARCHAR'}})""")
-    else:
-        con.execute("CREATE TABLE grp (member VARCHAR, rep VARCHAR)")
-    bucket = f"(hash(coalesce(grp.rep, prot_tbl.id) || '{seed}') % 1000000) / 1000000.0"
-    con.execute(f"""
-        CREATE TABLE prot AS
-        SELECT id, seq, ntok, split_part(id, '.', 1) AS taxid,
-               CASE WHEN {bucket} < {p[0]} THEN 'train' WHEN {bucket} < {p[0] + p[1]} THEN 'dev' ELSE 'test' END AS split
-        FROM prot_tbl LEFT JOIN grp ON grp.member = prot_tbl.id""")
-    report["proteins_without_sequence"] = len(wanted) - len(ids)
+        for_species = f" for species {opts.species}" if opts.species else ""
+        raise ProtlmError(f"{links}: no pairs with combined_score >= {opts.min_score}{for_species}")
+    with_seq, wanted = _load_proteins(con, sequences, groups, tokenizer, policy, opts)
+    report["proteins_without_sequence"] = wanted - with_seq
     report["positives_missing_sequence"] = con.execute(
         "SELECT count(*) FROM pos WHERE a NOT IN (SELECT id FROM prot) OR b NOT IN (SELECT id FROM prot)"
     ).fetchone()[0]
-    pair_split = (
-        "pa.split"
-        if split == "strict"
-        else f"CASE WHEN (hash(pos.a || pos.b || '{seed}') % 1000000) / 1000000.0 < {p[0]} THEN 'train' WHEN (hash(pos.a || pos.b || '{seed}') % 1000000) / 1000000.0 < {p[0] + p[1]} THEN 'dev' ELSE 'test' END"
-    )
-    cross = "AND pa.split = pb.split" if split == "strict" else ""
-    con.execute(f"""
-        CREATE TABLE pos_kept AS
-        SELECT pos.a, pos.b, {pair_split} AS split, pa.taxid, pa.ntok + pb.ntok + 4 AS ntok
-        FROM pos JOIN prot pa ON pa.id = pos.a JOIN prot pb ON pb.id = pos.b WHERE true {cross}""")
+    _keep_positives(con, opts)
     kept = con.execute("SELECT count(*) FROM pos_kept").fetchone()[0]
     report["positives_across_splits"] = report["positives_at_threshold"] - report["positives_missing_sequence"] - kept
-
-    # Negatives: hash-drawn partners within (organism, split); anti-join against every link.
-    group = "taxid, split" if split == "strict" else "taxid"
-    con.execute(f"""
-        CREATE TABLE pool AS
-        SELECT id, {group}, row_number() OVER (PARTITION BY {group} ORDER BY id) - 1 AS k,
-               count(*) OVER (PARTITION BY {group}) AS n
-        FROM prot WHERE id IN (SELECT a FROM pos_kept UNION SELECT b FROM pos_kept)""")
-    m = max(1, int(np.ceil(negatives_per_positive * OVERSAMPLE)))
-    join_split = "AND q.split = pa.split" if split == "strict" else ""
-    con.execute(f"""
-        CREATE TABLE cand AS
-        SELECT DISTINCT least(pos_kept.a, q.id) AS a, greatest(pos_kept.a, q.id) AS b, pos_kept.split, pos_kept.taxid
-        FROM pos_kept CROSS JOIN range({m}) r(j)
-        JOIN pool pa ON pa.id = pos_kept.a
-        JOIN pool q ON q.taxid = pa.taxid {join_split}
-             AND q.k = hash(pos_kept.a || pos_kept.b || r.j::VARCHAR || '{seed}') % pa.n
-        WHERE q.id <> pos_kept.a""")
-    con.execute("""
-        CREATE TABLE neg_all AS
-        SELECT c.* FROM cand c ANTI JOIN links l ON l.a = c.a AND l.b = c.b""")
-    con.execute(f"""
-        CREATE TABLE neg AS
-        WITH ranked AS (
-            SELECT n.*, row_number() OVER (PARTITION BY n.taxid, n.split ORDER BY hash(n.a || n.b || '{seed}')) AS r
-            FROM neg_all n),
-        wanted AS (SELECT taxid, split, round({negatives_per_positive} * count(*)) AS w FROM pos_kept GROUP BY ALL)
-        SELECT ranked.a, ranked.b, ranked.split FROM ranked JOIN wanted USING (taxid, split) WHERE r <= w""")
+    _draw_negatives(con, opts)
     report["negatives"] = con.execute("SELECT count(*) FROM neg").fetchone()[0]
-    report["negatives_short"] = max(0, round(negatives_per_positive * kept) - report["negatives"])
-
-    con.execute("""
-        CREATE VIEW final AS
-        SELECT x.a AS id_a, x.b AS id_b, pa.seq AS seq_a, pb.seq AS seq_b, x.label, x.split,
-               pa.ntok + pb.ntok + 4 AS ntok
-        FROM (SELECT a, b, 1 AS label, split FROM pos_kept UNION ALL SELECT a, b, 0, split FROM neg) x
-        JOIN prot pa ON pa.id = x.a JOIN prot pb ON pb.id = x.b""")
-    over = f"ntok > {int(max_tokens)}" if tokenizer is not None else "false"
-    report["pairs_over_max_tokens"] = dict(
-        con.execute(
-            f"SELECT CASE label WHEN 1 THEN 'positives' ELSE 'negatives' END, count(*) FROM final WHERE {over} GROUP BY ALL"
-        ).fetchall()
-    )
-    for old in out.glob("pairs-*.parquet"):
-        old.unlink()
-    con.execute(f"""
-        COPY (SELECT id_a, id_b, seq_a, seq_b, label, split FROM final WHERE NOT ({over}) ORDER BY split, label DESC, id_a, id_b)
-        TO '{out}/pairs-0.parquet' (FORMAT parquet, ROW_GROUP_SIZE 100000)""")
-    report["sizes"] = {
-        s: {"positives": int(pos_n), "negatives": int(neg_n)}
-        for s, pos_n, neg_n in con.execute(
-            f"SELECT split, sum(label), sum(1 - label) FROM final WHERE NOT ({over}) GROUP BY split ORDER BY split"
-        ).fetchall()
-    }
-    con.close()
-    (out / ".work.duckdb").unlink(missing_ok=True)
-    shutil.rmtree(out / ".spill", ignore_errors=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    report["negatives_short"] = max(0, round(opts.negatives_per_positive * kept) - report["negatives"])
+    report |= _write_pairs(con, out, opts.max_tokens if tokenizer is not None else None)
     return report
 
 

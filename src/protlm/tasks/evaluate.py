@@ -27,13 +27,11 @@ def load_finetuned(path: Path, info_from: Path | None = None, need_info: bool = 
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
     if "baseline" in info:
         return "baseline", Baseline.load(path), None, info
-    from transformers import AutoConfig
-
+    from protlm.models.loading import load_config, load_safetensors_model
     from protlm.tasks.model import task_model_class
     from protlm.tokenization import load_tokenizer
-    from protlm.train.pretrain import load_safetensors_model
 
-    model = load_safetensors_model(task_model_class(AutoConfig.from_pretrained(path)), path)
+    model = load_safetensors_model(task_model_class(load_config(path)), path)
     return "model", model, load_tokenizer(str(path)), info
 
 

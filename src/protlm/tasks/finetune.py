@@ -100,9 +100,9 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
     """(model, tokenizer, source description) for a pre-trained dir, scratch:DIR or scratch + preset."""
     from transformers import AutoConfig
 
+    from protlm.models.loading import load_config, load_safetensors_model
     from protlm.tasks.model import task_model_class
     from protlm.tokenization import load_tokenizer
-    from protlm.train.pretrain import load_safetensors_model
 
     pooling = cfg.pooling or ("mean" if cfg.freeze else "cls")
     torch.manual_seed(derive_seed(seed, 11))
@@ -124,7 +124,7 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
             f"{path}: not a model directory (no config.json); --model takes a pre-trained dir, scratch[:DIR] or baseline"
         )
     tokenizer = load_tokenizer(str(path))
-    config = _task_config(AutoConfig.from_pretrained(path), spec, labels, pooling)
+    config = _task_config(load_config(path), spec, labels, pooling)
     if config.model_type not in ("roberta", "longformer"):
         raise ProtlmError(f"{path}: fine-tuning supports RoBERTa and Longformer encoders, found {config.model_type!r}")
     if scratch:

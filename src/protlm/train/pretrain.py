@@ -21,6 +21,7 @@ from protlm.corpora import open_corpus
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.models import build_mlm, model_max_tokens
+from protlm.models.loading import load_safetensors_model
 from protlm.pairs import read_pairs
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import cached_tokenize
@@ -45,22 +46,6 @@ class MLMSource:
 
     def make_batch(self, items, generator: torch.Generator):
         return self.data.make_batch(items, generator, self.vocab_size, self.mlm_probability)
-
-
-def load_safetensors_model(auto_cls, path: Path, **kwargs):
-    """`from_pretrained` that accepts safetensors weights only: a pickled `pytorch_model.bin` in a
-    user's directory is never loaded (unpickling can run code)."""
-    if not (path / "config.json").is_file():
-        raise ProtlmError(f"{path}: not a model directory (no config.json)")
-    model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    attention = {} if model_type == "longformer" else {"attn_implementation": "sdpa"}  # Longformer: its own kernel
-    try:
-        return auto_cls.from_pretrained(path, use_safetensors=True, **{**attention, **kwargs})
-    except OSError:
-        raise ProtlmError(
-            f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "
-            "`model.save_pretrained(dir, safe_serialization=True)` in a trusted environment)"
-        ) from None
 
 
 def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str], None]):

@@ -1,0 +1,369 @@
+"""Hostile inputs: each crafted file or option must end in one line on stderr, exit 2, and no side effect.
+
+One test per boundary named in SECURITY.md: SQL (DuckDB STRING builder), pickled LMDB records,
+remote code in model directories, and the last-resort handler of the CLI. Inputs that used to crash
+the interpreter run in a subprocess, so a regression fails the test instead of killing pytest.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import DATA, run_cli
+
+
+def protlm(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`protlm ARGS` in a fresh interpreter (stdin given, nothing inherited from this process)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "protlm", *args], input=stdin, capture_output=True, text=True, cwd=cwd, env=env,
+        timeout=300,
+    )  # fmt: skip
+
+
+def one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("protlm: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------- SQL (STRING builder)
+
+
+def _links(path: Path, header: str) -> Path:
+    rows = gzip.open(DATA / "string_links.txt.gz", "rt").read().splitlines()[1:]
+    with gzip.open(path, "wt") as fh:
+        fh.write(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_string_header_cannot_inject_sql(tmp_path, capsys):
+    """The published proof of concept: a header word ends DuckDB's string literal and appends a COPY."""
+    target = tmp_path / "pwned.pth"
+    evil = f"""x': 'VARCHAR'}}); COPY (SELECT 'import os') TO '{target}' (FORMAT csv, HEADER false); --"""
+    links = _links(tmp_path / "protein.physical.links.txt.gz", f"protein1 protein2 {evil} combined_score")
+    code, _, err = run_cli(["pairs", "build-string", "--links", str(links), "--sequences",
+                            str(DATA / "string_sequences.fa.gz"), "--out", str(tmp_path / "out")], capsys)  # fmt: skip
+    assert code == 2
+    assert "header" in one_line_error(err)
+    assert not target.exists()
+    assert not (tmp_path / "out").exists()  # options and header are checked before anything is written
+
+
+def test_string_paths_with_quotes_are_data_not_sql(tmp_path, capsys):
+    """`--out "o'brien"` and `--links "it's.txt.gz"` are ordinary file names."""
+    links = tmp_path / "it's.txt.gz"
+    shutil.copy(DATA / "string_links.txt.gz", links)
+    out = tmp_path / "o'brien"
+    code, stdout, err = run_cli(["pairs", "build-string", "--links", str(links), "--sequences",
+                                 str(DATA / "string_sequences.fa.gz"), "--out", str(out)], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert json.loads((out / "report.json").read_text())["positives_at_threshold"] > 0
+    assert list(out.glob("pairs-*.parquet")) and not list(out.glob(".work*"))
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--memory-limit", "1XB", "--memory-limit"),
+        ("--memory-limit", "1GB'; SELECT 1; --", "--memory-limit"),
+        ("--species", "human", "--species"),
+        ("--species", "9606' OR '1'='1", "--species"),
+        ("--negatives-per-positive", "nan", "--negatives-per-positive"),
+        ("--negatives-per-positive", "-1", "--negatives-per-positive"),
+        ("--min-score", "1001", "--min-score"),
+        ("--max-tokens", "0", "--max-tokens"),
+    ],
+)
+def test_string_options_are_validated_before_any_sql(tmp_path, capsys, option, value, words):
+    out = tmp_path / "out"
+    code, _, err = run_cli(["pairs", "build-string", "--links", str(DATA / "string_links.txt.gz"), "--sequences",
+                            str(DATA / "string_sequences.fa.gz"), "--out", str(out), option, value], capsys)  # fmt: skip
+    assert code == 2
+    assert words in one_line_error(err)
+    assert not out.exists()
+
+
+def test_string_groups_path_and_ids_are_bound(tmp_path, capsys):
+    """A groups file whose name and contents hold quotes is read as data."""
+    groups = tmp_path / "clu'sters.tsv"
+    ids = {line.split()[0] for line in gzip.open(DATA / "string_links.txt.gz", "rt").read().splitlines()[1:]}
+    groups.write_text("".join(f"{i}'; DROP TABLE links; --\t{i}\n" for i in sorted(ids)))
+    code, _, err = run_cli(["pairs", "build-string", "--links", str(DATA / "string_links.txt.gz"), "--sequences",
+                            str(DATA / "string_sequences.fa.gz"), "--out", str(tmp_path / "o"),
+                            "--groups", str(groups)], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert json.loads((tmp_path / "o" / "report.json").read_text())["positives_at_threshold"] > 0
+
+
+# ----------------------------------------------------------------------------- pickled LMDB records
+
+
+def _lmdb(path: Path, records: list[bytes]) -> Path:
+    import lmdb
+
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"num_examples", pickle.dumps(len(records)))
+        for i, value in enumerate(records):
+            txn.put(str(i).encode(), value)
+    env.close()
+    return path
+
+
+def _object_dtype_scalar() -> bytes:
+    """numpy.dtype('O8') with flags=0 via BUILD, then `scalar(dtype, 8 attacker bytes)`: numpy would read
+    the bytes as a PyObject* (SIGSEGV before the fix)."""
+    return (
+        b"\x80\x02}(X\x09\x00\x00\x00primary_1X\x03\x00\x00\x00MKTX\x09\x00\x00\x00primary_2X\x03\x00\x00\x00MKT"
+        b"X\x0b\x00\x00\x00interaction"
+        b"cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R"
+        b"(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        b"C\x08AAAAAAAA\x86Ru."
+    )
+
+
+def _huge_shape_array() -> bytes:
+    """An int8 array claiming a 32 TiB shape, with 3 bytes of data."""
+    body = pickle.dumps(np.arange(3, dtype=np.int8), protocol=2)
+    return body.replace(b"K\x03\x85", b"\x8a\x06\x00\x00\x00\x00\x00 \x85", 1)  # shape (3,) -> (2**45,)
+
+
+def _codec(name: bytes) -> bytes:
+    """`_codecs.encode(text, NAME)`: a bytes-to-bytes codec (zlib, bz2) would decompress attacker data."""
+    return b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX" + len(name).to_bytes(4, "little") + name + b"\x86R."
+
+
+def _reduce(module: bytes, name: bytes) -> bytes:
+    return b"\x80\x02c" + module + b"\n" + name + b"\n)R."
+
+
+@pytest.mark.parametrize(
+    "record, reason",
+    [
+        (_object_dtype_scalar(), "dtype"),
+        (_huge_shape_array(), "shape"),
+        (_codec(b"zlib_codec"), "codec"),
+        (_codec(b"no-such-codec"), "codec"),
+        (_reduce(b"os", b"system"), "refusing"),
+        (_reduce(b"numpy", b"load"), "refusing"),
+        (b"\x80\x02]q\x00h\x00a.", "recursive"),  # a list that contains itself
+        (pickle.dumps({1, 2}), "dict"),
+        (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00i8\x89\x88\x87R}b.", "dtype"),  # BUILD a dict into a dtype
+        (b"not a pickle", "unreadable"),
+    ],
+)
+def test_lmdb_records_cannot_corrupt_memory_or_run_code(tmp_path, record, reason):
+    db = _lmdb(tmp_path / "evil.lmdb", [record])
+    res = protlm("pairs", "from-lmdb", str(db), "--out", str(tmp_path / "p.tsv"))
+    assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
+    line = one_line_error(res.stderr)
+    assert "record 0" in line and reason in line
+    assert not (tmp_path / "p.tsv").exists()
+
+
+def _object_array() -> bytes:
+    return pickle.dumps(np.array(["a", None], dtype=object), protocol=2)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_safe_loads_returns_plain_data(protocol):
+    from protlm.io.lmdb_records import UnsafeRecord, safe_loads
+
+    item = {
+        "primary": "MKT", "ss3": np.arange(6, dtype=">i4").reshape(2, 3), "mask": np.ones(3, bool),
+        "f": np.asfortranarray(np.arange(6, dtype=np.float64).reshape(2, 3)), "n": np.float32(2.5),
+        "k": np.int64(7), "t": (1, "a"), "s": {3}, "b": b"\x00\xff",
+    }  # fmt: skip
+    got = safe_loads(pickle.dumps(item, protocol=protocol))
+    assert got["primary"] == "MKT" and got["b"] == b"\x00\xff"
+    assert got["ss3"].tolist() == [[0, 1, 2], [3, 4, 5]] and got["ss3"].dtype == np.dtype(">i4")
+    assert got["mask"].dtype == bool and got["mask"].all()
+    assert np.array_equal(got["f"], item["f"])
+    assert got["n"] == 2.5 and type(got["n"]) is float and got["k"] == 7 and type(got["k"]) is int
+    assert got["t"] == [1, "a"] and got["s"] == [3]
+    with pytest.raises(UnsafeRecord, match="refusing to load"):
+        safe_loads(pickle.dumps(np.random.default_rng(0), protocol=protocol))
+    with pytest.raises(UnsafeRecord, match="dtype"):
+        safe_loads(pickle.dumps(np.array(["a", None], dtype=object), protocol=protocol))
+    with pytest.raises(UnsafeRecord, match="dtype"):
+        safe_loads(pickle.dumps(np.zeros(2, dtype=[("x", "i4"), ("y", "f4")]), protocol=protocol))
+
+
+# ----------------------------------------------------------------------------- remote code in model dirs
+
+
+def _model_dir_with_remote_code(tmp_path: Path, micro_model: Path, where: str) -> tuple[Path, Path]:
+    """A model directory whose config names custom code that would write `marker` when imported."""
+    model = tmp_path / "evil_model"
+    shutil.copytree(micro_model, model)
+    marker = tmp_path / "code_ran"
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    if where == "config":
+        cfg = json.loads((model / "config.json").read_text())
+        cfg.update(model_type="evil", auto_map={"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel",
+                                                "AutoModelForMaskedLM": "evil.EvilModel"})  # fmt: skip
+        (model / "config.json").write_text(json.dumps(cfg))
+    else:
+        tc = json.loads((model / "tokenizer_config.json").read_text())
+        tc.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": ["evil.EvilTokenizer", None]})
+        (model / "tokenizer_config.json").write_text(json.dumps(tc))
+    return model, marker
+
+
+@pytest.mark.parametrize("where", ["config", "tokenizer"])
+@pytest.mark.parametrize("command", ["fill", "embed", "attention"])
+def test_model_dirs_never_run_their_code(tmp_path, micro_model, where, command):
+    model, marker = _model_dir_with_remote_code(tmp_path, micro_model, where)
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nMKTAYIAKQR\n")
+    args = {
+        "fill": ["fill", "--model", str(model), "MKT<mask>LLV"],
+        "embed": ["embed", "--model", str(model), str(fasta), "--out", str(tmp_path / "e.parquet")],
+        "attention": [
+            "attention",
+            "export",
+            "--model",
+            str(model),
+            "--fasta",
+            str(fasta),
+            "--out",
+            str(tmp_path / "att.npz"),
+        ],
+    }[command]
+    res = protlm(*args, stdin="y\ny\n")  # the answer HF's prompt would take
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "auto_map" in one_line_error(res.stderr)
+    assert not marker.exists()
+    assert not (tmp_path / "e.parquet").exists() and not (tmp_path / "att.npz").exists()
+
+
+def test_every_hf_load_states_trust_remote_code_false():
+    """Every `from_pretrained` call in the package passes `trust_remote_code=False` literally."""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "protlm"
+    offenders = []
+    for f in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained":
+                ok = any(k.arg == "trust_remote_code" and getattr(k.value, "value", None) is False
+                         for k in node.keywords)  # fmt: skip
+                if not ok:
+                    offenders.append(f"{f.relative_to(src)}:{node.lineno}")
+    assert not offenders, offenders
+
+
+# ----------------------------------------------------------------------------- last-resort handler
+
+
+def test_unexpected_errors_are_one_line_with_a_debug_hint(tmp_path, monkeypatch, capsys):
+    import protlm.tokenizer_report as report
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated internal failure")
+
+    monkeypatch.setattr(report, "compression_report", boom)
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nMKTAYIAKQR\n")
+    code, _, err = run_cli(
+        ["tokenizer", "stats", "--tokenizer", str(DATA / "tokenizer_bpe300"), "--corpus", str(fasta)], capsys
+    )
+    assert code == 1
+    last = err.strip().splitlines()[-1]  # after the corpus' skip report
+    assert last.startswith("protlm: error: internal error in 'tokenizer stats'") and "--debug" in last, err
+    assert "simulated internal failure" in last and str(fasta) in last and "Traceback" not in err
+    code, _, err = run_cli(["--debug", "tokenizer", "stats", "--tokenizer", str(DATA / "tokenizer_bpe300"), "--corpus", str(fasta)],
+                           capsys)  # fmt: skip
+    assert code == 1 and "Traceback" in err and "simulated internal failure" in err
+
+
+# ----------------------------------------------------------------------------- weights, HTML, unsafe calls
+
+
+class _WritesMarker:
+    """Unpickling this creates a file: proof that a pickled weights file was opened."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_weights_are_never_opened(tmp_path, micro_model):
+    model = tmp_path / "bin_only"
+    shutil.copytree(micro_model, model)
+    (model / "model.safetensors").unlink()
+    marker = tmp_path / "unpickled"
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(_WritesMarker(str(marker))))
+    res = protlm("fill", "--model", str(model), "MKT<mask>LLV")
+    assert res.returncode == 2
+    assert "safetensors" in one_line_error(res.stderr)
+    assert not marker.exists()
+
+
+def test_html_report_escapes_names_and_keeps_images_beside_it(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from protlm.attention.report import Report
+
+    evil = "<script>alert(1)</script>"
+    rep = Report(tmp_path / "r" / "report.html", f"model {evil}")
+    rep.text(f"chain {evil}", "<p>fixed text</p>")
+    rep.table([f"head {evil}"], [[f"A{evil}", 0.5]])
+    fig, _ = plt.subplots()
+    rep.figure(fig, f"../../{evil}", f"caption {evil}")
+    page = rep.write().read_text()
+    assert "alert(1)" in page and "<script>alert(1)" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 7  # title, h1, h2, th, td, img alt, caption
+    assert [p.parent for p in tmp_path.rglob("*.png")] == [tmp_path / "r"]
+
+
+UNSAFE_CALLS = {
+    ("torch", "load"), ("pickle", "load"), ("pickle", "loads"), ("yaml", "load"), ("yaml", "unsafe_load"),
+    ("builtins", "eval"), ("builtins", "exec"), ("os", "system"), ("marshal", "loads"), ("dill", "loads"),
+}  # fmt: skip
+
+
+def test_package_makes_no_unsafe_calls():
+    """No torch.load / pickle.load / eval / exec / yaml.load / os.system; np.load always allow_pickle=False;
+    subprocess never with shell=True. (The one unpickler is the restricted `io.lmdb_records`.)"""
+    import ast
+
+    src = Path(__file__).resolve().parents[1] / "src" / "protlm"
+    found = []
+    for f in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            fn = node.func
+            name = (
+                (getattr(fn.value, "id", None), fn.attr)
+                if isinstance(fn, ast.Attribute)
+                else ("builtins", getattr(fn, "id", None))
+            )
+            kwargs = {k.arg: getattr(k.value, "value", k.value) for k in node.keywords}
+            where = f"{f.relative_to(src)}:{node.lineno}"
+            if name in UNSAFE_CALLS:
+                found.append(f"{where} {name}")
+            if name == ("np", "load") and kwargs.get("allow_pickle") is not False:
+                found.append(f"{where} np.load without allow_pickle=False")
+            if name[0] == "subprocess" and kwargs.get("shell") is True:
+                found.append(f"{where} subprocess with shell=True")
+    assert not found, found

@@ -17,30 +17,59 @@ N_SPECIAL = 5  # <s>, <pad>, </s>, <unk>, <mask> are ids 0-4 in every protlm tok
 CLS, PAD, SEP, MASK = 0, 1, 2, 4
 
 
-def plan_batches(
-    lengths: np.ndarray, tokens_per_batch: int, rng: np.random.Generator, max_batch_size: int | None = None
-) -> list[np.ndarray]:
-    """Group example indices into batches whose padded size (count x longest) fits the budget.
+def plan_batch_bounds(
+    lengths: np.ndarray, tokens_per_batch: int, rng, max_batch_size: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token-budget batches as arrays: (order, bounds, batch_order).
 
-    Examples are sorted by length (ties broken at random, so batches differ between epochs),
-    packed greedily, and the batch order is shuffled. An example longer than the budget gets a
-    batch of its own.
+    Examples are sorted by length (ties broken at random, so batches differ between epochs) and
+    packed greedily: an example joins the open batch while (count + 1) x its length fits the budget
+    (and the count stays under `max_batch_size`); an example longer than the budget gets a batch of
+    its own. Sorted batch p is `order[bounds[p]:bounds[p + 1]]`; the batches are taken in the shuffled
+    order `batch_order`. The packing loops over distinct lengths, not over examples, so planning an
+    epoch of 10^7 examples costs a sort and a few arrays of its size.
     """
-    if len(lengths) == 0:
-        return []
-    order = np.lexsort((rng.random(len(lengths)), lengths))  # ascending length, random ties
-    batches: list[np.ndarray] = []
-    current: list[int] = []
-    for idx in order:
-        longest = int(lengths[idx])  # ascending order: the newcomer is the longest
-        over_budget = (len(current) + 1) * longest > tokens_per_batch
-        if current and (over_budget or (max_batch_size is not None and len(current) >= max_batch_size)):
-            batches.append(np.asarray(current))
-            current = []
-        current.append(int(idx))
-    batches.append(np.asarray(current))
-    rng.shuffle(batches)
-    return batches
+    n = len(lengths)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.int64)
+    # Ascending length, random ties: a random permutation, then a stable sort by length (radix sort
+    # on uint16 lengths; the same order as np.lexsort((rng.random(n), lengths)), 3x faster).
+    lengths = np.asarray(lengths)
+    shuffled = np.argsort(rng.random(n))
+    keys = lengths[shuffled]
+    order = shuffled[np.argsort(keys.astype(np.uint16) if keys.max() < 1 << 16 else keys, kind="stable")]
+    sorted_lengths = lengths[order]
+    cuts = np.flatnonzero(sorted_lengths[1:] != sorted_lengths[:-1]) + 1  # runs of equal length
+    values, counts = sorted_lengths[np.r_[0, cuts]], np.diff(np.r_[0, cuts, n])
+    cap = max_batch_size or n
+    ends: list[np.ndarray] = []
+    pos = open_count = 0  # examples placed so far; size of the open (last, unfinished) batch
+    for v, m in zip(values.tolist(), counts.tolist(), strict=True):
+        q = max(1, min(tokens_per_batch // max(v, 1), cap))  # batch size when v is the longest
+        if open_count:
+            take = min(m, max(0, q - open_count))  # the open batch's shorter examples stay with it
+            pos, m, open_count = pos + take, m - take, open_count + take
+            if m:  # the next example does not fit: close the open batch
+                ends.append(np.array([pos]))
+                open_count = 0
+        if m:
+            full, rest = divmod(m, q)
+            ends.append(pos + q * np.arange(1, full + 1))
+            pos, open_count = pos + m, rest
+    if open_count:
+        ends.append(np.array([pos]))
+    bounds = np.concatenate([[0], *ends]).astype(np.int64)
+    batch_order = np.arange(len(bounds) - 1)
+    rng.shuffle(batch_order)
+    return order, bounds, batch_order
+
+
+def plan_batches(
+    lengths: np.ndarray, tokens_per_batch: int, rng, max_batch_size: int | None = None
+) -> list[np.ndarray]:
+    """`plan_batch_bounds` as a list of index arrays, one per batch, in shuffled order."""
+    order, bounds, batch_order = plan_batch_bounds(lengths, tokens_per_batch, rng, max_batch_size)
+    return [order[bounds[p] : bounds[p + 1]] for p in batch_order]
 
 
 @dataclass(frozen=True)

@@ -98,3 +98,37 @@ def cached_tokenize(
         np.load(final / "offsets.npy", allow_pickle=False),
         np.load(final / "residues.npy", allow_pickle=False),
     )
+
+
+class ConcatTokens:
+    """Token sources one after another (a corpus store, then the proteins of pair tables): the same
+    interface (len, lengths, get(i), ids[i]) with the second source's indices after the first's."""
+
+    def __init__(self, *parts):
+        self.parts = parts
+        self.starts = np.cumsum([0, *(len(p) for p in parts)])
+        self.lengths = np.concatenate([np.asarray(p.lengths, dtype=np.int64) for p in parts])
+        self.ids = _ConcatIds(self)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return k, int(i) - int(self.starts[k])
+
+    def get(self, i: int) -> np.ndarray:
+        k, j = self.locate(i)
+        return self.parts[k].get(j)
+
+
+class _ConcatIds:
+    def __init__(self, concat: ConcatTokens):
+        self.concat = concat
+
+    def __len__(self) -> int:
+        return len(self.concat)
+
+    def __getitem__(self, i: int) -> str:
+        k, j = self.concat.locate(i)
+        return self.concat.parts[k].ids[j]

@@ -14,7 +14,7 @@ import traceback
 
 import typer
 
-from protlm.cli import attention, data, infer, train
+from protlm.cli import attention, corpus, data, infer, train
 from protlm.errors import ProtlmError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 )
 app.add_typer(data.tokenizer_app, name="tokenizer")
 app.add_typer(data.pairs_app, name="pairs")
+app.add_typer(corpus.corpus_app, name="corpus")
 app.add_typer(train.longformer_app, name="longformer")
 app.add_typer(attention.attention_app, name="attention")
 app.add_typer(attention.contacts_app, name="contacts")

@@ -1,9 +1,11 @@
 """Pre-training data: singles, binding pairs, non-binding pairs and assemblies mixed with weights.
 
-An *example* is a tuple of protein indices into one `TokenizedSet` (1 = single, 2 = pair,
-more = assembly) plus, for a single longer than the model, the start of its crop window.
-`PretrainData.epoch_batches(epoch)` is a pure function of (seed, epoch): the same call gives the
-same batches in every process and after every resume.
+An *example* is a tuple of protein indices into one token source (a `TokenizedSet`, a memory-mapped
+`TokenStore`, or both concatenated; 1 = single, 2 = pair, more = assembly) plus, for a single
+longer than the model, the start of its crop window. `PretrainData.epoch_batches(epoch)` is a pure
+function of (seed, epoch): the same call gives the same batches in every process and after every
+resume. An epoch is planned with array operations (`Examples`, `EpochPlan`): no Python object per
+example, so planning 10^7 examples costs seconds, and a batch's tuples are built when it is trained.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from protlm.batching import assemble, assembled_length, mask_for_mlm, pad_batch, plan_batches
-from protlm.tokenized import TokenizedSet
+from protlm.batching import assemble, mask_for_mlm, pad_batch, plan_batch_bounds
 
 KINDS = ("singles", "binding", "nonbinding", "assemblies")
 
@@ -51,10 +53,70 @@ class Batch:
 
 
 @dataclass
+class Examples:
+    """The examples of one epoch as arrays: example e is the proteins `members[offsets[e]:offsets[e + 1]]`."""
+
+    members: np.ndarray  # (total members,) int64 protein indices
+    offsets: np.ndarray  # (n + 1,) int64
+
+    @staticmethod
+    def concat(blocks: list[np.ndarray]) -> Examples:
+        """From (n_i, k_i) blocks of fixed arity (singles, pairs) and (1, k) rows (assemblies)."""
+        blocks = [b for b in blocks if len(b)]
+        if not blocks:
+            return Examples(np.zeros(0, np.int64), np.zeros(1, np.int64))
+        sizes = np.concatenate([np.full(len(b), b.shape[1], dtype=np.int64) for b in blocks])
+        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return Examples(np.concatenate([b.reshape(-1) for b in blocks]).astype(np.int64), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return tuple(self.members[self.offsets[k] : self.offsets[k + 1]].tolist())
+
+    def index(self, example: tuple[int, ...]) -> int:
+        return next(k for k in range(len(self)) if self[k] == example)
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def token_lengths(self, protein_lengths: np.ndarray) -> np.ndarray:
+        """(n,) assembled lengths: sum of the members' tokens + 2 per member (`assembled_length`)."""
+        if not len(self):
+            return np.zeros(0, dtype=np.int64)
+        per_member = np.asarray(protein_lengths, dtype=np.int64)[self.members]
+        return np.add.reduceat(per_member, self.offsets[:-1]) + 2 * self.sizes()
+
+
+@dataclass
+class EpochPlan:
+    """Token-budget batches of one epoch; `plan[b]` -> [(example tuple, crop start), ...], built lazily."""
+
+    examples: Examples
+    crops: np.ndarray  # (n,) crop start of each example (0 unless a long single)
+    order: np.ndarray  # examples sorted by length
+    bounds: np.ndarray  # sorted batch p = order[bounds[p]:bounds[p + 1]]
+    batch_order: np.ndarray  # the shuffled order batches are trained in
+
+    def __len__(self) -> int:
+        return len(self.batch_order)
+
+    def __getitem__(self, b: int) -> list[tuple[tuple[int, ...], int]]:
+        p = self.batch_order[b]
+        return [
+            (self.examples[e], int(self.crops[e])) for e in self.order[self.bounds[p] : self.bounds[p + 1]].tolist()
+        ]
+
+
+@dataclass
 class PretrainData:
     """The example pools of one run and how to mix them into epochs."""
 
-    tset: TokenizedSet
+    tset: Any  # TokenizedSet, TokenStore or ConcatTokens: len, lengths, get(i), ids[i]
     max_tokens: int  # incl. special tokens
     singles: np.ndarray  # (n,) protein indices
     binding: np.ndarray  # (m, 2)
@@ -76,7 +138,7 @@ class PretrainData:
                     self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
                 setattr(self, kind, pairs[fits])
         self._pool_lengths = lengths[self.pair_pool] if len(self.pair_pool) else np.zeros(0)
-        fitting = [a for a in self.assemblies if assembled_length([lengths[i] for i in a]) <= self.max_tokens]
+        fitting = [a for a in self.assemblies if sum(int(lengths[i]) for i in a) + 2 * len(a) <= self.max_tokens]
         if len(fitting) < len(self.assemblies):
             self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += len(self.assemblies) - len(fitting)
         self.assemblies = fitting
@@ -119,38 +181,37 @@ class PretrainData:
                     break
         return np.asarray(out, dtype=np.int64).reshape(-1, 2)
 
-    def epoch_examples(self, epoch: int) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
+    def epoch_examples(self, epoch: int) -> tuple[Examples, np.ndarray, np.ndarray]:
         """(examples, example lengths, crop starts) of one epoch; deterministic in (seed, epoch)."""
         rng = _rng(self.seed, 1, epoch)
         counts = self.epoch_counts()
-        parts: list[np.ndarray] = []
+        blocks: list[np.ndarray] = []
         if counts["singles"]:
-            parts.append(self._draw(self.singles, counts["singles"], rng)[:, None])
+            blocks.append(self._draw(self.singles, counts["singles"], rng)[:, None])
         if counts["binding"]:
-            parts.append(self._draw(self.binding, counts["binding"], rng))
+            blocks.append(self._draw(self.binding, counts["binding"], rng))
         if counts["nonbinding"]:
             neg = self.nonbinding if len(self.nonbinding) else self.sample_negatives(counts["nonbinding"], rng)
-            parts.append(self._draw(neg, counts["nonbinding"], rng) if len(neg) else neg)
-        drawn_assemblies = []
+            blocks.append(self._draw(neg, counts["nonbinding"], rng) if len(neg) else neg)
         if counts["assemblies"]:
             rows = self._draw(np.arange(len(self.assemblies)), counts["assemblies"], rng)
-            drawn_assemblies = [self.assemblies[int(k)] for k in rows]
-        examples = [tuple(int(i) for i in row) for p in parts for row in p] + drawn_assemblies
+            blocks += [np.asarray(self.assemblies[int(k)], dtype=np.int64)[None, :] for k in rows]
+        examples = Examples.concat(blocks)
         lengths = self.tset.lengths
-        ex_len = np.array([assembled_length([lengths[i] for i in ex]) for ex in examples], dtype=np.int64)
+        ex_len = examples.token_lengths(lengths)
         # Singles longer than the model: a fresh random window every epoch, not the first window.
         crops = np.zeros(len(examples), dtype=np.int64)
-        over = ex_len > self.max_tokens
-        for k in np.flatnonzero(over):
-            (i,) = examples[k]
-            crops[k] = rng.integers(0, lengths[i] - (self.max_tokens - 2) + 1)
+        over = np.flatnonzero(ex_len > self.max_tokens)  # only singles: longer pairs were dropped
+        if len(over):
+            first = examples.members[examples.offsets[over]]
+            crops[over] = rng.integers(0, np.asarray(lengths)[first] - (self.max_tokens - 2) + 1)
         return examples, np.minimum(ex_len, self.max_tokens), crops
 
-    def epoch_batches(self, epoch: int, tokens_per_batch: int) -> list[list[tuple[tuple[int, ...], int]]]:
+    def epoch_batches(self, epoch: int, tokens_per_batch: int) -> EpochPlan:
         """Token-budget batches of (example, crop start) for one epoch."""
         examples, ex_len, crops = self.epoch_examples(epoch)
-        plan = plan_batches(ex_len, tokens_per_batch, _rng(self.seed, 2, epoch))
-        return [[(examples[i], int(crops[i])) for i in b] for b in plan]
+        order, bounds, batch_order = plan_batch_bounds(ex_len, tokens_per_batch, _rng(self.seed, 2, epoch))
+        return EpochPlan(examples, crops, order, bounds, batch_order)
 
     def make_batch(
         self, items: list[tuple[tuple[int, ...], int]], generator: torch.Generator, vocab_size: int, mlm: float = 0.15

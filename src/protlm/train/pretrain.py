@@ -17,17 +17,16 @@ import numpy as np
 import torch
 
 from protlm.batching import plan_batches
-from protlm.corpora import open_corpus
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import load_safetensors_model
 from protlm.pairs import read_pairs
 from protlm.tokenization import load_tokenizer
-from protlm.tokenized import cached_tokenize
+from protlm.tokenized import ConcatTokens, cached_tokenize
 from protlm.train.checkpoint import checkpoints
 from protlm.train.config import PretrainConfig, save_config
-from protlm.train.data import PretrainData, stable_fraction
+from protlm.train.data import PretrainData
 from protlm.train.loop import Fit, LoopState, derive_seed, fit
 from protlm.train.objective import MaskedLMObjective
 
@@ -42,7 +41,9 @@ class MLMSource:
     mlm_probability: float
 
     def epoch_batches(self, epoch: int):
-        return self.data.epoch_batches(epoch, self.tokens_per_batch)
+        if getattr(self, "_plan", (None,))[0] != epoch:  # planned once: sizing the schedule, then the loop
+            self._plan = (epoch, self.data.epoch_batches(epoch, self.tokens_per_batch))
+        return self._plan[1]
 
     def make_batch(self, items, generator: torch.Generator):
         return self.data.make_batch(items, generator, self.vocab_size, self.mlm_probability)
@@ -67,28 +68,48 @@ def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str
     return model
 
 
+def open_corpus_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
+    """The run's corpus as a memory-mapped `TokenStore`, checked against the run's tokenizer."""
+    import hashlib
+
+    from protlm.store import TokenStore, ensure_store
+
+    store = TokenStore(
+        ensure_store(cfg.corpus, cfg.tokenizer, ResiduePolicy(strict=cfg.strict), cfg.cache_dir, log=log)
+    )
+    if store.tokenizer_sha256 != hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest():
+        raise ProtlmError(f"{store.path}: this corpus store was prepared with another tokenizer than {cfg.tokenizer}; "
+                          "prepare it again with this --tokenizer")  # fmt: skip
+    return store
+
+
 def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[str], None]):
-    """(training mixture, held-out examples, report dict) from the corpus and pair table."""
+    """(training mixture, held-out examples, report dict) from the corpus store and pair tables."""
     policy = ResiduePolicy(strict=cfg.strict)
-    ids: list[str] = []
-    seqs: list[str] = []
-    singles, eval_singles = [], []
+    store = None
+    singles = eval_singles = np.zeros(0, dtype=np.int64)
     reports: dict[str, dict] = {}
     if cfg.corpus:
-        report = SkipReport(cfg.corpus)
-        for rec in open_corpus(cfg.corpus).records(policy, report):
-            (eval_singles if stable_fraction(rec.id, cfg.eval_fraction) else singles).append(len(ids))
-            ids.append(rec.id)
-            seqs.append(rec.seq)
-        log(report.summary())
-        reports["corpus"] = {"summary": report.summary(), "examples": report.examples}
+        store = open_corpus_store(cfg, tokenizer, log)
+        usable, held_out = store.usable(), store.heldout(cfg.eval_fraction)
+        singles, eval_singles = np.flatnonzero(usable & ~held_out), np.flatnonzero(usable & held_out)
+        rep = store.meta["skip_report"]
+        skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
+        summary = (f"{cfg.corpus}: {rep['read']:,} records read, {rep['used']:,} used, "
+                   f"{sum(rep['skipped'].values()):,} skipped" + (f" ({skipped})" if skipped else ""))  # fmt: skip
+        log(summary)
+        reports["corpus"] = {"summary": summary, "examples": rep["examples"], "store": str(store.path)}
+    # Proteins of pair tables and assemblies: tokenized (cached) after the store's indices.
+    offset = len(store) if store is not None else 0
+    ids: list[str] = []
+    seqs: list[str] = []
     binding, nonbinding, eval_pairs, known = [], [], [], set()
     index: dict[tuple[str, str], int] = {}
 
     def protein(pid: str, seq: str) -> int:
         key = (pid, seq)
         if key not in index:
-            index[key] = len(ids)
+            index[key] = offset + len(ids)
             ids.append(pid)
             seqs.append(seq)
         return index[key]
@@ -118,14 +139,15 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
             assemblies.append(tuple(protein(pid, seq) for pid, seq in zip(asm.member_ids, asm.seqs, strict=True)))
         log(report.summary())
         reports["assemblies"] = {"summary": report.summary(), "examples": report.examples}
-    if not ids:
+    if not ids and (store is None or not len(singles) + len(eval_singles)):
         raise ProtlmError("no usable sequences in --corpus / --pairs / --assemblies")
-    tset = cached_tokenize(tokenizer, ids, seqs, cfg.cache_dir)
+    extra = cached_tokenize(tokenizer, ids, seqs, cfg.cache_dir) if ids else None
+    tset = ConcatTokens(store, extra) if store is not None and extra is not None else (store or extra)
     pair_pool = np.unique(np.asarray(binding, dtype=np.int64).reshape(-1)) if binding else np.zeros(0, np.int64)
     data = PretrainData(
         tset=tset,
         max_tokens=max_tokens,
-        singles=np.asarray(singles, dtype=np.int64),
+        singles=singles,
         binding=np.asarray(binding, dtype=np.int64).reshape(-1, 2),
         nonbinding=np.asarray(nonbinding, dtype=np.int64).reshape(-1, 2),
         pair_pool=pair_pool,
@@ -136,11 +158,14 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
     )
     # Held-out examples: first window of long singles (fixed), dev/test pairs that fit.
     lengths = tset.lengths
-    held = [((i,), 0) for i in eval_singles]
-    held += [((a, b), 0) for a, b in eval_pairs if lengths[a] + lengths[b] + 4 <= max_tokens]
+    held_pairs = [((a, b), 0) for a, b in eval_pairs if lengths[a] + lengths[b] + 4 <= max_tokens]
+    n_held = len(eval_singles) + len(held_pairs)
     rng = np.random.default_rng(derive_seed(cfg.seed, 5))
-    if len(held) > cfg.eval_max_examples:
-        held = [held[i] for i in sorted(rng.choice(len(held), cfg.eval_max_examples, replace=False))]
+    picked = range(n_held)
+    if n_held > cfg.eval_max_examples:  # subsample before building any tuples: a store may hold out 10^5+
+        picked = sorted(rng.choice(n_held, cfg.eval_max_examples, replace=False).tolist())
+    n_single = len(eval_singles)
+    held = [((int(eval_singles[k]),), 0) if k < n_single else held_pairs[k - n_single] for k in picked]
     for reason, n in data.skipped.items():
         log(f"skipped {n:,} {reason}")
     reports["mixture"] = {
@@ -200,6 +225,11 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
     if cfg.max_tokens is not None and cfg.max_tokens > limit:
         raise ProtlmError(f"--max-tokens {cfg.max_tokens} exceeds the model's {limit} positions")
     max_tokens = cfg.max_tokens or limit
+    if cfg.corpus and accelerator.is_main_process:  # prepare the store once, before any rank opens it
+        from protlm.store import ensure_store
+
+        ensure_store(cfg.corpus, cfg.tokenizer, ResiduePolicy(strict=cfg.strict), cfg.cache_dir, log=say)
+    accelerator.wait_for_everyone()
     data, held, reports = build_data(cfg, tokenizer, max_tokens, say)
     source = MLMSource(data, cfg.tokens_per_batch, len(tokenizer), cfg.mlm_probability)
     per_step = accelerator.num_processes * cfg.grad_accum

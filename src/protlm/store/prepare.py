@@ -1,0 +1,397 @@
+"""`protlm corpus prepare` / `index`: any corpus + a tokenizer -> a sharded, memory-mappable store.
+
+Stages: one reader streams the inputs' raw records in order and cuts them into chunks of
+`shard_size` records; chunk k becomes shard k. Worker processes validate (the one `ResiduePolicy`),
+tokenize and write each shard, renamed into place when complete. A shard is a pure function of
+(inputs, chunk k, tokenizer, policy), so the store is byte-identical whatever the worker count, and
+a rerun after `kill -9` keeps the finished shards and redoes only the rest.
+
+Across machines, `--shard I/N` makes a run write only the chunks k with k % N == I (each run still
+reads the inputs to find chunk boundaries, which costs a fraction of tokenizing them). When all N
+runs have finished, `protlm corpus index STORE` checks that every shard is present and writes the
+index: global lengths, held-out keys, duplicates across shards, and store.json.
+
+Memory: the reader holds at most 2 x workers chunks in flight; the index step holds 8 bytes per
+record for the duplicate check (id hashes), and 8 for lengths and held-out keys.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from protlm.errors import InputError, ProtlmError
+from protlm.io import RawRecord, ResiduePolicy, SkipReport
+from protlm.store.format import (
+    FORMAT,
+    VERSION,
+    holdout_key,
+    read_shard_meta,
+    shard_name,
+    write_json_atomic,
+    write_shard,
+)
+
+DEFAULT_SHARD_SIZE = 100_000
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The corpus specs of one store, in order, with what identifies their content."""
+
+    specs: tuple[str, ...]
+    id_col: str = "id"
+    seq_col: str = "sequence"
+
+    @staticmethod
+    def expand(specs: list[str] | tuple[str, ...], id_col: str = "id", seq_col: str = "sequence") -> Inputs:
+        """Files, globs (sorted) or `scl2205[:split]`; a glob that matches nothing is an error."""
+        out: list[str] = []
+        for spec in specs:
+            if spec == "scl2205" or spec.startswith("scl2205:") or Path(spec).exists():
+                out.append(spec)
+                continue
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise InputError(spec, "file not found (and no file matches it as a glob)")
+            out.extend(matches)
+        if not out:
+            raise ProtlmError("no corpus inputs given")
+        return Inputs(tuple(out), id_col, seq_col)
+
+    def identity(self) -> list[dict]:
+        """Path, size and modification time of each file (the builtin corpus: its package version)."""
+        from importlib.metadata import version
+
+        ident = []
+        for spec in self.specs:
+            if spec == "scl2205" or spec.startswith("scl2205:"):
+                ident.append({"spec": spec, "p-scldata": version("p-scldata")})
+            else:
+                st = Path(spec).stat()
+                ident.append({"spec": str(Path(spec).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+        return ident
+
+    def raw_records(self) -> Iterator[tuple[str, RawRecord]]:
+        """(source name, raw record) for every record of every input, in order (no validation yet)."""
+        from protlm.corpora import DEFAULT_SCL_SPLIT, load_scl2205
+        from protlm.io import is_fasta, iter_fasta, iter_table
+
+        for spec in self.specs:
+            if spec == "scl2205" or spec.startswith("scl2205:"):
+                entries = load_scl2205().split(spec.partition(":")[2] or DEFAULT_SCL_SPLIT)
+                source = f"{spec} (scldata/data/scl2205.csv)"
+                yield from ((source, RawRecord(e.id, e.seq, line=e.index + 2)) for e in entries)
+            else:
+                raw = iter_fasta(spec) if is_fasta(spec) else iter_table(spec, id_col=self.id_col, seq_col=self.seq_col)
+                yield from ((spec, r) for r in raw)
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | Path) -> tuple[str, str, int]:
+    """(tokenizer.json text, its sha256, vocabulary size) of a tokenizer directory."""
+    from protlm.tokenization import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_dir)  # validates the directory (and refuses remote code)
+    text = tok.backend_tokenizer.to_str()
+    return text, hashlib.sha256(text.encode()).hexdigest(), len(tok)
+
+
+def fingerprint(inputs: Inputs, tokenizer_sha: str, vocab: int, policy: ResiduePolicy, shard_size: int) -> dict:
+    return {"format": FORMAT, "version": VERSION, "tokenizer_sha256": tokenizer_sha, "vocab_size": vocab,
+            "policy": asdict(policy), "shard_size": shard_size, "inputs": inputs.identity(),
+            "id_col": inputs.id_col, "seq_col": inputs.seq_col}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- workers
+
+_WORKER: dict = {}
+
+
+def _init_worker(tokenizer_json: str) -> None:
+    os.environ["RAYON_NUM_THREADS"] = "1"  # one core per worker: `--workers` is the parallelism
+    from tokenizers import Tokenizer
+
+    _WORKER["tok"] = Tokenizer.from_str(tokenizer_json)
+
+
+def _id_hashes(ids: list[str]) -> np.ndarray:
+    """64-bit hashes of ids (blake2b), for the index step's duplicate check."""
+    return np.frombuffer(b"".join(hashlib.blake2b(i.encode(), digest_size=8).digest() for i in ids), dtype="<u8")
+
+
+def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], policy: ResiduePolicy, meta: dict,
+                vocab: int) -> dict:  # fmt: skip
+    """Validate, tokenize and write shard k; returns its metadata (or {'error': message})."""
+    report = SkipReport("")
+    ids, seqs, seen = [], [], set()
+    for source, pid, line, seq in chunk:
+        report.n_read += 1
+        if pid in seen:
+            report.skip("duplicate id", pid, line)
+            continue
+        seen.add(pid)
+        try:
+            seq = policy.clean(seq)
+        except ValueError as e:
+            return {"error": str(InputError(source, str(e), line=line, record=pid))}
+        if not seq:
+            report.skip("empty sequence", pid, line)
+            continue
+        if policy.max_length is not None and len(seq) > policy.max_length:
+            report.skip(f"longer than {policy.max_length} residues", pid, line)
+            continue
+        report.n_used += 1
+        ids.append(pid)
+        seqs.append(seq)
+    dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max else np.int32
+    encs = _WORKER["tok"].encode_batch(seqs, add_special_tokens=False) if seqs else []
+    lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.concatenate([np.asarray(e.ids, dtype=dtype) for e in encs]) if encs else np.zeros(0, dtype)
+    id_raw = [i.encode() for i in ids]
+    id_offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in id_raw], out=id_offsets[1:])
+    arrays = {
+        "tokens": tokens, "offsets": offsets,
+        "residues": np.fromiter((len(s) for s in seqs), dtype=np.int32, count=len(seqs)),
+        "holdout": np.fromiter((holdout_key(i) for i in ids), dtype=np.uint32, count=len(ids)),
+        "id_hash": _id_hashes(ids), "id_bytes": np.frombuffer(b"".join(id_raw), dtype=np.uint8),
+        "id_offsets": id_offsets,
+    }  # fmt: skip
+    shard_meta = {"index": k, "records_read": report.n_read, "records": len(ids), "tokens": int(offsets[-1]),
+                  "residues": int(arrays["residues"].sum()), "skipped": dict(report.skipped),
+                  "examples": report.examples, "fingerprint": meta}  # fmt: skip
+    write_shard(Path(root), k, arrays, shard_meta)
+    return shard_meta
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _chunks(inputs: Inputs, size: int) -> Iterator[list[tuple[str, str, int, str]]]:
+    chunk: list[tuple[str, str, int, str]] = []
+    for source, r in inputs.raw_records():
+        chunk.append((source, r.id, r.line, r.seq))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _check_fingerprint(out: Path, meta: dict) -> None:
+    """A store directory belongs to one fingerprint: another tokenizer or input is an error, never a rebuild."""
+    f = out / "prepare.json"
+    if f.is_file():
+        old = json.loads(f.read_text())
+        if old != meta:
+            what = [k for k in meta if old.get(k) != meta[k]]
+            raise ProtlmError(f"{out}: a store prepared with different {', '.join(what)} is already there; "
+                              "give another --out or delete it")  # fmt: skip
+    elif out.exists() and any(out.iterdir()):
+        raise ProtlmError(f"{out}: exists and is not a corpus store; give an empty or new directory")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(f, meta)
+
+
+def prepare_store(
+    inputs: Inputs,
+    tokenizer_dir: str | Path,
+    out: str | Path,
+    policy: ResiduePolicy = ResiduePolicy(),
+    workers: int = 1,
+    shard: tuple[int, int] = (0, 1),
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """Prepare the chunks k % N == I of `inputs` into `out` (all of them by default) and, when this run
+    covers every chunk, index the store. Returns {'shards_written', 'shards_kept', 'chunks', 'indexed'}."""
+    part, n_parts = shard
+    if not (n_parts >= 1 and 0 <= part < n_parts):
+        raise ProtlmError(f"--shard {part}/{n_parts}: give I/N with 0 <= I < N")
+    if workers < 1 or shard_size < 1:
+        raise ProtlmError("--workers and --shard-size must be positive")
+    out = Path(out)
+    tok_json, tok_sha, vocab = tokenizer_fingerprint(tokenizer_dir)
+    meta = fingerprint(inputs, tok_sha, vocab, policy, shard_size)
+    _check_fingerprint(out, meta)
+    for tmp in (out / "shards").glob(".*.tmp-*") if (out / "shards").is_dir() else ():
+        shutil.rmtree(tmp, ignore_errors=True)  # half-written shards of a killed run never count
+    written = kept = chunks = 0
+    # fork where it exists: workers only tokenize (no torch), and spawn would re-import a caller's script
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(tok_json,)) as pool:
+        pending: deque[Future] = deque()
+        for k, chunk in enumerate(_chunks(inputs, shard_size)):
+            chunks += 1
+            if k % n_parts != part:
+                continue
+            done = read_shard_meta(out, k)
+            if done is not None and done.get("fingerprint") == meta:
+                kept += 1
+                continue
+            pending.append(pool.submit(build_shard, str(out), k, chunk, policy, meta, vocab))
+            while len(pending) >= 2 * workers:
+                written += _collect(pending.popleft(), log)
+        while pending:
+            written += _collect(pending.popleft(), log)
+    (out / "parts").mkdir(exist_ok=True)
+    write_json_atomic(out / "parts" / f"part-{part}-of-{n_parts}.json", {"chunks": chunks, "fingerprint": meta})
+    result = {"chunks": chunks, "shards_written": written, "shards_kept": kept, "indexed": False}
+    if n_parts == 1:
+        result["index"] = index_store(out)
+        result["indexed"] = True
+    return result
+
+
+def _collect(future: Future, log: Callable[[str], None]) -> int:
+    meta = future.result()
+    if "error" in meta:
+        raise ProtlmError(meta["error"])
+    log(f"shard {shard_name(meta['index'])}: {meta['records']:,} records, {meta['tokens']:,} tokens")
+    return 1
+
+
+# ----------------------------------------------------------------------------- index
+
+
+def _chunk_count(out: Path, meta: dict) -> int:
+    parts = sorted((out / "parts").glob("part-*-of-*.json")) if (out / "parts").is_dir() else []
+    if not parts:
+        raise ProtlmError(f"{out}: no prepare run has finished its pass yet (no parts/*.json)")
+    counts = {json.loads(p.read_text())["chunks"] for p in parts}
+    if len(counts) != 1:
+        raise ProtlmError(f"{out}: prepare runs disagree on the number of chunks ({sorted(counts)}): inputs changed")
+    return counts.pop()
+
+
+def index_store(out: str | Path) -> dict:
+    """Check every shard and write the global arrays and store.json (atomically, store.json last)."""
+    out = Path(out)
+    if not (out / "prepare.json").is_file():
+        raise ProtlmError(f"{out}: not a corpus store (no prepare.json)")
+    meta = json.loads((out / "prepare.json").read_text())
+    n_chunks = _chunk_count(out, meta)
+    shard_metas = []
+    for k in range(n_chunks):
+        m = read_shard_meta(out, k)
+        if m is None or m.get("fingerprint") != meta:
+            missing = [
+                shard_name(j) for j in range(n_chunks) if (read_shard_meta(out, j) or {}).get("fingerprint") != meta
+            ]
+            raise ProtlmError(f"{out}: {len(missing)} of {n_chunks} shards missing or stale (first: {missing[0]}); "
+                              "run the missing `protlm corpus prepare --shard I/N` parts again")  # fmt: skip
+        shard_metas.append(m)
+    counts = np.array([m["records"] for m in shard_metas], dtype=np.int64)
+    starts = np.zeros(n_chunks + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    lengths = np.empty(int(starts[-1]), dtype=np.int32)
+    holdout = np.empty(int(starts[-1]), dtype=np.uint32)
+    hashes = np.empty(int(starts[-1]), dtype=np.uint64)
+    for k in range(n_chunks):
+        d = out / "shards" / shard_name(k)
+        lo, hi = starts[k], starts[k + 1]
+        lengths[lo:hi] = np.diff(np.load(d / "offsets.npy", allow_pickle=False))
+        holdout[lo:hi] = np.load(d / "holdout.npy", allow_pickle=False)
+        hashes[lo:hi] = np.load(d / "id_hash.npy", allow_pickle=False)
+    duplicates = _duplicates(out, hashes, starts)
+    del hashes
+    report = SkipReport("")
+    for m in shard_metas:
+        report.n_read += m["records_read"]
+        report.n_used += m["records"]
+        report.skipped.update(m["skipped"])
+        report.examples.extend(m["examples"][: max(0, report.max_examples - len(report.examples))])
+    if len(duplicates):
+        report.skipped["duplicate id"] += len(duplicates)
+        report.n_used -= len(duplicates)
+    for name, arr in (("lengths", lengths), ("holdout", holdout), ("starts", starts), ("duplicates", duplicates)):
+        tmp = out / f".{name}.npy.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+        os.replace(tmp, out / f"{name}.npy")
+    store = {"format": FORMAT, "version": VERSION, "fingerprint": meta, "shards": n_chunks,
+             "records": int(starts[-1]), "usable_records": int(starts[-1]) - len(duplicates),
+             "tokens": int(sum(m["tokens"] for m in shard_metas)),
+             "residues": int(sum(m["residues"] for m in shard_metas)),
+             "skip_report": {"read": report.n_read, "used": report.n_used, "skipped": dict(report.skipped),
+                             "examples": report.examples}}  # fmt: skip
+    write_json_atomic(out / "store.json", store)
+    return store
+
+
+def _duplicates(out: Path, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Global indices whose id equals an earlier record's (across shards: within one, the worker
+    already skipped them). Records with equal 64-bit hashes are compared on their id bytes, so a
+    hash collision never drops a record."""
+    from protlm.store.format import ShardMaps
+
+    order = np.argsort(hashes, kind="stable")  # equal hashes stay in corpus order: the first is kept
+    sorted_h = hashes[order]
+    cuts = np.flatnonzero(sorted_h[1:] != sorted_h[:-1]) + 1
+    run_start, run_end = np.r_[0, cuts], np.r_[cuts, len(hashes)]
+    multi = run_end - run_start > 1
+    maps, dup = ShardMaps(out, starts), []
+    for s, e in zip(run_start[multi], run_end[multi], strict=True):  # only runs of equal hashes: rare
+        first: dict[str, int] = {}
+        for j in order[s:e]:
+            pid = maps.id(int(j))
+            if pid in first:
+                dup.append(int(j))
+            else:
+                first[pid] = int(j)
+    return np.array(sorted(dup), dtype=np.int64)
+
+
+def ensure_store(
+    spec: str,
+    tokenizer_dir: str | Path,
+    policy: ResiduePolicy,
+    cache_dir: str | Path | None = None,
+    workers: int | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> Path:
+    """The store for a corpus spec: a store directory as given; a file (or scl2205) prepared once
+    into `cache_dir/store-<key>`, the key a hash of the fingerprint (tokenizer, policy, and each
+    input's path, size and modification time: start-up never reads the corpus to decide)."""
+    from protlm.store.format import is_store
+    from protlm.tokenized import default_cache_dir
+
+    if Path(spec).is_dir() and is_store(spec):
+        return Path(spec)
+    inputs = Inputs.expand([spec])
+    _, sha, vocab = tokenizer_fingerprint(tokenizer_dir)
+    meta = fingerprint(inputs, sha, vocab, policy, DEFAULT_SHARD_SIZE)
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"store-{key}"
+    if not (path / "store.json").is_file():
+        log(f"preparing {spec} into the corpus store {path} (once)")
+        workers = workers or max(1, min(4, os.cpu_count() or 1))
+        prepare_store(inputs, tokenizer_dir, path, policy, workers=workers, log=log)
+    return path
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'I/N' -> (I, N)."""
+    if text is None:
+        return 0, 1
+    i, slash, n = text.partition("/")
+    if not slash or not i.strip().isdigit() or not n.strip().isdigit():
+        raise ProtlmError(f"--shard {text!r}: use I/N, e.g. 0/8 (part I of N, counting from 0)")
+    return int(i), int(n)
+
+
+__all__ = ["DEFAULT_SHARD_SIZE", "Inputs", "ensure_store", "index_store", "parse_shard", "prepare_store"]

@@ -155,3 +155,12 @@ def test_pretrain_reads_a_store_like_the_file_it_was_made_from(tmp_path, capsys)
         losses.append([r["loss"] for r in rows if "loss" in r])
     assert losses[0] == losses[1] and len(losses[0]) == 4
     assert len(list((tmp_path / "cache").glob("store-*"))) == 1  # the file corpus went through a store too
+
+
+def test_invalid_residue_is_one_line_and_no_store(tmp_path, capsys):
+    bad = write(tmp_path / "bad.fasta", ">A\nMKV\n>B\nMKVL\n>C\nMK#V\n")
+    code, _, err = run_cli(["corpus", "prepare", str(bad), "--tokenizer", str(TOK), "--out", str(tmp_path / "s"),
+                            "--shard-size", "2", "--workers", "2"], capsys)  # fmt: skip
+    assert code == 2
+    assert err.strip().splitlines()[-1] == f"protlm: error: {bad} line 5 (record C): invalid residue '#' at position 3"
+    assert not (tmp_path / "s" / "store.json").exists()

@@ -21,7 +21,8 @@ def mixture(tset, singles, binding, nonbinding=None, weights=None, max_tokens=64
     return PretrainData(
         tset, max_tokens, np.asarray(singles, dtype=np.int64), binding,
         np.asarray(nonbinding if nonbinding is not None else [], dtype=np.int64).reshape(-1, 2),
-        np.unique(binding) if pool is None else np.asarray(pool), known or set(),
+        np.unique(binding) if pool is None else np.asarray(pool),
+        np.asarray(known if known is not None else binding, dtype=np.int64).reshape(-1, 2),
         weights or {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0},
     )  # fmt: skip
 
@@ -55,7 +56,7 @@ def test_sampled_negatives_never_known_never_self_same_organism():
     tset = toy_set([10] * 20, ids)
     known_rows = [(i, i + 1) for i in range(0, 9)] + [(10 + i, 11 + i) for i in range(0, 9)]
     known = {(min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in known_rows}
-    data = mixture(tset, [], known_rows, known=known)
+    data = mixture(tset, [], known_rows, known=known_rows)
     neg = data.sample_negatives(500, np.random.default_rng(0))
     assert len(neg) == 500
     for a, b in neg:

@@ -99,12 +99,23 @@ class Inputs:
 
 
 def tokenizer_fingerprint(tokenizer_dir: str | Path) -> tuple[str, str, int]:
-    """(tokenizer.json text, its sha256, vocabulary size) of a tokenizer directory."""
-    from protlm.tokenization import load_tokenizer
+    """(serialised tokenizer, its sha256, vocabulary size incl. added tokens) of a tokenizer directory,
+    read with `tokenizers` alone (no transformers / torch import: prepare workers stay small)."""
+    from tokenizers import Tokenizer
 
-    tok = load_tokenizer(tokenizer_dir)  # validates the directory (and refuses remote code)
-    text = tok.backend_tokenizer.to_str()
-    return text, hashlib.sha256(text.encode()).hexdigest(), len(tok)
+    from protlm.io.hf_dirs import read_json_object, refuse_remote_code
+
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise ProtlmError(f"{tokenizer_dir}: not a tokenizer directory (no tokenizer.json)")
+    refuse_remote_code(tokenizer_dir)
+    read_json_object(path)
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises plain Exception on a malformed file
+        raise ProtlmError(f"{tokenizer_dir}: not a tokenizer tokenizers can load ({str(e)[:160]})") from None
+    text = tok.to_str()
+    return text, hashlib.sha256(text.encode()).hexdigest(), tok.get_vocab_size(with_added_tokens=True)
 
 
 def fingerprint(inputs: Inputs, tokenizer_sha: str, vocab: int, policy: ResiduePolicy, shard_size: int) -> dict:
@@ -128,6 +139,24 @@ def _init_worker(tokenizer_json: str) -> None:
 def _id_hashes(ids: list[str]) -> np.ndarray:
     """64-bit hashes of ids (blake2b), for the index step's duplicate check."""
     return np.frombuffer(b"".join(hashlib.blake2b(i.encode(), digest_size=8).digest() for i in ids), dtype="<u8")
+
+
+def _tokenize(seqs: list[str], dtype, batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, offsets) of `seqs`. Encodings are turned into arrays `batch` at a time: an HF
+    `Encoding` keeps token strings and offsets besides the ids (~100 bytes a token), so a whole
+    chunk of them would cost gigabytes."""
+    tok = _WORKER["tok"]
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # the same ids, without char offsets
+    parts, lengths = [], np.zeros(len(seqs), dtype=np.int64)
+    for i in range(0, len(seqs), batch):
+        encs = encode(seqs[i : i + batch], add_special_tokens=False)
+        for j, e in enumerate(encs):
+            lengths[i + j] = len(e.ids)
+            parts.append(np.asarray(e.ids, dtype=dtype))
+        del encs
+    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype)), offsets
 
 
 def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], policy: ResiduePolicy, meta: dict,
@@ -154,12 +183,7 @@ def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], polic
         report.n_used += 1
         ids.append(pid)
         seqs.append(seq)
-    dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max else np.int32
-    encs = _WORKER["tok"].encode_batch(seqs, add_special_tokens=False) if seqs else []
-    lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
-    offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    tokens = np.concatenate([np.asarray(e.ids, dtype=dtype) for e in encs]) if encs else np.zeros(0, dtype)
+    tokens, offsets = _tokenize(seqs, np.uint16 if vocab <= np.iinfo(np.uint16).max else np.int32)
     id_raw = [i.encode() for i in ids]
     id_offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in id_raw], out=id_offsets[1:])

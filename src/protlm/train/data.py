@@ -38,6 +38,20 @@ def organism(pid: str) -> str:
     return head if dot and head.isdigit() else ""
 
 
+def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Unordered pair -> one uint64 (min << 32 | max) of two non-negative codes below 2^32."""
+    a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
+    return (np.minimum(a, b) << np.uint64(32)) | np.maximum(a, b)
+
+
+def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Membership of `keys` in a sorted array, by binary search."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
 @dataclass
 class Batch:
     """A masked-LM batch: tensors plus bookkeeping for throughput."""
@@ -122,7 +136,7 @@ class PretrainData:
     binding: np.ndarray  # (m, 2)
     nonbinding: np.ndarray  # (k, 2) given negatives; empty -> sampled from `pair_pool` each epoch
     pair_pool: np.ndarray  # protein indices negatives are drawn from
-    known_pairs: set[tuple[str, str]]  # unordered id pairs known to bind: never emitted as negatives
+    known_pairs: np.ndarray  # (K, 2) protein indices of pairs known to bind: never emitted as negatives
     weights: dict[str, float]
     seed: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -137,11 +151,30 @@ class PretrainData:
                 if (~fits).any():
                     self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
                 setattr(self, kind, pairs[fits])
-        self._pool_lengths = lengths[self.pair_pool] if len(self.pair_pool) else np.zeros(0)
+        self._negative_rules()
         fitting = [a for a in self.assemblies if sum(int(lengths[i]) for i in a) + 2 * len(a) <= self.max_tokens]
         if len(fitting) < len(self.assemblies):
             self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += len(self.assemblies) - len(fitting)
         self.assemblies = fitting
+
+    def _negative_rules(self) -> None:
+        """Arrays for vectorised negative sampling over `pair_pool`: an id code per pool protein (equal ids,
+        equal codes), an organism code, and the known binding pairs as sorted 64-bit id-code keys (looked
+        up by binary search; no set of id strings)."""
+        known = np.asarray(self.known_pairs, dtype=np.int64).reshape(-1, 2)
+        members = np.concatenate([self.pair_pool, known.reshape(-1)]).astype(np.int64)
+        if not len(members):
+            self._pool_code = self._pool_org = self._pool_lengths = np.zeros(0, np.int64)
+            self._known_keys = np.zeros(0, np.uint64)
+            return
+        ids = [self.tset.ids[int(i)] for i in members]  # proteins of the pair tables only
+        _, code = np.unique(np.array(ids, dtype=object).astype(str), return_inverse=True)
+        _, org = np.unique(np.array([organism(i) for i in ids[: len(self.pair_pool)]] or [""], dtype=str),
+                           return_inverse=True)  # fmt: skip
+        self._pool_code, self._pool_org = code[: len(self.pair_pool)], org[: len(self.pair_pool)]
+        self._pool_lengths = np.asarray(self.tset.lengths)[self.pair_pool]
+        kc = code[len(self.pair_pool) :].reshape(-1, 2)
+        self._known_keys = np.unique(pair_keys(kc[:, 0], kc[:, 1]))
 
     def kind_sizes(self) -> dict[str, int]:
         n_neg = len(self.nonbinding) if len(self.nonbinding) else (len(self.binding) if len(self.pair_pool) > 1 else 0)
@@ -163,23 +196,24 @@ class PretrainData:
         return pool[idx]
 
     def sample_negatives(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Random pairs of `pair_pool` proteins: not self, not known binders, same organism, fitting."""
-        ids, lengths, out = self.tset.ids, self.tset.lengths, []
+        """n random pairs of `pair_pool` proteins: not self (same id), not known binders, same organism,
+        fitting the model. Drawn and filtered as arrays, 2n candidates a round."""
+        out: list[np.ndarray] = []
+        have = 0
         for _ in range(100):
-            need = n - len(out)
+            need = n - have
             if need <= 0:
                 break
-            cand = rng.choice(self.pair_pool, size=(need * 2, 2))
-            for a, b in cand:
-                if a == b or lengths[a] + lengths[b] + 4 > self.max_tokens:
-                    continue
-                ia, ib = ids[a], ids[b]
-                if ia == ib or (min(ia, ib), max(ia, ib)) in self.known_pairs or organism(ia) != organism(ib):
-                    continue
-                out.append((a, b))
-                if len(out) == n:
-                    break
-        return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+            pos = rng.integers(0, len(self.pair_pool), size=(need * 2, 2))
+            a, b = pos[:, 0], pos[:, 1]
+            ca, cb = self._pool_code[a], self._pool_code[b]
+            ok = (ca != cb) & (self._pool_org[a] == self._pool_org[b])
+            ok &= self._pool_lengths[a] + self._pool_lengths[b] + 4 <= self.max_tokens
+            ok &= ~_contains(self._known_keys, pair_keys(ca, cb))
+            good = pos[ok][:need]
+            out.append(self.pair_pool[good])
+            have += len(good)
+        return np.concatenate(out).astype(np.int64).reshape(-1, 2) if out else np.zeros((0, 2), np.int64)
 
     def epoch_examples(self, epoch: int) -> tuple[Examples, np.ndarray, np.ndarray]:
         """(examples, example lengths, crop starts) of one epoch; deterministic in (seed, epoch)."""

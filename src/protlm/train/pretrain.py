@@ -70,14 +70,13 @@ def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str
 
 def open_corpus_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
     """The run's corpus as a memory-mapped `TokenStore`, checked against the run's tokenizer."""
-    import hashlib
-
     from protlm.store import TokenStore, ensure_store
+    from protlm.store.prepare import tokenizer_fingerprint
 
     store = TokenStore(
         ensure_store(cfg.corpus, cfg.tokenizer, ResiduePolicy(strict=cfg.strict), cfg.cache_dir, log=log)
     )
-    if store.tokenizer_sha256 != hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest():
+    if store.tokenizer_sha256 != tokenizer_fingerprint(cfg.tokenizer)[1]:
         raise ProtlmError(f"{store.path}: this corpus store was prepared with another tokenizer than {cfg.tokenizer}; "
                           "prepare it again with this --tokenizer")  # fmt: skip
     return store
@@ -103,7 +102,7 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
     offset = len(store) if store is not None else 0
     ids: list[str] = []
     seqs: list[str] = []
-    binding, nonbinding, eval_pairs, known = [], [], [], set()
+    binding, nonbinding, eval_pairs, known = [], [], [], []
     index: dict[tuple[str, str], int] = {}
 
     def protein(pid: str, seq: str) -> int:
@@ -123,7 +122,7 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         for p in read_pairs(source, policy, report):
             row = (protein(p.id_a, p.seq_a), protein(p.id_b, p.seq_b))
             if p.label == 1:
-                known.add((min(p.id_a, p.id_b), max(p.id_a, p.id_b)))
+                known.append(row)
             if p.split != "train":
                 eval_pairs.append(row)
             else:
@@ -151,7 +150,7 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         binding=np.asarray(binding, dtype=np.int64).reshape(-1, 2),
         nonbinding=np.asarray(nonbinding, dtype=np.int64).reshape(-1, 2),
         pair_pool=pair_pool,
-        known_pairs=known,
+        known_pairs=np.asarray(known, dtype=np.int64).reshape(-1, 2),
         weights={k: float(cfg.mix.get(k, 0.0)) for k in ("singles", "binding", "nonbinding", "assemblies")},
         seed=cfg.seed,
         assemblies=assemblies,

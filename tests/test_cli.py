@@ -35,6 +35,11 @@ def run(args, capsys):
         ["predict"],
         ["fill"],
         ["longformer", "convert"],
+        ["corpus", "prepare"],
+        ["corpus", "index"],
+        ["corpus", "info"],
+        ["pairs", "build-string"],
+        ["attention", "export"],
     ],
 )
 def test_every_command_has_help(cmd, capsys):

@@ -70,8 +70,8 @@ class Batch:
 class Examples:
     """The examples of one epoch as arrays: example e is the proteins `members[offsets[e]:offsets[e + 1]]`."""
 
-    members: np.ndarray  # (total members,) int64 protein indices
-    offsets: np.ndarray  # (n + 1,) int64
+    members: np.ndarray  # (total members,) protein indices (int32 below 2^31 proteins, else int64)
+    offsets: np.ndarray  # (n + 1,) likewise
 
     @staticmethod
     def concat(blocks: list[np.ndarray]) -> Examples:
@@ -79,10 +79,13 @@ class Examples:
         blocks = [b for b in blocks if len(b)]
         if not blocks:
             return Examples(np.zeros(0, np.int64), np.zeros(1, np.int64))
-        sizes = np.concatenate([np.full(len(b), b.shape[1], dtype=np.int64) for b in blocks])
-        offsets = np.zeros(len(sizes) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        return Examples(np.concatenate([b.reshape(-1) for b in blocks]).astype(np.int64), offsets)
+        # int32 where it fits: an epoch of 10^7 examples is then ~40 bytes an example, not ~80
+        total = sum(b.size for b in blocks)
+        top = max(int(b.max()) for b in blocks)
+        dtype = np.int32 if max(total, top) < np.iinfo(np.int32).max else np.int64
+        offsets = np.zeros(sum(len(b) for b in blocks) + 1, dtype=dtype)
+        np.cumsum(np.concatenate([np.full(len(b), b.shape[1], dtype=dtype) for b in blocks]), out=offsets[1:])
+        return Examples(np.concatenate([b.reshape(-1).astype(dtype, copy=False) for b in blocks]), offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -102,8 +105,10 @@ class Examples:
         """(n,) assembled lengths: sum of the members' tokens + 2 per member (`assembled_length`)."""
         if not len(self):
             return np.zeros(0, dtype=np.int64)
-        per_member = np.asarray(protein_lengths, dtype=np.int64)[self.members]
-        return np.add.reduceat(per_member, self.offsets[:-1]) + 2 * self.sizes()
+        per_member = np.asarray(protein_lengths)[self.members].astype(np.int32, copy=False)
+        out = np.add.reduceat(per_member, self.offsets[:-1])
+        out += 2 * np.diff(self.offsets).astype(np.int32)
+        return out
 
 
 @dataclass
@@ -234,7 +239,7 @@ class PretrainData:
         lengths = self.tset.lengths
         ex_len = examples.token_lengths(lengths)
         # Singles longer than the model: a fresh random window every epoch, not the first window.
-        crops = np.zeros(len(examples), dtype=np.int64)
+        crops = np.zeros(len(examples), dtype=np.int32)
         over = np.flatnonzero(ex_len > self.max_tokens)  # only singles: longer pairs were dropped
         if len(over):
             first = examples.members[examples.offsets[over]]

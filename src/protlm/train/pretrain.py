@@ -91,7 +91,8 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
     if cfg.corpus:
         store = open_corpus_store(cfg, tokenizer, log)
         usable, held_out = store.usable(), store.heldout(cfg.eval_fraction)
-        singles, eval_singles = np.flatnonzero(usable & ~held_out), np.flatnonzero(usable & held_out)
+        singles = np.flatnonzero(usable & ~held_out).astype(np.int32 if len(store) < 2**31 else np.int64)
+        eval_singles = np.flatnonzero(usable & held_out)
         rep = store.meta["skip_report"]
         skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
         summary = (f"{cfg.corpus}: {rep['read']:,} records read, {rep['used']:,} used, "

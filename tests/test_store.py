@@ -164,3 +164,30 @@ def test_invalid_residue_is_one_line_and_no_store(tmp_path, capsys):
     assert code == 2
     assert err.strip().splitlines()[-1] == f"protlm: error: {bad} line 5 (record C): invalid residue '#' at position 3"
     assert not (tmp_path / "s" / "store.json").exists()
+
+
+def test_inputs_in_any_format_and_globs_give_the_same_store(tmp_path):
+    """The same records as FASTA.gz, as a Parquet + a TSV (a glob), and as one FASTA: identical stores."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = list(iter_fasta(DATA / "swissprot_50.fasta"))
+    one = write(tmp_path / "all.fasta", "".join(f">{r.id}\n{r.seq}\n" for r in recs))
+    with gzip.open(tmp_path / "all.fasta.gz", "wt") as fh:
+        fh.write(one.read_text())
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    pq.write_table(pa.table({"acc": [r.id for r in recs[:20]], "seq": [r.seq for r in recs[:20]]}), parts / "a.parquet")
+    write(parts / "b.tsv", "acc\tseq\n" + "".join(f"{r.id}\t{r.seq}\n" for r in recs[20:]))
+    stores = {}
+    for name, inputs in {"fasta": Inputs.expand([str(one)]), "gz": Inputs.expand([str(tmp_path / "all.fasta.gz")]),
+                         "tables": Inputs.expand([str(parts / "*")], id_col="acc", seq_col="seq")}.items():  # fmt: skip
+        prepare_store(inputs, TOK, tmp_path / name, shard_size=16)
+        arrays = sorted(f for f in (tmp_path / name).rglob("*.npy"))  # the .json files name their inputs
+        stores[name] = hashlib.sha256(b"".join(f.read_bytes() for f in arrays)).hexdigest()
+    assert len(Inputs.expand([str(parts / "*")]).specs) == 2
+    assert stores["fasta"] == stores["gz"] == stores["tables"]
+    with pytest.raises(InputError, match="no file matches"):
+        Inputs.expand([str(tmp_path / "nothing*.fa")])

@@ -243,6 +243,7 @@ def _draw_negatives(con, opts: StringOptions) -> None:
 
 def _write_pairs(con, out: Path, limit: int | None) -> dict:
     """Stream the final pairs into out/pairs-0.parquet (renamed into place); returns sizes per split."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     con.execute("""
@@ -261,9 +262,10 @@ def _write_pairs(con, out: Path, limit: int | None) -> dict:
         ORDER BY split, label DESC, id_a, id_b""",
         params=params,
     ).to_arrow_reader(100_000)
-    with pq.ParquetWriter(tmp, reader.schema) as writer:
+    schema = pa.schema([f.with_nullable(False) for f in reader.schema])  # no column of `final` holds nulls
+    with pq.ParquetWriter(tmp, schema) as writer:
         for batch in reader:
-            writer.write_batch(batch, row_group_size=100_000)
+            writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema), row_group_size=100_000)
     os.replace(tmp, out / "pairs-0.parquet")
     over = con.execute(
         f"SELECT CASE label WHEN 1 THEN 'positives' ELSE 'negatives' END, count(*) FROM final WHERE NOT ({fits}) "

@@ -191,3 +191,13 @@ def test_inputs_in_any_format_and_globs_give_the_same_store(tmp_path):
     assert stores["fasta"] == stores["gz"] == stores["tables"]
     with pytest.raises(InputError, match="no file matches"):
         Inputs.expand([str(tmp_path / "nothing*.fa")])
+
+
+def test_empty_corpus_and_bad_out_are_one_line_errors(tmp_path, capsys):
+    empty = write(tmp_path / "empty.fasta", "")
+    code, _, err = run_cli(["corpus", "prepare", str(empty), "--tokenizer", str(TOK), "--out", str(tmp_path / "s")],
+                           capsys)  # fmt: skip
+    assert code == 2 and f"{empty}: no records" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["corpus", "prepare", str(DATA / "swissprot_50.fasta"), "--tokenizer", str(TOK),
+                            "--out", str(empty)], capsys)  # fmt: skip
+    assert code == 2 and "not a directory" in err

@@ -33,6 +33,7 @@ import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.io import RawRecord, ResiduePolicy, SkipReport
+from protlm.io.hf_dirs import read_json_object
 from protlm.store.format import (
     FORMAT,
     VERSION,
@@ -103,7 +104,7 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> tuple[str, str, int]:
     read with `tokenizers` alone (no transformers / torch import: prepare workers stay small)."""
     from tokenizers import Tokenizer
 
-    from protlm.io.hf_dirs import read_json_object, refuse_remote_code
+    from protlm.io.hf_dirs import refuse_remote_code
 
     path = Path(tokenizer_dir) / "tokenizer.json"
     if not path.is_file():
@@ -218,8 +219,10 @@ def _chunks(inputs: Inputs, size: int) -> Iterator[list[tuple[str, str, int, str
 def _check_fingerprint(out: Path, meta: dict) -> None:
     """A store directory belongs to one fingerprint: another tokenizer or input is an error, never a rebuild."""
     f = out / "prepare.json"
+    if out.exists() and not out.is_dir():
+        raise ProtlmError(f"{out}: exists and is not a directory; --out names the store directory")
     if f.is_file():
-        old = json.loads(f.read_text())
+        old = read_json_object(f)
         if old != meta:
             what = [k for k in meta if old.get(k) != meta[k]]
             raise ProtlmError(f"{out}: a store prepared with different {', '.join(what)} is already there; "
@@ -272,6 +275,8 @@ def prepare_store(
                 written += _collect(pending.popleft(), log)
         while pending:
             written += _collect(pending.popleft(), log)
+    if chunks == 0:
+        raise InputError(", ".join(inputs.specs), "no records: the corpus is empty")
     (out / "parts").mkdir(exist_ok=True)
     write_json_atomic(out / "parts" / f"part-{part}-of-{n_parts}.json", {"chunks": chunks, "fingerprint": meta})
     result = {"chunks": chunks, "shards_written": written, "shards_kept": kept, "indexed": False}
@@ -307,7 +312,7 @@ def index_store(out: str | Path) -> dict:
     out = Path(out)
     if not (out / "prepare.json").is_file():
         raise ProtlmError(f"{out}: not a corpus store (no prepare.json)")
-    meta = json.loads((out / "prepare.json").read_text())
+    meta = read_json_object(out / "prepare.json")
     n_chunks = _chunk_count(out, meta)
     shard_metas = []
     for k in range(n_chunks):

@@ -46,6 +46,7 @@ class TrainConfig:
     max_epochs: float | None = None
     max_time: str | None = None
     precision: str = "auto"  # auto | bf16 | fp32
+    prefetch: str = "off"  # on | off: build the next micro-batch in a thread (no measured gain: bench/RESULTS.md)
     log_every: int = 10
     eval_every: int = 200
     save_every: int = 500
@@ -61,6 +62,8 @@ class TrainConfig:
             raise ProtlmError("invalid config: warmup_steps, weight_decay and max_grad_norm must be >= 0")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
             raise ProtlmError("invalid config: Adam betas must be in [0, 1)")
+        if self.prefetch not in ("on", "off"):
+            raise ProtlmError(f"invalid config: prefetch must be on or off, got {self.prefetch!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ProtlmError(f"invalid config: precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.max_steps is not None and self.max_steps <= 0:

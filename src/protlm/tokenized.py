@@ -108,7 +108,7 @@ class ConcatTokens:
         self.parts = parts
         self.starts = np.cumsum([0, *(len(p) for p in parts)])
         self.lengths = np.concatenate([np.asarray(p.lengths, dtype=np.int64) for p in parts])
-        self.ids = _ConcatIds(self)
+        self.ids = IdView(self)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -121,14 +121,19 @@ class ConcatTokens:
         k, j = self.locate(i)
         return self.parts[k].get(j)
 
+    def id(self, i: int) -> str:
+        k, j = self.locate(i)
+        return self.parts[k].ids[j]
 
-class _ConcatIds:
-    def __init__(self, concat: ConcatTokens):
-        self.concat = concat
+
+class IdView:
+    """`source.ids[i]` for sources that look ids up one at a time (`source.id(i)`), with no list of all ids."""
+
+    def __init__(self, source):
+        self.source = source
 
     def __len__(self) -> int:
-        return len(self.concat)
+        return len(self.source)
 
     def __getitem__(self, i: int) -> str:
-        k, j = self.concat.locate(i)
-        return self.concat.parts[k].ids[j]
+        return self.source.id(int(i))

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
+from protlm.tokenized import IdView
 
 FORMAT = "protlm-corpus-store"
 VERSION = 1
@@ -135,19 +136,6 @@ class ShardMaps:
         return bytes(sh.id_bytes[sh.id_offsets[row] : sh.id_offsets[row + 1]]).decode()
 
 
-class StoreIds:
-    """`store.ids[i]` -> id string, read from the memory-mapped id blobs (no list of all ids)."""
-
-    def __init__(self, maps: ShardMaps):
-        self.maps = maps
-
-    def __len__(self) -> int:
-        return len(self.maps)
-
-    def __getitem__(self, i: int) -> str:
-        return self.maps.id(i)
-
-
 class TokenStore:
     """A prepared corpus, memory-mapped: the `TokenizedSet` interface (len, lengths, get, ids[i])."""
 
@@ -172,7 +160,7 @@ class TokenStore:
         if len(self.lengths) != n or len(self.holdout) != n or int(self.starts[-1]) != n:
             raise InputError(self.path / "lengths.npy", f"does not match store.json ({n:,} records): store damaged")
         self.maps = ShardMaps(self.path, self.starts)
-        self.ids = StoreIds(self.maps)
+        self.ids = IdView(self.maps)  # ids read from the memory-mapped id blobs
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -119,7 +119,7 @@ def main() -> None:
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
 
     empty = np.zeros((0, 2), dtype=np.int64)
-    data = PretrainData(tset, 512, np.arange(len(tset)), empty, empty, np.zeros(0, np.int64), empty, {"singles": 1.0})
+    data = PretrainData(tset, 512, np.arange(len(tset)), empty, empty, None, {"singles": 1.0})
     auto = autocast_dtype("auto", torch.device("cpu"))
     print(f"--precision auto picks {'bf16' if auto else 'fp32'} on this machine")
     results = {}

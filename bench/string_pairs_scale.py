@@ -8,9 +8,14 @@ of high-confidence links in STRING's physical network. Then runs
 
     protlm pairs build-string --links L --sequences S --memory-limit 1GB --out OUT
 
-in a child process and reports its peak RSS (getrusage of the child) and input rows/s.
+in a child process and reports its peak RSS (getrusage of the child) and input rows/s. Then the
+same output goes on, each stage a fresh child process with its peak RSS:
 
-    .venv/bin/python bench/string_pairs_scale.py --rows 100000000 --proteins 100000 --workdir /tmp/string_bench
+    protlm pairs prepare OUT --tokenizer T --out STORE --workers 2     (the pair store)
+    protlm pretrain --no-corpus --pairs STORE --model tiny --max-steps 20 (into training)
+
+    .venv/bin/python bench/string_pairs_scale.py --rows 100000000 --proteins 100000 --workdir /tmp/string_bench \
+        --tokenizer /tmp/corpus_bench/tok10k
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def main() -> None:
     ap.add_argument("--proteins", type=int, default=100_000)
     ap.add_argument("--memory-limit", default="1GB")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/string_bench"))
+    ap.add_argument("--tokenizer", type=Path, help="For the pair store and pretrain stages (skipped without).")
     args = ap.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -83,6 +89,36 @@ def main() -> None:
     print(proc.stdout[-1500:])
     print(f"input rows {rows:,}; wall {dt:.0f}s; {rows / dt:,.0f} rows/s; peak RSS {peak_kb / 1024**2:.2f} GB "
           f"with --memory-limit {args.memory_limit}")  # fmt: skip
+    if args.tokenizer:
+        onward(out, args.tokenizer, work, args.memory_limit)
+
+
+def onward(pairs: Path, tokenizer: Path, work: Path, memory_limit: str) -> None:
+    """build-string's output -> pair store -> pretrain, each stage's wall time and peak RSS."""
+    import json
+    import shutil
+
+    from corpus_scale import timed
+
+    store, run = work / "pair_store", work / "pretrain_run"
+    shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(run, ignore_errors=True)
+    protlm = [sys.executable, "-m", "protlm"]
+    prep = timed([*protlm, "pairs", "prepare", str(pairs), "--tokenizer", str(tokenizer), "--out", str(store),
+                  "--workers", "2", "--memory-limit", memory_limit])  # fmt: skip
+    if prep["rc"]:
+        raise SystemExit(prep["stderr"])
+    meta = json.loads((store / "pairs.json").read_text())
+    print(f"pair store: {meta['pairs']:,} pairs of {meta['proteins']:,} proteins in {prep['wall_s']:.1f}s, "
+          f"peak RSS {prep['rss_children_mb']:,.0f} MB")  # fmt: skip
+    train = timed([*protlm, "pretrain", "--no-corpus", "--pairs", str(store), "--tokenizer", str(tokenizer),
+                   "--model", "tiny", "--max-steps", "20", "--precision", "fp32", "--out", str(run),
+                   "--cache-dir", str(work / "cache")])  # fmt: skip
+    if train["rc"]:
+        raise SystemExit(train["stderr"])
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    print(f"pretrain on the pair store: 20 steps in {train['wall_s']:.1f}s (launch to exit), "
+          f"peak RSS {train['rss_children_mb']:,.0f} MB; last loss {steps[-1].get('loss')}")  # fmt: skip
 
 
 if __name__ == "__main__":

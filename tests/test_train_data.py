@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from protlm.pairs.negatives import NegativePool, organism
 from protlm.tokenized import TokenizedSet
-from protlm.train.data import PretrainData, organism, stable_fraction
+from protlm.train.data import PretrainData, stable_fraction
 
 
 def toy_set(lengths: list[int], ids: list[str] | None = None) -> TokenizedSet:
@@ -16,14 +17,15 @@ def toy_set(lengths: list[int], ids: list[str] | None = None) -> TokenizedSet:
     return TokenizedSet(ids, tokens, offsets, np.asarray(lengths) * 3)
 
 
-def mixture(tset, singles, binding, nonbinding=None, weights=None, max_tokens=64, known=None, pool=None):
+def mixture(tset, singles, binding, nonbinding=None, weights=None, max_tokens=64, known=None):
     binding = np.asarray(binding, dtype=np.int64).reshape(-1, 2)
+    members = np.unique(binding)
+    known = binding if known is None else known
+    pool = NegativePool.from_ids(members, [tset.ids[i] for i in members], [(tset.ids[a], tset.ids[b]) for a, b in known])
     return PretrainData(
         tset, max_tokens, np.asarray(singles, dtype=np.int64), binding,
         np.asarray(nonbinding if nonbinding is not None else [], dtype=np.int64).reshape(-1, 2),
-        np.unique(binding) if pool is None else np.asarray(pool),
-        np.asarray(known if known is not None else binding, dtype=np.int64).reshape(-1, 2),
-        weights or {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0},
+        pool, weights or {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0},
     )  # fmt: skip
 
 

@@ -59,11 +59,12 @@ def index_cmd(
 
 
 @corpus_app.command("info")
-def info_cmd(store: Annotated[Path, typer.Argument(help="Store directory.")]) -> None:
-    """Counts, tokenizer and skip report of a finished store (JSON)."""
+def info_cmd(store: Annotated[Path, typer.Argument(help="Corpus store or pair store directory.")]) -> None:
+    """Counts, tokenizer and skip report of a finished corpus or pair store (JSON)."""
     from protlm.store import TokenStore
+    from protlm.store.pairs import PairStore, is_pair_store
 
-    typer.echo(json.dumps(TokenStore(store).meta, indent=2))
+    typer.echo(json.dumps(PairStore(store).meta if is_pair_store(store) else TokenStore(store).meta, indent=2))
 
 
 def _print_summary(out: Path, meta: dict) -> None:

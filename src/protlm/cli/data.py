@@ -158,6 +158,35 @@ def pairs_build_string(
     typer.echo(f"pairs written to {out}", err=True)
 
 
+@pairs_app.command("prepare")
+def pairs_prepare(
+    table: Annotated[
+        str,
+        typer.Argument(
+            help="Pair table (id_a, id_b, seq_a, seq_b[, label][, split]: Parquet / TSV / CSV), a directory of "
+            "pairs*.parquet shards (as `pairs build-string` writes), or 'builtin'."
+        ),
+    ],
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory.")],
+    out: Annotated[Path, typer.Option(help="Pair store directory (new).")],
+    workers: Annotated[int, typer.Option(help="Tokenizing processes (one core each).")] = 1,
+    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")] = "1GB",
+    strict: StrictOpt = False,
+    max_length: MaxLenOpt = None,
+) -> None:
+    """Prepare a pair table once into a pair store: pairs as protein indices, proteins tokenized once."""
+    from protlm.store.pairs import prepare_pair_store
+
+    meta = prepare_pair_store(table, tokenizer, out, residue_policy(strict, max_length), workers=workers,
+                              memory_limit=memory_limit, log=lambda s: typer.echo(s, err=True))  # fmt: skip
+    rep = meta["skip_report"]
+    skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
+    typer.echo(f"{table}: {rep['read']:,} pairs read, {rep['used']:,} used, {sum(rep['skipped'].values()):,} skipped"
+               + (f" ({skipped})" if skipped else ""), err=True)  # fmt: skip
+    typer.echo(json.dumps(meta["sizes"]))
+    typer.echo(f"pair store {out}: {meta['pairs']:,} pairs of {meta['proteins']:,} proteins")
+
+
 @pairs_app.command("from-lmdb")
 def pairs_from_lmdb(
     lmdb_path: Annotated[Path, typer.Argument(help="PEER/TAPE PPI LMDB (primary_1, primary_2, interaction).")],

@@ -27,12 +27,20 @@ def pretrain_cmd(
         typer.Option(help="Preset (tiny, roberta-small, roberta-base, esm-size), preset YAML, or a model dir."),
     ] = None,
     corpus: Annotated[
-        str | None, typer.Option(help="Single-protein corpus: file or scl2205[:SPLIT]. Default scl2205 (train+eval).")
+        str | None,
+        typer.Option(
+            help="Single-protein corpus: a corpus store, a file or scl2205[:SPLIT] (prepared into the cache once). "
+            "Default scl2205 (train+eval)."
+        ),
     ] = None,
     no_corpus: Annotated[bool, typer.Option("--no-corpus", help="Train on --pairs only.")] = False,
     pairs: Annotated[
         str | None,
-        typer.Option(help="Pair table (id_a,id_b,seq_a,seq_b[,label][,split]): binding / non-binding pairs."),
+        typer.Option(
+            help="Binding / non-binding pairs: a pair store (`protlm pairs prepare`), a pair table "
+            "(id_a,id_b,seq_a,seq_b[,label][,split]) or a directory of pairs*.parquet (prepared into the cache once), "
+            "or 'builtin'."
+        ),
     ] = None,
     assemblies: Annotated[
         str | None,

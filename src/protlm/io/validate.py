@@ -48,6 +48,18 @@ class ResiduePolicy:
             return _raise(f"invalid residue {ch!r} at position {pos}")
         return seq
 
+    def pattern(self) -> str:
+        """A regular expression (Python `re` and RE2, so DuckDB too) that a sequence fully matches
+        iff `clean` accepts it."""
+        letters = STANDARD + UNKNOWN + ("" if self.strict else RARE)
+        return f"[{letters}{letters.lower()}]*\\*?"
+
+    def sql_clean(self, column: str) -> str:
+        """DuckDB expression equal to `clean(column)` for values that match `pattern()`; `column` is
+        an identifier chosen by the caller, never input text."""
+        cleaned = f"upper(regexp_replace({column}, '\\*$', ''))"
+        return cleaned if self.strict else f"translate({cleaned}, '{RARE}', '{UNKNOWN * len(RARE)}')"
+
 
 def _raise(message: str) -> str:
     raise ValueError(message)

@@ -9,8 +9,8 @@
   paper's strict split and PEER's PPI sets.
 
 Negatives: for each split, random pairs of that split's proteins that are not a known positive
-pair (anywhere), not self-pairs and not already drawn, `per_positive` of them per positive, from a
-seeded generator.
+pair (anywhere), not self-pairs, of one organism and not already drawn, `per_positive` of them per
+positive, from a seeded generator (`pairs.negatives.NegativePool`, the sampler pre-training uses).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import replace
 import numpy as np
 
 from protlm.errors import ProtlmError
+from protlm.pairs.negatives import NegativePool
 from protlm.pairs.table import SPLITS, Pair
 
 
@@ -61,24 +62,18 @@ def split_pairs(
 
 
 def sample_negatives(positives: list[Pair], per_positive: float = 1.0, seed: int = 0) -> list[Pair]:
-    """Label-0 pairs drawn within each split from that split's proteins; never a known positive."""
-    known = {(min(p.id_a, p.id_b), max(p.id_a, p.id_b)) for p in positives}
+    """Label-0 pairs drawn within each split from that split's proteins, by the one sampler
+    (`NegativePool`): never a known positive (of any split), a self-pair or another organism's
+    protein, each unordered pair at most once."""
     rng = np.random.default_rng(seed)
+    known = [(p.id_a, p.id_b) for p in positives]
     out: list[Pair] = []
     for split in SPLITS:
         members = [p for p in positives if p.split == split]
         seqs = {p.id_a: p.seq_a for p in members} | {p.id_b: p.seq_b for p in members}
         ids = sorted(seqs)
-        need = int(round(per_positive * len(members)))
-        drawn: set[tuple[str, str]] = set()
-        for _ in range(50):
-            if len(drawn) >= need or len(ids) < 2:
-                break
-            for i, j in rng.integers(0, len(ids), size=(2 * (need - len(drawn)) + 8, 2)):
-                key = (min(ids[i], ids[j]), max(ids[i], ids[j]))
-                if i != j and key not in known and key not in drawn:
-                    drawn.add(key)
-                    if len(drawn) == need:
-                        break
-        out += [Pair(a, b, seqs[a], seqs[b], 0, split) for a, b in sorted(drawn)]
+        pool = NegativePool.from_ids(np.arange(len(ids)), ids, known)
+        drawn = pool.draw(int(round(per_positive * len(members))), rng, distinct=True, rounds=50)
+        pairs = sorted((min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in drawn.tolist())
+        out += [Pair(a, b, seqs[a], seqs[b], 0, split) for a, b in pairs]
     return out

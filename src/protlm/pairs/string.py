@@ -37,10 +37,10 @@ import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy, open_text, read_sequences
+from protlm.io.duck import check_memory_limit, connect, write_parquet
 
 OVERSAMPLE = 4  # candidate partners drawn per wanted negative before rejection
 _WORD = re.compile(r"[A-Za-z0-9_]+")
-_MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,7 @@ class StringOptions:
             bad("--max-tokens", f"must be a positive integer, got {self.max_tokens!r}")
         if type(self.seed) is not int:
             bad("--seed", f"must be an integer, got {self.seed!r}")
-        if not _MEMORY.fullmatch(str(self.memory_limit).strip()):
-            bad("--memory-limit", f"must be a size such as 512MB or 4GB, got {self.memory_limit!r}")
+        check_memory_limit(self.memory_limit)
         if self.threads is not None and (type(self.threads) is not int or self.threads < 1):
             bad("--threads", f"must be a positive integer, got {self.threads!r}")
         return self
@@ -114,24 +113,6 @@ def _duck_error(path: Path, err: Exception) -> InputError:
     if original:
         reason = f"{reason.strip()} in {original.group(1).strip()!r}"
     return InputError(path, f"malformed links line: {reason}", line=int(m.group(1)) if m else None)
-
-
-def _connect(work: Path, readable: list[Path], opts: StringOptions):
-    """A DuckDB connection that may read only `readable` and write only under `work`, locked."""
-    import duckdb
-
-    config = {"memory_limit": opts.memory_limit, "temp_directory": str(work / "spill")}
-    config |= {"preserve_insertion_order": "false"} | ({"threads": str(opts.threads)} if opts.threads else {})
-    try:
-        con = duckdb.connect(str(work / "work.duckdb"), config=config)
-    except duckdb.Error as e:
-        raise ProtlmError(f"--memory-limit {opts.memory_limit!r}: {str(e).splitlines()[0]}") from None
-    con.execute("SET enable_progress_bar = false")
-    con.execute("SET allowed_paths = $1", [[str(p) for p in readable]])
-    con.execute("SET allowed_directories = $1", [[f"{work}/"]])
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
 
 
 def _load_links(con, links: Path, header: list[str], opts: StringOptions) -> None:
@@ -243,8 +224,6 @@ def _draw_negatives(con, opts: StringOptions) -> None:
 
 def _write_pairs(con, out: Path, limit: int | None) -> dict:
     """Stream the final pairs into out/pairs-0.parquet (renamed into place); returns sizes per split."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     con.execute("""
         CREATE VIEW final AS
@@ -256,17 +235,13 @@ def _write_pairs(con, out: Path, limit: int | None) -> dict:
     params = {"limit": limit} if limit is not None else {}
     for old in out.glob("pairs-*.parquet"):
         old.unlink()
-    tmp = out / ".pairs-0.parquet.tmp"
-    reader = con.sql(
+    write_parquet(
+        con,
         f"""SELECT id_a, id_b, seq_a, seq_b, label, split FROM final WHERE {fits}
         ORDER BY split, label DESC, id_a, id_b""",
-        params=params,
-    ).to_arrow_reader(100_000)
-    schema = pa.schema([f.with_nullable(False) for f in reader.schema])  # no column of `final` holds nulls
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for batch in reader:
-            writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema), row_group_size=100_000)
-    os.replace(tmp, out / "pairs-0.parquet")
+        params,
+        out / "pairs-0.parquet",
+    )  # no column of `final` holds nulls
     over = con.execute(
         f"SELECT CASE label WHEN 1 THEN 'positives' ELSE 'negatives' END, count(*) FROM final WHERE NOT ({fits}) "
         "GROUP BY ALL",
@@ -309,7 +284,7 @@ def build_string_pairs(
     work = out / ".work"
     shutil.rmtree(work, ignore_errors=True)  # a killed earlier run's leftovers
     work.mkdir()
-    con = _connect(work, [p for p in (links, groups) if p], opts)
+    con = connect(work, [p for p in (links, groups) if p], opts.memory_limit, opts.threads)
     try:
         report = _build(con, links, header, sequences, out, groups, tokenizer, policy, opts)
     finally:

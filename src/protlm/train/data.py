@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from protlm.batching import assemble, mask_for_mlm, pad_batch, plan_batch_bounds
+from protlm.pairs.negatives import NegativePool
 
 KINDS = ("singles", "binding", "nonbinding", "assemblies")
 
@@ -30,26 +31,6 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 def stable_fraction(pid: str, fraction: float, salt: str = "eval") -> bool:
     """Deterministic membership of `pid` in a `fraction`-sized subset (same across runs)."""
     return (zlib.crc32(f"{salt}:{pid}".encode()) % 100_000) < fraction * 100_000
-
-
-def organism(pid: str) -> str:
-    """STRING ids read `TAXID.ENSP...`: the organism is the prefix; other ids have none ('')."""
-    head, dot, _ = pid.partition(".")
-    return head if dot and head.isdigit() else ""
-
-
-def pair_keys(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Unordered pair -> one uint64 (min << 32 | max) of two non-negative codes below 2^32."""
-    a, b = np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64)
-    return (np.minimum(a, b) << np.uint64(32)) | np.maximum(a, b)
-
-
-def _contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Membership of `keys` in a sorted array, by binary search."""
-    if not len(sorted_keys):
-        return np.zeros(len(keys), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[pos] == keys
 
 
 @dataclass
@@ -139,9 +120,8 @@ class PretrainData:
     max_tokens: int  # incl. special tokens
     singles: np.ndarray  # (n,) protein indices
     binding: np.ndarray  # (m, 2)
-    nonbinding: np.ndarray  # (k, 2) given negatives; empty -> sampled from `pair_pool` each epoch
-    pair_pool: np.ndarray  # protein indices negatives are drawn from
-    known_pairs: np.ndarray  # (K, 2) protein indices of pairs known to bind: never emitted as negatives
+    nonbinding: np.ndarray  # (k, 2) given negatives; empty -> drawn from `pool` each epoch
+    pool: NegativePool | None  # the proteins (and rules) negatives are drawn from
     weights: dict[str, float]
     seed: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -156,33 +136,14 @@ class PretrainData:
                 if (~fits).any():
                     self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
                 setattr(self, kind, pairs[fits])
-        self._negative_rules()
         fitting = [a for a in self.assemblies if sum(int(lengths[i]) for i in a) + 2 * len(a) <= self.max_tokens]
         if len(fitting) < len(self.assemblies):
             self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += len(self.assemblies) - len(fitting)
         self.assemblies = fitting
 
-    def _negative_rules(self) -> None:
-        """Arrays for vectorised negative sampling over `pair_pool`: an id code per pool protein (equal ids,
-        equal codes), an organism code, and the known binding pairs as sorted 64-bit id-code keys (looked
-        up by binary search; no set of id strings)."""
-        known = np.asarray(self.known_pairs, dtype=np.int64).reshape(-1, 2)
-        members = np.concatenate([self.pair_pool, known.reshape(-1)]).astype(np.int64)
-        if not len(members):
-            self._pool_code = self._pool_org = self._pool_lengths = np.zeros(0, np.int64)
-            self._known_keys = np.zeros(0, np.uint64)
-            return
-        ids = [self.tset.ids[int(i)] for i in members]  # proteins of the pair tables only
-        _, code = np.unique(np.array(ids, dtype=object).astype(str), return_inverse=True)
-        _, org = np.unique(np.array([organism(i) for i in ids[: len(self.pair_pool)]] or [""], dtype=str),
-                           return_inverse=True)  # fmt: skip
-        self._pool_code, self._pool_org = code[: len(self.pair_pool)], org[: len(self.pair_pool)]
-        self._pool_lengths = np.asarray(self.tset.lengths)[self.pair_pool]
-        kc = code[len(self.pair_pool) :].reshape(-1, 2)
-        self._known_keys = np.unique(pair_keys(kc[:, 0], kc[:, 1]))
-
     def kind_sizes(self) -> dict[str, int]:
-        n_neg = len(self.nonbinding) if len(self.nonbinding) else (len(self.binding) if len(self.pair_pool) > 1 else 0)
+        can_draw = self.pool is not None and len(self.pool) > 1
+        n_neg = len(self.nonbinding) if len(self.nonbinding) else (len(self.binding) if can_draw else 0)
         return {"singles": len(self.singles), "binding": len(self.binding), "nonbinding": n_neg,
                 "assemblies": len(self.assemblies)}  # fmt: skip
 
@@ -201,24 +162,13 @@ class PretrainData:
         return pool[idx]
 
     def sample_negatives(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """n random pairs of `pair_pool` proteins: not self (same id), not known binders, same organism,
-        fitting the model. Drawn and filtered as arrays, 2n candidates a round."""
-        out: list[np.ndarray] = []
-        have = 0
-        for _ in range(100):
-            need = n - have
-            if need <= 0:
-                break
-            pos = rng.integers(0, len(self.pair_pool), size=(need * 2, 2))
-            a, b = pos[:, 0], pos[:, 1]
-            ca, cb = self._pool_code[a], self._pool_code[b]
-            ok = (ca != cb) & (self._pool_org[a] == self._pool_org[b])
-            ok &= self._pool_lengths[a] + self._pool_lengths[b] + 4 <= self.max_tokens
-            ok &= ~_contains(self._known_keys, pair_keys(ca, cb))
-            good = pos[ok][:need]
-            out.append(self.pair_pool[good])
-            have += len(good)
-        return np.concatenate(out).astype(np.int64).reshape(-1, 2) if out else np.zeros((0, 2), np.int64)
+        """n random pairs of `pool` proteins that pass its rules (not self, same organism, not known
+        to bind) and fit the model, drawn and filtered as arrays."""
+        if self.pool is None:
+            return np.zeros((0, 2), np.int64)
+        lengths = np.asarray(self.tset.lengths)
+        fits = lambda a, b: lengths[a] + lengths[b] + 4 <= self.max_tokens  # noqa: E731
+        return self.pool.draw(n, rng, accept=fits).astype(np.int64)
 
     def epoch_examples(self, epoch: int) -> tuple[Examples, np.ndarray, np.ndarray]:
         """(examples, example lengths, crop starts) of one epoch; deterministic in (seed, epoch)."""

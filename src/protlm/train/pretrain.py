@@ -1,7 +1,7 @@
 """`protlm pretrain`: masked-LM pre-training on single proteins and label-agnostic pairs.
 
-Assembles the pipeline read -> validate -> tokenize once (cached) -> token-budget batches ->
-MLM masking -> HF model, then hands it to the shared loop. The pair label only decides whether a
+Assembles the pipeline corpus / pair stores (prepared once, memory-mapped) -> token-budget batches
+-> MLM masking -> HF model, then hands it to the shared loop. The pair label only decides whether a
 pair is a binding or a non-binding example of the mixture; it never enters the loss.
 """
 
@@ -21,7 +21,7 @@ from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import load_safetensors_model
-from protlm.pairs import read_pairs
+from protlm.pairs.negatives import NegativePool
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import ConcatTokens, cached_tokenize
 from protlm.train.checkpoint import checkpoints
@@ -82,8 +82,28 @@ def open_corpus_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]
     return store
 
 
+def open_pair_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
+    """The run's pairs as a memory-mapped `PairStore`, checked against the run's tokenizer."""
+    from protlm.store.pairs import PairStore, ensure_pair_store
+    from protlm.store.prepare import tokenizer_fingerprint
+
+    policy = ResiduePolicy(strict=cfg.strict)
+    store = PairStore(ensure_pair_store(cfg.pairs, cfg.tokenizer, policy, cfg.cache_dir, log=log))
+    if store.tokenizer_sha256 != tokenizer_fingerprint(cfg.tokenizer)[1]:
+        raise ProtlmError(f"{store.path}: this pair store was prepared with another tokenizer than {cfg.tokenizer}; "
+                          "prepare it again with this --tokenizer")  # fmt: skip
+    return store
+
+
+def _summary(name: str, rep: dict) -> str:
+    """One line from a store's skip report: read, used, skipped by reason."""
+    skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
+    return (f"{name}: {rep['read']:,} records read, {rep['used']:,} used, {sum(rep['skipped'].values()):,} skipped"
+            + (f" ({skipped})" if skipped else ""))  # fmt: skip
+
+
 def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[str], None]):
-    """(training mixture, held-out examples, report dict) from the corpus store and pair tables."""
+    """(training mixture, held-out examples, report dict) from the corpus and pair stores and assemblies."""
     policy = ResiduePolicy(strict=cfg.strict)
     store = None
     singles = eval_singles = np.zeros(0, dtype=np.int64)
@@ -94,78 +114,74 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         singles = np.flatnonzero(usable & ~held_out).astype(np.int32 if len(store) < 2**31 else np.int64)
         eval_singles = np.flatnonzero(usable & held_out)
         rep = store.meta["skip_report"]
-        skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
-        summary = (f"{cfg.corpus}: {rep['read']:,} records read, {rep['used']:,} used, "
-                   f"{sum(rep['skipped'].values()):,} skipped" + (f" ({skipped})" if skipped else ""))  # fmt: skip
+        summary = _summary(cfg.corpus, rep)
         log(summary)
         reports["corpus"] = {"summary": summary, "examples": rep["examples"], "store": str(store.path)}
-    # Proteins of pair tables and assemblies: tokenized (cached) after the store's indices.
+    # Pairs: a pair store (a pair table is prepared into the cache once), its proteins after the corpus's.
+    parts = [store] if store is not None else []
     offset = len(store) if store is not None else 0
+    binding = nonbinding = eval_pairs = np.zeros((0, 2), dtype=np.int64)
+    pool = None
+    if cfg.pairs:
+        pstore = open_pair_store(cfg, tokenizer, log)
+        parts.append(pstore.proteins)
+        train, pos = np.asarray(pstore.split) == 0, np.asarray(pstore.label) == 1
+        pairs = np.asarray(pstore.pairs).astype(np.int64) + offset
+        binding, nonbinding, eval_pairs = pairs[train & pos], pairs[train & ~pos], pairs[~train]
+        members = np.unique(binding)  # negatives are drawn among the training binders' proteins
+        pool = NegativePool(members, members - offset, np.asarray(pstore.organism)[members - offset], pstore.known)
+        rep = pstore.meta["skip_report"]
+        summary = _summary(str(cfg.pairs), rep)
+        log(summary)
+        reports["pairs"] = {"summary": summary, "examples": rep["examples"], "store": str(pstore.path)}
+        offset += len(pstore.proteins)
+    # Assemblies: their proteins tokenized (cached) after the stores' indices.
     ids: list[str] = []
     seqs: list[str] = []
-    binding, nonbinding, eval_pairs, known = [], [], [], []
-    index: dict[tuple[str, str], int] = {}
-
-    def protein(pid: str, seq: str) -> int:
-        key = (pid, seq)
-        if key not in index:
-            index[key] = offset + len(ids)
-            ids.append(pid)
-            seqs.append(seq)
-        return index[key]
-
-    if cfg.pairs:
-        report = SkipReport(cfg.pairs)
-
-        from protlm.pairs import builtin_pairs
-
-        source = builtin_pairs() if cfg.pairs == "builtin" else cfg.pairs
-        for p in read_pairs(source, policy, report):
-            row = (protein(p.id_a, p.seq_a), protein(p.id_b, p.seq_b))
-            if p.label == 1:
-                known.append(row)
-            if p.split != "train":
-                eval_pairs.append(row)
-            else:
-                (binding if p.label == 1 else nonbinding).append(row)
-        log(report.summary())
-        reports["pairs"] = {"summary": report.summary(), "examples": report.examples}
     assemblies: list[tuple[int, ...]] = []
     if cfg.assemblies:
         from protlm.pairs.assemblies import read_assemblies
 
+        index: dict[tuple[str, str], int] = {}
         report = SkipReport(cfg.assemblies)
         for asm in read_assemblies(cfg.assemblies, cfg.assembly_sequences, policy, report):
-            assemblies.append(tuple(protein(pid, seq) for pid, seq in zip(asm.member_ids, asm.seqs, strict=True)))
+            members = []
+            for pid, seq in zip(asm.member_ids, asm.seqs, strict=True):
+                if (pid, seq) not in index:
+                    index[(pid, seq)] = offset + len(ids)
+                    ids.append(pid)
+                    seqs.append(seq)
+                members.append(index[(pid, seq)])
+            assemblies.append(tuple(members))
         log(report.summary())
         reports["assemblies"] = {"summary": report.summary(), "examples": report.examples}
-    if not ids and (store is None or not len(singles) + len(eval_singles)):
+    if ids:
+        parts.append(cached_tokenize(tokenizer, ids, seqs, cfg.cache_dir))
+    if not len(singles) + len(eval_singles) + len(binding) + len(nonbinding) + len(eval_pairs) + len(assemblies):
         raise ProtlmError("no usable sequences in --corpus / --pairs / --assemblies")
-    extra = cached_tokenize(tokenizer, ids, seqs, cfg.cache_dir) if ids else None
-    tset = ConcatTokens(store, extra) if store is not None and extra is not None else (store or extra)
-    pair_pool = np.unique(np.asarray(binding, dtype=np.int64).reshape(-1)) if binding else np.zeros(0, np.int64)
+    tset = parts[0] if len(parts) == 1 else ConcatTokens(*parts)
     data = PretrainData(
         tset=tset,
         max_tokens=max_tokens,
         singles=singles,
-        binding=np.asarray(binding, dtype=np.int64).reshape(-1, 2),
-        nonbinding=np.asarray(nonbinding, dtype=np.int64).reshape(-1, 2),
-        pair_pool=pair_pool,
-        known_pairs=np.asarray(known, dtype=np.int64).reshape(-1, 2),
+        binding=binding,
+        nonbinding=nonbinding,
+        pool=pool,
         weights={k: float(cfg.mix.get(k, 0.0)) for k in ("singles", "binding", "nonbinding", "assemblies")},
         seed=cfg.seed,
         assemblies=assemblies,
     )
-    # Held-out examples: first window of long singles (fixed), dev/test pairs that fit.
-    lengths = tset.lengths
-    held_pairs = [((a, b), 0) for a, b in eval_pairs if lengths[a] + lengths[b] + 4 <= max_tokens]
-    n_held = len(eval_singles) + len(held_pairs)
-    rng = np.random.default_rng(derive_seed(cfg.seed, 5))
-    picked = range(n_held)
-    if n_held > cfg.eval_max_examples:  # subsample before building any tuples: a store may hold out 10^5+
-        picked = sorted(rng.choice(n_held, cfg.eval_max_examples, replace=False).tolist())
-    n_single = len(eval_singles)
-    held = [((int(eval_singles[k]),), 0) if k < n_single else held_pairs[k - n_single] for k in picked]
+    # Held-out examples: first window of long singles (fixed), dev/test pairs that fit; subsampled as
+    # indices before any tuple is built (a store may hold out 10^6 proteins or pairs).
+    lengths = np.asarray(tset.lengths)
+    eval_pairs = eval_pairs[lengths[eval_pairs].sum(axis=1) + 4 <= max_tokens] if len(eval_pairs) else eval_pairs
+    n_single, n_held = len(eval_singles), len(eval_singles) + len(eval_pairs)
+    picked = np.arange(n_held)
+    if n_held > cfg.eval_max_examples:
+        rng = np.random.default_rng(derive_seed(cfg.seed, 5))
+        picked = np.sort(rng.choice(n_held, cfg.eval_max_examples, replace=False))
+    held = [((int(eval_singles[k]),), 0) if k < n_single else (tuple(eval_pairs[k - n_single].tolist()), 0)
+            for k in picked.tolist()]  # fmt: skip
     for reason, n in data.skipped.items():
         log(f"skipped {n:,} {reason}")
     reports["mixture"] = {
@@ -225,10 +241,15 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
     if cfg.max_tokens is not None and cfg.max_tokens > limit:
         raise ProtlmError(f"--max-tokens {cfg.max_tokens} exceeds the model's {limit} positions")
     max_tokens = cfg.max_tokens or limit
-    if cfg.corpus and accelerator.is_main_process:  # prepare the store once, before any rank opens it
+    if accelerator.is_main_process:  # prepare the stores once, before any rank opens them
         from protlm.store import ensure_store
+        from protlm.store.pairs import ensure_pair_store
 
-        ensure_store(cfg.corpus, cfg.tokenizer, ResiduePolicy(strict=cfg.strict), cfg.cache_dir, log=say)
+        policy = ResiduePolicy(strict=cfg.strict)
+        if cfg.corpus:
+            ensure_store(cfg.corpus, cfg.tokenizer, policy, cfg.cache_dir, log=say)
+        if cfg.pairs:
+            ensure_pair_store(cfg.pairs, cfg.tokenizer, policy, cfg.cache_dir, log=say)
     accelerator.wait_for_everyone()
     data, held, reports = build_data(cfg, tokenizer, max_tokens, say)
     source = MLMSource(data, cfg.tokens_per_batch, len(tokenizer), cfg.mlm_probability)

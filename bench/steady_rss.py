@@ -1,0 +1,105 @@
+"""Benchmark: resident memory against training step over a long pre-training run.
+
+Runs `protlm pretrain` (tiny preset, Swiss-Prot 2014 from ../shared/data, 8,192 tokens per batch,
+evaluation and checkpoints at their defaults) for --steps steps in a child process and samples its
+/proc status once a second: VmRSS and RssAnon (anonymous memory: the heap, not the mapped store or
+libraries), with the step reached (from metrics.jsonl). Each --env setting is one run in the same
+invocation, so the runs compare on one machine:
+
+    .venv/bin/python bench/steady_rss.py --steps 2000 --env "" --env MALLOC_MMAP_THRESHOLD_=131072 \\
+        --corpus /tmp/corpus_bench/store_400000_w1 --tokenizer /tmp/corpus_bench/tok10k
+
+Prints RSS at steps 1, 100, 500, 1000, 1500, 2000 and the peak for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "swissprot2014.fasta.gz"
+
+
+def status_mb(pid: int) -> dict[str, float]:
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon"):
+                out[key] = int(value.split()[0]) / 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+def last_step(metrics: Path) -> int:
+    try:
+        lines = metrics.read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line).get("step", 0))
+        except json.JSONDecodeError:
+            continue
+    return 0
+
+
+def run(env_text: str, args) -> list[tuple[int, float, float, float]]:
+    """[(step, seconds, VmRSS MB, RssAnon MB)] sampled once a second."""
+    out = args.workdir / f"run_{env_text or 'default'}".replace("=", "_")
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ)
+    if env_text:
+        key, _, value = env_text.partition("=")
+        env[key] = value
+    cmd = [sys.executable, "-m", "protlm", "pretrain", "--corpus", str(args.corpus), "--tokenizer",
+           str(args.tokenizer), "--model", "tiny", "--tokens-per-batch", "8192", "--max-steps", str(args.steps),
+           "--precision", "fp32", "--log-every", "10", "--out", str(out), "--cache-dir", str(args.workdir / "cache")]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    samples, t0 = [], time.perf_counter()
+    while proc.poll() is None:
+        mem = status_mb(proc.pid)
+        if mem:
+            samples.append((last_step(out / "metrics.jsonl"), time.perf_counter() - t0, mem.get("VmRSS", 0.0),
+                            mem.get("RssAnon", 0.0)))  # fmt: skip
+        time.sleep(1.0)
+    if proc.returncode:
+        raise SystemExit(f"{env_text}: exit {proc.returncode}\n{proc.stderr.read()[-2000:]}")
+    (args.workdir / f"samples_{env_text or 'default'}.json".replace("=", "_")).write_text(json.dumps(samples))
+    return samples
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--corpus", default=str(SHARED), help="Corpus file or store (default Swiss-Prot 2014).")
+    ap.add_argument("--tokenizer", type=Path, required=True)
+    ap.add_argument("--env", action="append", default=None, help="NAME=VALUE for one run; '' = as is.")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/steady_rss"))
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    marks = [1, 100, 500, 1000, 1500, 2000, args.steps]
+    marks = sorted({m for m in marks if m <= args.steps})
+    print("| run | " + " | ".join(f"step {m}" for m in marks) + " | peak RSS | peak anon | wall |")
+    print("|---|" + "---:|" * (len(marks) + 3))
+    for env_text in args.env or [""]:
+        samples = run(env_text, args)
+        cells = []
+        for m in marks:
+            at = [s for s in samples if s[0] >= m]
+            cells.append(f"{at[0][2]:,.0f} / {at[0][3]:,.0f}" if at else "-")
+        peak, anon = max(s[2] for s in samples), max(s[3] for s in samples)
+        print(f"| {env_text or 'default'} | " + " | ".join(cells) + f" | {peak:,.0f} | {anon:,.0f} | "
+              f"{samples[-1][1]:.0f} s |", flush=True)  # fmt: skip
+    print("cells: VmRSS / RssAnon in MB at the first sample at or after the step")
+
+
+if __name__ == "__main__":
+    main()

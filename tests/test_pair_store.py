@@ -32,7 +32,7 @@ def messy_table(tmp_path: Path) -> Path:
     a = lines[1].split("\t")
     extra = [
         f"{a[0]}\t{a[0]}\t{a[2]}\t{a[2]}\t1\ttrain",  # self-pair
-        f"E1\tE2\t\tMKV\t1\ttrain",  # empty sequence
+        "E1\tE2\t\tMKV\t1\ttrain",  # empty sequence
         f"{a[1]}\t{a[0]}\t{a[3]}\t{a[2]}\t0\ttrain",  # the first pair again, reversed
         f"{a[0]}\tNEW1\t{a[2].lower()}*\tMKVLAAGU\t0\tdev",  # same protein, lower case + stop; U -> X
     ]
@@ -55,7 +55,9 @@ def test_store_holds_exactly_what_read_pairs_reads(tmp_path):
     assert rep["examples"][0].startswith("line 42 (record ")
     ids = [store.proteins.ids[i] for i in range(len(store.proteins))]
     assert ids == sorted(set(ids)) and len(ids) == len({i for p in pairs for i in (p.id_a, p.id_b)})
-    got = [(ids[a], ids[b], int(lab), int(s)) for (a, b), lab, s in zip(store.pairs, store.label, store.split)]
+    got = [
+        (ids[a], ids[b], int(lab), int(s)) for (a, b), lab, s in zip(store.pairs, store.label, store.split, strict=True)
+    ]
     assert got == [(p.id_a, p.id_b, p.label, SPLIT_CODE[p.split]) for p in pairs]  # table order kept
     tok = load_tokenizer(TOK).backend_tokenizer
     seq = {p.id_a: p.seq_a for p in pairs} | {p.id_b: p.seq_b for p in pairs}

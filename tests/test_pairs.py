@@ -9,6 +9,7 @@ import pytest
 from conftest import write
 from protlm.cli import main
 from protlm.errors import InputError
+from protlm.hashing import bucket, sql_unit, unit
 from protlm.io import SkipReport
 from protlm.pairs import (
     builtin_pairs,
@@ -18,6 +19,7 @@ from protlm.pairs import (
     sample_negatives,
     split_pairs,
 )
+from protlm.pairs.string import StringOptions
 
 
 def test_generic_source_reports_missing_self_and_duplicates(data_dir):
@@ -113,6 +115,20 @@ def test_string_builder_threshold_negatives_split_and_counts(tmp_path, data_dir)
     assert len(neg) == report["negatives"] and report["negatives"] + report["negatives_short"] == kept
     proteins = {s: {i for p in pairs if p.split == s for i in (p.id_a, p.id_b)} for s in ("train", "dev", "test")}
     assert not proteins["train"] & proteins["test"] and not proteins["train"] & proteins["dev"]
+    # The SQL split is protlm.hashing's, protein for protein: `pairs build` would put each one on the same side.
+    cuts = StringOptions().split_cuts()
+    fractions = (cuts[0], cuts[1] - cuts[0], 1 - cuts[1])
+    assert all(bucket(unit(i, 0), fractions) == s for s, ids in proteins.items() for i in ids)
+
+
+def test_one_hash_in_python_and_duckdb():
+    import duckdb
+
+    keys = ["P12345", "9606.ENSP0000", "", "é|ü", "x" * 300, "a'b"]
+    con = duckdb.connect()
+    got = [con.execute(f"SELECT {sql_unit('$key', 'seed')}", {"key": k, "seed": "7"}).fetchall()[0][0] for k in keys]
+    assert got == pytest.approx([unit(k, 7) for k in keys], abs=1e-15)
+    assert all(0 <= u < 1 for u in got) and len(set(got)) == len(keys)
 
 
 def test_string_builder_species_tokens_and_errors(tmp_path, data_dir):

@@ -18,11 +18,11 @@ import pytest
 
 from conftest import DATA, run_cli, write
 from protlm.errors import InputError, ProtlmError
+from protlm.hashing import held_out
 from protlm.io import ResiduePolicy, iter_fasta
 from protlm.store import Inputs, TokenStore, index_store, prepare_store
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import tokenize
-from protlm.train.data import stable_fraction
 
 TOK = DATA / "tokenizer_bpe300"
 
@@ -65,7 +65,7 @@ def test_store_equals_direct_tokenization_and_counts_every_record(tmp_path, corp
         assert np.array_equal(store.get(int(i)), direct.get(k))
     assert np.array_equal(store.lengths[usable], direct.lengths)
     held = store.heldout(0.3)
-    assert [bool(held[i]) for i in usable] == [stable_fraction(r.id, 0.3) for r in kept]
+    assert [bool(held[i]) for i in usable] == [held_out(r.id, 0.3) for r in kept]
 
 
 def test_store_is_identical_for_any_worker_count(tmp_path):
@@ -73,6 +73,13 @@ def test_store_is_identical_for_any_worker_count(tmp_path):
     two = prepare_store(Inputs.expand(["scl2205:heldout"]), TOK, tmp_path / "w2", workers=2, shard_size=400)
     assert one["chunks"] == two["chunks"] > 3
     assert digest(tmp_path / "w1") == digest(tmp_path / "w2")
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_prepare_resumes_after_kill_9(tmp_path):
@@ -85,6 +92,9 @@ def test_prepare_resumes_after_kill_9(tmp_path):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    time.sleep(0.5)
+    orphans = [p for p in Path("/proc").glob("[0-9]*") if str(out).encode() in _cmdline(p)]
+    assert not orphans  # workers die with the killed process (PR_SET_PDEATHSIG)
     done = sorted(p.name for p in (out / "shards").glob("0*"))
     assert len(done) >= 3 and not (out / "store.json").exists()
     (out / "shards" / ".99999.tmp-1").mkdir()  # a half-written shard never counts

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from protlm.hashing import held_out
 from protlm.pairs.negatives import NegativePool, organism
 from protlm.tokenized import TokenizedSet
-from protlm.train.data import PretrainData, stable_fraction
+from protlm.train.data import PretrainData
 
 
 def toy_set(lengths: list[int], ids: list[str] | None = None) -> TokenizedSet:
@@ -21,7 +22,9 @@ def mixture(tset, singles, binding, nonbinding=None, weights=None, max_tokens=64
     binding = np.asarray(binding, dtype=np.int64).reshape(-1, 2)
     members = np.unique(binding)
     known = binding if known is None else known
-    pool = NegativePool.from_ids(members, [tset.ids[i] for i in members], [(tset.ids[a], tset.ids[b]) for a, b in known])
+    pool = NegativePool.from_ids(
+        members, [tset.ids[i] for i in members], [(tset.ids[a], tset.ids[b]) for a, b in known]
+    )
     return PretrainData(
         tset, max_tokens, np.asarray(singles, dtype=np.int64), binding,
         np.asarray(nonbinding if nonbinding is not None else [], dtype=np.int64).reshape(-1, 2),
@@ -73,7 +76,7 @@ def test_pairs_too_long_are_counted():
     assert len(data.binding) == 1 and data.skipped == {"binding pairs longer than 64 tokens": 1}
 
 
-def test_stable_fraction_is_deterministic():
-    picked = [stable_fraction(f"P{i}", 0.1) for i in range(10_000)]
-    assert picked == [stable_fraction(f"P{i}", 0.1) for i in range(10_000)]
+def test_held_out_is_deterministic():
+    picked = [held_out(f"P{i}", 0.1) for i in range(10_000)]
+    assert picked == [held_out(f"P{i}", 0.1) for i in range(10_000)]
     assert 800 < sum(picked) < 1200

@@ -15,20 +15,15 @@ positive, from a seeded generator (`pairs.negatives.NegativePool`, the sampler p
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from dataclasses import replace
 
 import numpy as np
 
 from protlm.errors import ProtlmError
+from protlm.hashing import bucket, unit
 from protlm.pairs.negatives import NegativePool
 from protlm.pairs.table import SPLITS, Pair
-
-
-def _bucket(key: str, fractions: tuple[float, float, float], seed: int) -> str:
-    u = (zlib.crc32(f"{seed}:{key}".encode()) % 1_000_000) / 1_000_000
-    return "train" if u < fractions[0] else ("dev" if u < fractions[0] + fractions[1] else "test")
 
 
 def split_pairs(
@@ -50,10 +45,10 @@ def split_pairs(
         protein_fractions = tuple(float(x) for x in roots / roots.sum())
     for p in pairs:
         if mode == "random":
-            out.append(replace(p, split=_bucket(f"{p.id_a}|{p.id_b}", fractions, seed)))
+            out.append(replace(p, split=bucket(unit(f"{p.id_a}|{p.id_b}", seed), fractions)))
             continue
         ga, gb = (groups or {}).get(p.id_a, p.id_a), (groups or {}).get(p.id_b, p.id_b)
-        sa, sb = _bucket(ga, protein_fractions, seed), _bucket(gb, protein_fractions, seed)
+        sa, sb = bucket(unit(ga, seed), protein_fractions), bucket(unit(gb, seed), protein_fractions)
         if sa == sb:
             out.append(replace(p, split=sa))
         else:

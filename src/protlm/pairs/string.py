@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
+from protlm.hashing import sql_unit
 from protlm.io import ResiduePolicy, open_text, read_sequences
 from protlm.io.duck import check_memory_limit, connect, write_parquet
 
@@ -162,8 +163,8 @@ def _load_proteins(
     # Strict splits hash the protein's group (e.g. its sequence-identity cluster) when given.
     cut_train, cut_dev = opts.split_cuts()
     con.execute(
-        """CREATE TABLE prot AS
-        WITH h AS (SELECT prot_tbl.*, (hash(coalesce(grp.rep, prot_tbl.id) || $seed) % 1000000) / 1000000.0 AS u
+        f"""CREATE TABLE prot AS
+        WITH h AS (SELECT prot_tbl.*, {sql_unit("coalesce(grp.rep, prot_tbl.id)", "seed")} AS u
                    FROM prot_tbl LEFT JOIN grp ON grp.member = prot_tbl.id)
         SELECT id, seq, ntok, split_part(id, '.', 1) AS taxid,
                CASE WHEN u < $train THEN 'train' WHEN u < $dev THEN 'dev' ELSE 'test' END AS split
@@ -180,8 +181,8 @@ def _keep_positives(con, opts: StringOptions) -> None:
     if opts.split == "strict":
         split, cross = "pa.split", "AND pa.split = pb.split"
     else:
-        split = """CASE WHEN (hash(pos.a || pos.b || $seed) % 1000000) / 1000000.0 < $train THEN 'train'
-                        WHEN (hash(pos.a || pos.b || $seed) % 1000000) / 1000000.0 < $dev THEN 'dev' ELSE 'test' END"""
+        u = sql_unit("pos.a || '|' || pos.b", "seed")  # the key `pairs build` hashes: 'id_a|id_b'
+        split = f"CASE WHEN {u} < $train THEN 'train' WHEN {u} < $dev THEN 'dev' ELSE 'test' END"
         cross = ""
     con.execute(
         f"""CREATE TABLE pos_kept AS

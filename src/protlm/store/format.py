@@ -5,7 +5,7 @@ A store is a directory that numpy (or pyarrow, via numpy) reads without protlm:
     STORE/
       store.json              written last, by the index step: a store without it is not finished
       lengths.npy             (N,) int32   content tokens of record i (no special tokens)
-      holdout.npy             (N,) uint32  crc32("eval:" + id) % 100000: held out at fraction f iff < f * 100000
+      holdout.npy             (N,) uint32  hashing.holdout_key(id): held out at fraction f iff < f * 100000
       starts.npy              (S + 1,) int64  first global record index of each shard, then N
       duplicates.npy          (D,) int64   global indices whose id occurred earlier in the corpus (skipped)
       prepare.json            the fingerprint every shard must match (tokenizer, inputs, policy, shard size)
@@ -30,25 +30,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
+from protlm.hashing import HOLDOUT_SCALE
 from protlm.tokenized import IdView
 
 FORMAT = "protlm-corpus-store"
-VERSION = 1
-HOLDOUT_SALT = "eval"  # the same key as train.data.stable_fraction: a store holds out what a file corpus does
-HOLDOUT_SCALE = 100_000
+VERSION = 2  # 2: held-out keys from protlm.hashing (md5), shared with the SQL of the STRING builder
 SHARD_ARRAYS = ("tokens", "offsets", "residues", "holdout", "id_hash", "id_bytes", "id_offsets")
-
-
-def holdout_key(pid: str) -> int:
-    """crc32("eval:" + id) % 100000: record is held out at fraction f iff key < f * 100000."""
-    return zlib.crc32(f"{HOLDOUT_SALT}:{pid}".encode()) % HOLDOUT_SCALE
 
 
 def shard_name(k: int) -> str:

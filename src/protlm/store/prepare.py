@@ -23,6 +23,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,12 +33,12 @@ from pathlib import Path
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
+from protlm.hashing import holdout_keys
 from protlm.io import RawRecord, ResiduePolicy, SkipReport
 from protlm.io.hf_dirs import read_json_object
 from protlm.store.format import (
     FORMAT,
     VERSION,
-    holdout_key,
     read_shard_meta,
     shard_name,
     write_json_atomic,
@@ -132,9 +133,23 @@ _WORKER: dict = {}
 
 def _init_worker(tokenizer_json: str) -> None:
     os.environ["RAYON_NUM_THREADS"] = "1"  # one core per worker: `--workers` is the parallelism
+    _die_with_parent()
     from tokenizers import Tokenizer
 
     _WORKER["tok"] = Tokenizer.from_str(tokenizer_json)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the preparing process dies (kill -9, OOM killer), so no
+    orphan goes on tokenizing beside a resumed run. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _id_hashes(ids: list[str]) -> np.ndarray:
@@ -191,7 +206,7 @@ def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], polic
     arrays = {
         "tokens": tokens, "offsets": offsets,
         "residues": np.fromiter((len(s) for s in seqs), dtype=np.int32, count=len(seqs)),
-        "holdout": np.fromiter((holdout_key(i) for i in ids), dtype=np.uint32, count=len(ids)),
+        "holdout": holdout_keys(ids),
         "id_hash": _id_hashes(ids), "id_bytes": np.frombuffer(b"".join(id_raw), dtype=np.uint8),
         "id_offsets": id_offsets,
     }  # fmt: skip

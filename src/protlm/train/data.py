@@ -10,7 +10,6 @@ example, so planning 10^7 examples costs seconds, and a batch's tuples are built
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +25,6 @@ KINDS = ("singles", "binding", "nonbinding", "assemblies")
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([seed, *keys])
-
-
-def stable_fraction(pid: str, fraction: float, salt: str = "eval") -> bool:
-    """Deterministic membership of `pid` in a `fraction`-sized subset (same across runs)."""
-    return (zlib.crc32(f"{salt}:{pid}".encode()) % 100_000) < fraction * 100_000
 
 
 @dataclass

@@ -189,3 +189,36 @@ def test_distinct_negatives_follow_every_rule():
     assert len(keys) == len(drawn) == 29  # every pair within an organism (15 + 15 + 1) but the 2 known
     assert all(organism(ids[a]) == organism(ids[b]) and a != b for a, b in keys)
     assert (0, 1) not in keys and (6, 7) not in keys
+
+
+def test_assembly_store_keeps_every_chain_in_order_and_feeds_the_mixture(tmp_path):
+    from protlm.io import iter_fasta
+    from protlm.pairs.assemblies import read_assemblies
+    from protlm.store.assemblies import AssemblyStore, prepare_assembly_store
+    from protlm.train.config import PretrainConfig
+    from protlm.train.pretrain import build_data
+
+    seqs = [r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")]
+    fasta = write(tmp_path / "complexes.fasta", f">c1\n{seqs[0][:40]}:{seqs[1][:30]}:{seqs[2][:20]}\n"
+                                                f">c2\n{seqs[3][:25]}:{seqs[4][:35]}\n>c3\n{seqs[5]}:{seqs[6]}\n"
+                                                f">c1\n{seqs[7]}:{seqs[8]}\n")  # fmt: skip
+    meta = prepare_assembly_store(fasta, None, TOK, tmp_path / "as", ResiduePolicy(max_length=300))
+    store = AssemblyStore(tmp_path / "as")
+    want = [a for a in read_assemblies(fasta) if max(map(len, a.seqs)) <= 300]
+    got = [tuple(store.proteins.ids[int(i)] for i in store.members[store.offsets[k] : store.offsets[k + 1]])
+           for k in range(len(store))]  # fmt: skip
+    assert got == [a.member_ids for a in want] and len(want) < 3
+    rep = meta["skip_report"]
+    assert rep["read"] == 4 == rep["used"] + sum(rep["skipped"].values()) and rep["skipped"]["duplicate id"] == 1
+    assert any(k.startswith("assemblies with a protein skipped (longer than 300") for k in rep["skipped"])
+    cfg = PretrainConfig(tokenizer=str(TOK), corpus="", assemblies=str(fasta), out=str(tmp_path / "run"),
+                         cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    data, _, _ = build_data(cfg, load_tokenizer(TOK), 64, lambda s: None)
+    assert data.skipped == {"assemblies longer than 64 tokens": 1} and len(data.assemblies) == 2  # c3 is long
+    examples, lengths, _ = data.epoch_examples(0)
+    assert sorted(examples[k] for k in range(len(examples))) == sorted(data.assemblies[k] for k in range(2))
+    tok = load_tokenizer(TOK).backend_tokenizer
+    chains = [tok.encode(s[:n], add_special_tokens=False).ids for s, n in ((seqs[3], 25), (seqs[4], 35))]
+    k = next(k for k in range(len(examples)) if len(examples[k]) == 2)  # c2
+    assert int(lengths[k]) == sum(len(c) + 2 for c in chains)
+    assert [data.tset.get(i).tolist() for i in examples[k]] == chains

@@ -80,3 +80,22 @@ def test_held_out_is_deterministic():
     picked = [held_out(f"P{i}", 0.1) for i in range(10_000)]
     assert picked == [held_out(f"P{i}", 0.1) for i in range(10_000)]
     assert 800 < sum(picked) < 1200
+
+
+def test_steady_heap_fixes_glibc_mmap_threshold_unless_told_not_to():
+    import os
+    import subprocess
+    import sys
+
+    probe = "from protlm.heap import steady_heap; print(steady_heap())"
+    runs = {}
+    for name, extra in {
+        "default": {},
+        "off": {"PROTLM_STEADY_HEAP": "0"},
+        "user": {"MALLOC_MMAP_THRESHOLD_": "65536"},
+    }.items():
+        env = {k: v for k, v in os.environ.items() if k not in ("PROTLM_STEADY_HEAP", "MALLOC_MMAP_THRESHOLD_")}
+        out = subprocess.run([sys.executable, "-c", probe], env=env | extra, capture_output=True, text=True)
+        runs[name] = out.stdout.strip()
+    glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION")
+    assert runs == {"default": str(bool(glibc)), "off": "False", "user": "False"}

@@ -172,8 +172,8 @@ class Embedder:
 class _NoShuffle:
     """An rng stand-in for `plan_batches` that keeps length order (ties by input order)."""
 
-    def random(self, n: int) -> np.ndarray:
-        return np.arange(n, dtype=np.float64)
+    def permutation(self, n: int) -> np.ndarray:
+        return np.arange(n)
 
     def shuffle(self, x) -> None:
         return None

@@ -49,18 +49,35 @@ class Examples:
     offsets: np.ndarray  # (n + 1,) likewise
 
     @staticmethod
-    def concat(blocks: list[np.ndarray]) -> Examples:
-        """From (n_i, k_i) blocks of fixed arity (singles, pairs) and (1, k) rows (assemblies)."""
+    def concat(blocks: list[np.ndarray | Examples]) -> Examples:
+        """From (n_i, k_i) blocks of fixed arity (singles, pairs) and `Examples` of any arity (assemblies)."""
         blocks = [b for b in blocks if len(b)]
         if not blocks:
             return Examples(np.zeros(0, np.int64), np.zeros(1, np.int64))
+        flat = [b.members if isinstance(b, Examples) else b.reshape(-1) for b in blocks]
+        sizes = [b.sizes() if isinstance(b, Examples) else np.full(len(b), b.shape[1]) for b in blocks]
         # int32 where it fits: an epoch of 10^7 examples is then ~40 bytes an example, not ~80
-        total = sum(b.size for b in blocks)
-        top = max(int(b.max()) for b in blocks)
+        total = sum(len(f) for f in flat)
+        top = max(int(f.max()) for f in flat)
         dtype = np.int32 if max(total, top) < np.iinfo(np.int32).max else np.int64
-        offsets = np.zeros(sum(len(b) for b in blocks) + 1, dtype=dtype)
-        np.cumsum(np.concatenate([np.full(len(b), b.shape[1], dtype=dtype) for b in blocks]), out=offsets[1:])
-        return Examples(np.concatenate([b.reshape(-1).astype(dtype, copy=False) for b in blocks]), offsets)
+        offsets = np.zeros(sum(len(z) for z in sizes) + 1, dtype=dtype)
+        np.cumsum(np.concatenate([z.astype(dtype, copy=False) for z in sizes]), out=offsets[1:])
+        return Examples(np.concatenate([f.astype(dtype, copy=False) for f in flat]), offsets)
+
+    @staticmethod
+    def from_tuples(rows: list[tuple[int, ...]]) -> Examples:
+        sizes = np.array([len(r) for r in rows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return Examples(np.array([i for r in rows for i in r], dtype=np.int64), offsets)
+
+    def take(self, rows: np.ndarray) -> Examples:
+        """The examples `rows` (any order, repeats allowed), gathered as arrays."""
+        rows = np.asarray(rows, dtype=np.int64)
+        sizes = np.diff(self.offsets)[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        starts = np.repeat(np.asarray(self.offsets[:-1])[rows] - offsets[:-1], sizes)
+        return Examples(np.asarray(self.members)[starts + np.arange(offsets[-1])], offsets)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -119,7 +136,7 @@ class PretrainData:
     weights: dict[str, float]
     seed: int = 0
     skipped: Counter = field(default_factory=Counter)
-    assemblies: list[tuple[int, ...]] = field(default_factory=list)  # 2+ proteins each
+    assemblies: Examples = field(default_factory=lambda: Examples.from_tuples([]))  # 2+ proteins each
 
     def __post_init__(self) -> None:
         lengths = self.tset.lengths
@@ -130,10 +147,10 @@ class PretrainData:
                 if (~fits).any():
                     self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
                 setattr(self, kind, pairs[fits])
-        fitting = [a for a in self.assemblies if sum(int(lengths[i]) for i in a) + 2 * len(a) <= self.max_tokens]
-        if len(fitting) < len(self.assemblies):
-            self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += len(self.assemblies) - len(fitting)
-        self.assemblies = fitting
+        fits = self.assemblies.token_lengths(lengths) <= self.max_tokens
+        if (~fits).any():
+            self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += int((~fits).sum())
+            self.assemblies = self.assemblies.take(np.flatnonzero(fits))
 
     def kind_sizes(self) -> dict[str, int]:
         can_draw = self.pool is not None and len(self.pool) > 1
@@ -168,7 +185,7 @@ class PretrainData:
         """(examples, example lengths, crop starts) of one epoch; deterministic in (seed, epoch)."""
         rng = _rng(self.seed, 1, epoch)
         counts = self.epoch_counts()
-        blocks: list[np.ndarray] = []
+        blocks: list[np.ndarray | Examples] = []
         if counts["singles"]:
             blocks.append(self._draw(self.singles, counts["singles"], rng)[:, None])
         if counts["binding"]:
@@ -178,7 +195,7 @@ class PretrainData:
             blocks.append(self._draw(neg, counts["nonbinding"], rng) if len(neg) else neg)
         if counts["assemblies"]:
             rows = self._draw(np.arange(len(self.assemblies)), counts["assemblies"], rng)
-            blocks += [np.asarray(self.assemblies[int(k)], dtype=np.int64)[None, :] for k in rows]
+            blocks.append(self.assemblies.take(rows))
         examples = Examples.concat(blocks)
         lengths = self.tset.lengths
         ex_len = examples.token_lengths(lengths)

@@ -162,6 +162,9 @@ class Fit:
 
 def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None] = print) -> LoopState:
     """Train until a budget is reached; returns the final loop state."""
+    from protlm.heap import steady_heap
+
+    steady_heap()  # batch shapes change every step: keep glibc's heap from growing (heap.py)
     cfg, acc = f.cfg, f.accelerator
     world, rank = acc.num_processes, acc.process_index
     per_step = world * cfg.grad_accum

@@ -18,15 +18,15 @@ import torch
 
 from protlm.batching import plan_batches
 from protlm.errors import ProtlmError
-from protlm.io import ResiduePolicy, SkipReport
+from protlm.io import ResiduePolicy
 from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import load_safetensors_model
 from protlm.pairs.negatives import NegativePool
 from protlm.tokenization import load_tokenizer
-from protlm.tokenized import ConcatTokens, cached_tokenize
+from protlm.tokenized import ConcatTokens
 from protlm.train.checkpoint import checkpoints
 from protlm.train.config import PretrainConfig, save_config
-from protlm.train.data import PretrainData
+from protlm.train.data import Examples, PretrainData
 from protlm.train.loop import Fit, LoopState, derive_seed, fit
 from protlm.train.objective import MaskedLMObjective
 
@@ -95,6 +95,20 @@ def open_pair_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
     return store
 
 
+def open_assembly_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
+    """The run's assemblies as a memory-mapped `AssemblyStore`, checked against the run's tokenizer."""
+    from protlm.store.assemblies import AssemblyStore, ensure_assembly_store
+    from protlm.store.prepare import tokenizer_fingerprint
+
+    policy = ResiduePolicy(strict=cfg.strict)
+    path = ensure_assembly_store(cfg.assemblies, cfg.assembly_sequences, cfg.tokenizer, policy, cfg.cache_dir, log=log)
+    store = AssemblyStore(path)
+    if store.tokenizer_sha256 != tokenizer_fingerprint(cfg.tokenizer)[1]:
+        raise ProtlmError(f"{store.path}: this assembly store was prepared with another tokenizer than "
+                          f"{cfg.tokenizer}; prepare it again with this --tokenizer")  # fmt: skip
+    return store
+
+
 def _summary(name: str, rep: dict) -> str:
     """One line from a store's skip report: read, used, skipped by reason."""
     skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
@@ -104,7 +118,6 @@ def _summary(name: str, rep: dict) -> str:
 
 def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[str], None]):
     """(training mixture, held-out examples, report dict) from the corpus and pair stores and assemblies."""
-    policy = ResiduePolicy(strict=cfg.strict)
     store = None
     singles = eval_singles = np.zeros(0, dtype=np.int64)
     reports: dict[str, dict] = {}
@@ -135,28 +148,16 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         log(summary)
         reports["pairs"] = {"summary": summary, "examples": rep["examples"], "store": str(pstore.path)}
         offset += len(pstore.proteins)
-    # Assemblies: their proteins tokenized (cached) after the stores' indices.
-    ids: list[str] = []
-    seqs: list[str] = []
-    assemblies: list[tuple[int, ...]] = []
+    # Assemblies: an assembly store (a FASTA or table is prepared into the cache once), proteins last.
+    assemblies = Examples.from_tuples([])
     if cfg.assemblies:
-        from protlm.pairs.assemblies import read_assemblies
-
-        index: dict[tuple[str, str], int] = {}
-        report = SkipReport(cfg.assemblies)
-        for asm in read_assemblies(cfg.assemblies, cfg.assembly_sequences, policy, report):
-            members = []
-            for pid, seq in zip(asm.member_ids, asm.seqs, strict=True):
-                if (pid, seq) not in index:
-                    index[(pid, seq)] = offset + len(ids)
-                    ids.append(pid)
-                    seqs.append(seq)
-                members.append(index[(pid, seq)])
-            assemblies.append(tuple(members))
-        log(report.summary())
-        reports["assemblies"] = {"summary": report.summary(), "examples": report.examples}
-    if ids:
-        parts.append(cached_tokenize(tokenizer, ids, seqs, cfg.cache_dir))
+        astore = open_assembly_store(cfg, tokenizer, log)
+        parts.append(astore.proteins)
+        assemblies = Examples(np.asarray(astore.members).astype(np.int64) + offset, np.asarray(astore.offsets))
+        rep = astore.meta["skip_report"]
+        summary = _summary(str(cfg.assemblies), rep)
+        log(summary)
+        reports["assemblies"] = {"summary": summary, "examples": rep["examples"], "store": str(astore.path)}
     if not len(singles) + len(eval_singles) + len(binding) + len(nonbinding) + len(eval_pairs) + len(assemblies):
         raise ProtlmError("no usable sequences in --corpus / --pairs / --assemblies")
     tset = parts[0] if len(parts) == 1 else ConcatTokens(*parts)
@@ -243,6 +244,7 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
     max_tokens = cfg.max_tokens or limit
     if accelerator.is_main_process:  # prepare the stores once, before any rank opens them
         from protlm.store import ensure_store
+        from protlm.store.assemblies import ensure_assembly_store
         from protlm.store.pairs import ensure_pair_store
 
         policy = ResiduePolicy(strict=cfg.strict)
@@ -250,6 +252,8 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
             ensure_store(cfg.corpus, cfg.tokenizer, policy, cfg.cache_dir, log=say)
         if cfg.pairs:
             ensure_pair_store(cfg.pairs, cfg.tokenizer, policy, cfg.cache_dir, log=say)
+        if cfg.assemblies:
+            ensure_assembly_store(cfg.assemblies, cfg.assembly_sequences, cfg.tokenizer, policy, cfg.cache_dir, log=say)
     accelerator.wait_for_everyone()
     data, held, reports = build_data(cfg, tokenizer, max_tokens, say)
     source = MLMSource(data, cfg.tokens_per_batch, len(tokenizer), cfg.mlm_probability)

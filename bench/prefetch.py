@@ -7,12 +7,16 @@ ratio, all in one script run:
     .venv/bin/python bench/prefetch.py --tokenizer /tmp/corpus_bench/tok10k --model tiny --steps 40 --reps 2
 
 Decides `--prefetch auto` on CPU (on only where it measures faster).
+
+`--lever steady-heap` compares the fixed glibc mmap threshold (`protlm.heap`, on by default) with
+glibc's own adjustment (`PROTLM_STEADY_HEAP=0`) the same way, with prefetch off in both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -22,11 +26,13 @@ from pathlib import Path
 
 def run(setting: str, args, work: Path, rep: int) -> float:
     out = work / f"{setting}-{rep}"
+    heap = args.lever == "steady-heap"
+    env = {**os.environ, "PROTLM_STEADY_HEAP": "1" if setting == "on" or not heap else "0"}
     cmd = [sys.executable, "-m", "protlm", "pretrain", "--tokenizer", str(args.tokenizer), "--model", args.model,
            "--corpus", args.corpus, "--max-steps", str(args.steps), "--tokens-per-batch", str(args.tokens_per_batch),
            "--precision", "fp32", "--log-every", "1", "--eval-every", "100000", "--save-every", "100000",
-           "--prefetch", setting, "--out", str(out), "--cache-dir", str(work / "cache")]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
+           "--prefetch", "off" if heap else setting, "--out", str(out), "--cache-dir", str(work / "cache")]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][5:]
     return statistics.median(speeds)
@@ -40,6 +46,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--tokens-per-batch", type=int, default=8192)
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--lever", choices=("prefetch", "steady-heap"), default="prefetch")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -4,10 +4,10 @@ Runs `protlm pretrain` (tiny preset, Swiss-Prot 2014 from ../shared/data, 8,192 
 evaluation and checkpoints at their defaults) for --steps steps in a child process and samples its
 /proc status once a second: VmRSS and RssAnon (anonymous memory: the heap, not the mapped store or
 libraries), with the step reached (from metrics.jsonl). Each --env setting is one run in the same
-invocation, so the runs compare on one machine:
+invocation (side by side with --parallel), so the runs compare on one machine:
 
-    .venv/bin/python bench/steady_rss.py --steps 2000 --env "" --env MALLOC_MMAP_THRESHOLD_=131072 \\
-        --corpus /tmp/corpus_bench/store_400000_w1 --tokenizer /tmp/corpus_bench/tok10k
+    .venv/bin/python bench/steady_rss.py --steps 2000 --env PROTLM_STEADY_HEAP=0 --env "" --parallel \\
+        --tokenizer /tmp/corpus_bench/tok10k
 
 Prints RSS at steps 1, 100, 500, 1000, 1500, 2000 and the peak for each run.
 """
@@ -62,7 +62,17 @@ def run(env_text: str, args) -> list[tuple[int, float, float, float]]:
     cmd = [sys.executable, "-m", "protlm", "pretrain", "--corpus", str(args.corpus), "--tokenizer",
            str(args.tokenizer), "--model", "tiny", "--tokens-per-batch", "8192", "--max-steps", str(args.steps),
            "--precision", "fp32", "--log-every", "10", "--out", str(out), "--cache-dir", str(args.workdir / "cache")]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = out.with_suffix(".log")  # a file, not a pipe: an undrained pipe would block the run once full
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        samples = watch(proc, out)
+    if proc.returncode:
+        raise SystemExit(f"{env_text}: exit {proc.returncode}\n{log.read_text()[-2000:]}")
+    (args.workdir / f"samples_{env_text or 'default'}.json".replace("=", "_")).write_text(json.dumps(samples))
+    return samples
+
+
+def watch(proc: subprocess.Popen, out: Path) -> list[tuple[int, float, float, float]]:
     samples, t0 = [], time.perf_counter()
     while proc.poll() is None:
         mem = status_mb(proc.pid)
@@ -70,9 +80,6 @@ def run(env_text: str, args) -> list[tuple[int, float, float, float]]:
             samples.append((last_step(out / "metrics.jsonl"), time.perf_counter() - t0, mem.get("VmRSS", 0.0),
                             mem.get("RssAnon", 0.0)))  # fmt: skip
         time.sleep(1.0)
-    if proc.returncode:
-        raise SystemExit(f"{env_text}: exit {proc.returncode}\n{proc.stderr.read()[-2000:]}")
-    (args.workdir / f"samples_{env_text or 'default'}.json".replace("=", "_")).write_text(json.dumps(samples))
     return samples
 
 
@@ -83,14 +90,21 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path, required=True)
     ap.add_argument("--env", action="append", default=None, help="NAME=VALUE for one run; '' = as is.")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/steady_rss"))
+    ap.add_argument("--parallel", action="store_true", help="Run the settings side by side (same load).")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     marks = [1, 100, 500, 1000, 1500, 2000, args.steps]
     marks = sorted({m for m in marks if m <= args.steps})
     print("| run | " + " | ".join(f"step {m}" for m in marks) + " | peak RSS | peak anon | wall |")
     print("|---|" + "---:|" * (len(marks) + 3))
-    for env_text in args.env or [""]:
-        samples = run(env_text, args)
+    settings = args.env or [""]
+    if args.parallel:  # side by side: both runs see the same machine load
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(settings)) as pool:
+            done = dict(zip(settings, pool.map(lambda e: run(e, args), settings), strict=True))
+    for env_text in settings:
+        samples = done[env_text] if args.parallel else run(env_text, args)
         cells = []
         for m in marks:
             at = [s for s in samples if s[0] >= m]

@@ -82,20 +82,37 @@ def test_held_out_is_deterministic():
     assert 800 < sum(picked) < 1200
 
 
-def test_steady_heap_fixes_glibc_mmap_threshold_unless_told_not_to():
+def test_heap_trim_hands_free_memory_back_unless_told_not_to():
     import os
     import subprocess
     import sys
 
-    probe = "from protlm.heap import steady_heap; print(steady_heap())"
+    # Fragment the heap the way changing batch shapes do, free it, trim: RSS must fall back.
+    probe = """
+import ctypes, re
+from pathlib import Path
+from protlm.heap import HeapTrim
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def anon():
+    return int(re.search(r"RssAnon:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) // 1024
+big, small = [], []
+for k in range(1000):  # 100 KB blocks (heap, under the mmap threshold), each followed by a live 32-byte one
+    p = libc.malloc(100_000); ctypes.memset(p, 1, 100_000); big.append(p); small.append(libc.malloc(32))
+before = anon()
+for p in big:
+    libc.free(p)
+heap = HeapTrim(every=1); heap.step()
+print(heap.active, before, anon())
+"""
     runs = {}
-    for name, extra in {
-        "default": {},
-        "off": {"PROTLM_STEADY_HEAP": "0"},
-        "user": {"MALLOC_MMAP_THRESHOLD_": "65536"},
-    }.items():
-        env = {k: v for k, v in os.environ.items() if k not in ("PROTLM_STEADY_HEAP", "MALLOC_MMAP_THRESHOLD_")}
-        out = subprocess.run([sys.executable, "-c", probe], env=env | extra, capture_output=True, text=True)
-        runs[name] = out.stdout.strip()
-    glibc = sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION")
-    assert runs == {"default": str(bool(glibc)), "off": "False", "user": "False"}
+    for name, extra in {"default": {}, "off": {"PROTLM_STEADY_HEAP": "0"}}.items():
+        env = {k: v for k, v in os.environ.items() if k != "PROTLM_STEADY_HEAP"} | extra
+        out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        active, before, after = out.stdout.split()
+        runs[name] = (active, int(before), int(after))
+    if not (sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION")):
+        return  # not glibc: nothing to trim
+    assert runs["default"][0] == "True" and runs["default"][2] < runs["default"][1] - 80  # MB handed back
+    assert runs["off"][0] == "False" and runs["off"][2] > runs["off"][1] - 10  # kept by the heap

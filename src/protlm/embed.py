@@ -23,6 +23,7 @@ import torch
 
 from protlm.batching import assemble, pad_batch, plan_batches
 from protlm.errors import ProtlmError
+from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
 from protlm.models.longformer import encoder_kwargs
 from protlm.pairs.assemblies import CHAIN_SEP
@@ -133,7 +134,9 @@ class Embedder:
         cls = np.zeros((len(tokens), len(self.layers), d), dtype=np.float32)
         cls_n = np.zeros(len(tokens), dtype=np.float32)
         # Sorted by length (no shuffle: inference), packed to the token budget.
+        heap = HeapTrim()
         for batch in plan_batches(lengths, self.opt.tokens_per_batch, _NoShuffle()):
+            heap.step()
             seqs = [assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch]
             ids, mask = pad_batch(seqs)
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):

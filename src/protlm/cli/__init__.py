@@ -16,7 +16,6 @@ import typer
 
 from protlm.cli import attention, corpus, data, infer, train
 from protlm.errors import ProtlmError
-from protlm.heap import steady_heap
 
 app = typer.Typer(
     help="Protein language models: BPE tokenizers, masked-LM pre-training on proteins and binding pairs.",
@@ -78,7 +77,6 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     words = _command_words(args)
     debug = "--debug" in args[: args.index(words[0])] if words else "--debug" in args
-    steady_heap()
     try:
         code = app(args=args, prog_name="protlm", standalone_mode=False)
     except ProtlmError as e:

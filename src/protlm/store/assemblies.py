@@ -16,8 +16,6 @@ protein (complexes number in the hundreds of thousands, not the billions of STRI
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -29,7 +27,7 @@ import numpy as np
 from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.hf_dirs import read_json_object
-from protlm.store.format import TokenStore, _load, write_json_atomic
+from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir, write_json_atomic
 
 ASM_FORMAT = "protlm-assembly-store"
 ASM_VERSION = 1
@@ -44,11 +42,7 @@ class AssemblyStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not is_assembly_store(self.path):
-            raise ProtlmError(f"{self.path}: not an assembly store (no assemblies.json)")
-        self.meta = read_json_object(self.path / "assemblies.json")
-        if self.meta.get("format") != ASM_FORMAT or self.meta.get("version") != ASM_VERSION:
-            raise InputError(self.path / "assemblies.json", f"not a {ASM_FORMAT} version {ASM_VERSION}")
+        self.meta = read_meta(self.path / "assemblies.json", ASM_FORMAT, ASM_VERSION, "an assembly store")
         self.proteins = TokenStore(self.path / "proteins")
         self.members = _load(self.path / "members.npy", mmap=True)
         self.offsets = _load(self.path / "offsets.npy")
@@ -105,10 +99,8 @@ def prepare_assembly_store(
         return old
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ProtlmError(f"{out}: exists and is not an assembly store; give an empty or new directory")
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    (tmp / ".work").mkdir(parents=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = staging_dir(out)
     report = SkipReport(str(spec))
     seqs: dict[str, str] = {}
     sizes: list[int] = []
@@ -143,15 +135,11 @@ def prepare_assembly_store(
     dtype = np.int32 if len(proteins) < 2**31 else np.int64
     np.save(tmp / "members.npy", members.astype(dtype), allow_pickle=False)
     np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
-    shutil.rmtree(tmp / ".work", ignore_errors=True)
     result = {"format": ASM_FORMAT, "version": ASM_VERSION, "fingerprint": meta, "assemblies": len(offsets) - 1,
               "proteins": len(proteins), "skip_report": {"read": report.n_read, "used": report.n_used,
               "skipped": dict(report.skipped), "examples": report.examples}}  # fmt: skip
     write_json_atomic(tmp / "assemblies.json", result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
+    publish(tmp, out)
     return result
 
 
@@ -165,14 +153,11 @@ def ensure_assembly_store(
 ) -> Path:
     """An assembly store as given, or `spec` prepared once into `cache_dir/assemblies-<key>`."""
     from protlm.store.prepare import tokenizer_fingerprint
-    from protlm.tokenized import default_cache_dir
 
     if is_assembly_store(spec):
         return Path(spec)
     _, sha, vocab = tokenizer_fingerprint(tokenizer_dir)
-    meta = assembly_fingerprint(spec, sequences, sha, vocab, policy)
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"assemblies-{key}"
+    path = cache_path("assemblies", assembly_fingerprint(spec, sequences, sha, vocab, policy), cache_dir)
     if not is_assembly_store(path):
         log(f"preparing {spec} into the assembly store {path} (once)")
         prepare_assembly_store(spec, sequences, tokenizer_dir, path, policy, workers=max(1, min(4, os.cpu_count() or 1)),

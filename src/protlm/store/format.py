@@ -54,6 +54,47 @@ def write_json_atomic(path: Path, value) -> None:
     os.replace(tmp, path)
 
 
+def cache_path(kind: str, fingerprint: dict, cache_dir: str | Path | None) -> Path:
+    """`cache_dir/<kind>-<key>`, the key a hash of the fingerprint: where a spec is prepared once."""
+    import hashlib
+
+    from protlm.tokenized import default_cache_dir
+
+    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:24]
+    return Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{kind}-{key}"
+
+
+def staging_dir(out: Path) -> Path:
+    """A fresh `.NAME.tmp-PID` beside `out` to build a whole store in (a killed run's leftovers removed):
+    `publish` renames it into place, so a reader sees a complete store or none."""
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    (tmp / ".work").mkdir(parents=True)
+    return tmp
+
+
+def publish(tmp: Path, out: Path) -> None:
+    shutil.rmtree(tmp / ".work", ignore_errors=True)
+    if out.exists():
+        out.rmdir()  # an empty directory (callers refuse anything else)
+    os.replace(tmp, out)
+
+
+def read_meta(meta_file: Path, fmt: str, version: int, what: str) -> dict:
+    """A store's metadata JSON, checked to be `fmt` at `version`; one-line errors otherwise."""
+    if not meta_file.is_file():
+        raise ProtlmError(f"{meta_file.parent}: not {what} (no {meta_file.name})")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InputError(meta_file, "corrupt store metadata (not JSON)") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("version") != version:
+        found = (meta.get("format"), meta.get("version")) if isinstance(meta, dict) else (None, None)
+        raise InputError(meta_file, f"not a {fmt} version {version} (found {found[0]!r} version {found[1]!r})")
+    return meta
+
+
 def write_shard(root: Path, k: int, arrays: dict[str, np.ndarray], meta: dict) -> None:
     """Write shard k under a temporary name and rename it into place: a reader (or a resumed run)
     sees a complete shard or none."""
@@ -134,17 +175,10 @@ class TokenStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        meta_file = self.path / "store.json"
-        if not meta_file.is_file():
-            hint = " (prepared but not indexed: run `protlm corpus index`)" if is_store(self.path) else ""
-            raise ProtlmError(f"{self.path}: not a finished corpus store (no store.json){hint}")
-        try:
-            self.meta = json.loads(meta_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError(meta_file, "corrupt store metadata (not JSON)") from None
-        if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
-            raise InputError(meta_file, f"not a {FORMAT} version {VERSION} (found {self.meta.get('format')!r} "
-                                        f"version {self.meta.get('version')!r})")  # fmt: skip
+        if not (self.path / "store.json").is_file() and is_store(self.path):
+            raise ProtlmError(f"{self.path}: not a finished corpus store (no store.json) (prepared but not "
+                              "indexed: run `protlm corpus index`)")  # fmt: skip
+        self.meta = read_meta(self.path / "store.json", FORMAT, VERSION, "a finished corpus store")
         self.lengths = _load(self.path / "lengths.npy")
         self.holdout = _load(self.path / "holdout.npy", mmap=True)
         self.starts = _load(self.path / "starts.npy")

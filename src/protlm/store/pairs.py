@@ -23,8 +23,6 @@ different sequences is an error naming both lines) and tokenized in parallel int
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -38,7 +36,7 @@ from protlm.io import ResiduePolicy
 from protlm.io.hf_dirs import read_json_object
 from protlm.io.tables import table_header, table_kind
 from protlm.pairs.table import PAIR_COLUMNS, SPLITS
-from protlm.store.format import TokenStore, _load, write_json_atomic
+from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir, write_json_atomic
 
 PAIR_FORMAT = "protlm-pair-store"
 PAIR_VERSION = 1
@@ -57,11 +55,7 @@ class PairStore:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        if not is_pair_store(self.path):
-            raise ProtlmError(f"{self.path}: not a pair store (no pairs.json)")
-        self.meta = read_json_object(self.path / "pairs.json")
-        if self.meta.get("format") != PAIR_FORMAT or self.meta.get("version") != PAIR_VERSION:
-            raise InputError(self.path / "pairs.json", f"not a {PAIR_FORMAT} version {PAIR_VERSION}")
+        self.meta = read_meta(self.path / "pairs.json", PAIR_FORMAT, PAIR_VERSION, "a pair store")
         self.proteins = TokenStore(self.path / "proteins")
         self.pairs = _load(self.path / "pairs.npy", mmap=True)
         self.label = _load(self.path / "label.npy", mmap=True)
@@ -326,12 +320,9 @@ def prepare_pair_store(
         return old
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ProtlmError(f"{out}: exists and is not a pair store; give an empty or new directory")
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # a killed run's leftovers never count
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    tmp = staging_dir(out)
     work = tmp / ".work"
-    work.mkdir(parents=True)
     con = connect(work, [f for f in files if table_kind(f) == "parquet"], memory_limit)
     try:
         _load_rows(con, files, work, policy)
@@ -359,9 +350,7 @@ def prepare_pair_store(
               "proteins": len(proteins), "known_binding_pairs": counts["known"], "sizes": counts["sizes"],
               "skip_report": report}  # fmt: skip
     write_json_atomic(tmp / "pairs.json", result)
-    if out.exists():
-        out.rmdir()  # empty (checked above)
-    os.replace(tmp, out)
+    publish(tmp, out)
     return result
 
 
@@ -377,14 +366,11 @@ def ensure_pair_store(
     `cache_dir/pairs-<key>`, the key a hash of the fingerprint (tokenizer, policy, each file's path,
     size and modification time)."""
     from protlm.store.prepare import tokenizer_fingerprint
-    from protlm.tokenized import default_cache_dir
 
     if is_pair_store(spec):
         return Path(spec)
     _, sha, vocab = tokenizer_fingerprint(tokenizer_dir)
-    meta = pair_fingerprint(pair_table_files(spec), sha, vocab, policy)
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"pairs-{key}"
+    path = cache_path("pairs", pair_fingerprint(pair_table_files(spec), sha, vocab, policy), cache_dir)
     if not is_pair_store(path):
         log(f"preparing {spec} into the pair store {path} (once)")
         workers = workers or max(1, min(4, os.cpu_count() or 1))

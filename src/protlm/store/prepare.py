@@ -411,16 +411,13 @@ def ensure_store(
     """The store for a corpus spec: a store directory as given; a file (or scl2205) prepared once
     into `cache_dir/store-<key>`, the key a hash of the fingerprint (tokenizer, policy, and each
     input's path, size and modification time: start-up never reads the corpus to decide)."""
-    from protlm.store.format import is_store
-    from protlm.tokenized import default_cache_dir
+    from protlm.store.format import cache_path, is_store
 
     if Path(spec).is_dir() and is_store(spec):
         return Path(spec)
     inputs = Inputs.expand([spec])
     _, sha, vocab = tokenizer_fingerprint(tokenizer_dir)
-    meta = fingerprint(inputs, sha, vocab, policy, DEFAULT_SHARD_SIZE)
-    key = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"store-{key}"
+    path = cache_path("store", fingerprint(inputs, sha, vocab, policy, DEFAULT_SHARD_SIZE), cache_dir)
     if not (path / "store.json").is_file():
         log(f"preparing {spec} into the corpus store {path} (once)")
         workers = workers or max(1, min(4, os.cpu_count() or 1))

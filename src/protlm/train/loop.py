@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from protlm.heap import HeapTrim
 from protlm.train.checkpoint import checkpoints, load_training_state, save_checkpoint, save_model_atomic
 from protlm.train.config import TrainConfig, parse_duration
 from protlm.train.faults import fault
@@ -162,10 +163,8 @@ class Fit:
 
 def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None] = print) -> LoopState:
     """Train until a budget is reached; returns the final loop state."""
-    from protlm.heap import steady_heap
-
-    steady_heap()  # batch shapes change every step: keep glibc's heap from growing (heap.py)
     cfg, acc = f.cfg, f.accelerator
+    heap = HeapTrim()  # batch shapes change every step: free heap pages go back to the system (heap.py)
     world, rank = acc.num_processes, acc.process_index
     per_step = world * cfg.grad_accum
     max_time = parse_duration(cfg.max_time)
@@ -255,6 +254,7 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
             group["lr"] = lr  # the schedule is a pure function of the step: nothing else to save
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        heap.step()
         if world > 1:
             step_loss = acc.reduce(step_loss, reduction="mean")
         state.step += 1

@@ -222,3 +222,12 @@ def test_assembly_store_keeps_every_chain_in_order_and_feeds_the_mixture(tmp_pat
     k = next(k for k in range(len(examples)) if len(examples[k]) == 2)  # c2
     assert int(lengths[k]) == sum(len(c) + 2 for c in chains)
     assert [data.tset.get(i).tolist() for i in examples[k]] == chains
+
+
+def test_hostile_file_names_and_ids_stay_data(tmp_path):
+    """Paths and ids go to DuckDB as bound parameters: quotes and SQL in them are plain text."""
+    rows = "id_a\tid_b\tseq_a\tseq_b\nx'); DROP TABLE rows; --\tB\"\tMKT\tMKL\n"
+    table = write(tmp_path / "o'brien; SELECT 1.tsv", rows)
+    meta = prepare_pair_store(table, TOK, tmp_path / "it's a store")
+    store = PairStore(tmp_path / "it's a store")
+    assert meta["pairs"] == 1 and sorted(store.proteins.ids[i] for i in range(2)) == ['B"', "x'); DROP TABLE rows; --"]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from protlm.batching import mask_for_mlm, pad_batch
+from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch
 from protlm.corpora import open_corpus
 from protlm.models import build_mlm
 from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokenizer
@@ -42,18 +42,19 @@ def flops_per_token(config, context: float) -> float:
     return 6 * non_embedding + 12 * layers * context * h + 6 * h * v * 0.15
 
 
-def run_seed_recipe(model, tset, vocab: int, batch_size: int, seconds: float) -> dict:
+def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float) -> dict:
     """Every sequence padded to 512, eager attention, fp32, full-vocabulary logits."""
     model.config._attn_implementation = "eager"
     opt = make_optimizer(model, TrainConfig(max_steps=1))
     gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
+    vocab = MaskingVocab.of(tok)
     order = rng.permutation(len(tset))
     tokens = steps = 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         idx = order[(steps * batch_size) % len(order) :][:batch_size]
-        seqs = [np.concatenate([[0], tset.get(i)[:510], [2]]) for i in idx]
-        ids, attn = pad_batch(seqs)
+        seqs = [tok.assemble([tset.get(i)[:510]]) for i in idx]
+        ids, attn = pad_batch(seqs, tok.pad_token_id)
         ids = F.pad(ids, (0, 512 - ids.shape[1]), value=1)
         attn = F.pad(attn, (0, 512 - attn.shape[1]), value=0)
         inputs, labels = mask_for_mlm(ids, vocab, gen)
@@ -72,7 +73,7 @@ def run_seed_recipe(model, tset, vocab: int, batch_size: int, seconds: float) ->
     }
 
 
-def run_protlm(model, data: PretrainData, vocab: int, tokens_per_batch: int, seconds: float, precision: str) -> dict:
+def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float, precision: str) -> dict:
     model.config._attn_implementation = "sdpa"
     objective = MaskedLMObjective(model)
     opt = make_optimizer(objective, TrainConfig(max_steps=1))
@@ -82,7 +83,7 @@ def run_protlm(model, data: PretrainData, vocab: int, tokens_per_batch: int, sec
     ctx = []
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
-        batch = data.make_batch(plan[steps % len(plan)], torch.Generator().manual_seed(steps), vocab)
+        batch = data.make_batch(plan[steps % len(plan)], torch.Generator().manual_seed(steps))
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
             loss, _ = objective(batch.input_ids, batch.attention_mask, batch.labels)
         loss.backward()
@@ -111,7 +112,6 @@ def main() -> None:
     seqs = [r.seq for r in records]
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else train_tokenizer(seqs, vocab_size=DEFAULT_VOCAB_SIZE)
     tset = tokenize(tok, [r.id for r in records], seqs)
-    vocab = len(tok)
     print(
         f"SCL2205 train: {len(tset):,} proteins, mean {tset.lengths.mean():.0f} tokens; preset {args.preset}; torch threads {torch.get_num_threads()}"
     )
@@ -119,7 +119,7 @@ def main() -> None:
     print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
 
     empty = np.zeros((0, 2), dtype=np.int64)
-    data = PretrainData(tset, 512, np.arange(len(tset)), empty, empty, None, {"singles": 1.0})
+    data = PretrainData(tset, 512, np.arange(len(tset)), empty, empty, None, {"singles": 1.0}, tok)
     auto = autocast_dtype("auto", torch.device("cpu"))
     print(f"--precision auto picks {'bf16' if auto else 'fp32'} on this machine")
     results = {}
@@ -127,10 +127,10 @@ def main() -> None:
     for name, fn in [
         (
             "seed recipe (eager, fp32, pad to 512)",
-            lambda m: run_seed_recipe(m, tset, vocab, args.seed_batch_size, args.seconds),
+            lambda m: run_seed_recipe(m, tset, tok, args.seed_batch_size, args.seconds),
         ),
-        ("protlm fp32", lambda m: run_protlm(m, data, vocab, args.tokens_per_batch, args.seconds, "fp32")),
-        ("protlm bf16 autocast", lambda m: run_protlm(m, data, vocab, args.tokens_per_batch, args.seconds, "bf16")),
+        ("protlm fp32", lambda m: run_protlm(m, data, args.tokens_per_batch, args.seconds, "fp32")),
+        ("protlm bf16 autocast", lambda m: run_protlm(m, data, args.tokens_per_batch, args.seconds, "bf16")),
     ]:
         model = build_mlm(args.preset, tok, seed=0)
         model.load_state_dict(init)

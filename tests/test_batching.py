@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers.models.roberta.modeling_roberta import RobertaEmbeddings
 
-from protlm.batching import CLS, MASK, PAD, SEP, assemble, mask_for_mlm, pad_batch, padding_stats, plan_batches
+from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch, padding_stats, plan_batches
 from protlm.models import build_mlm
 from protlm.tokenization import load_tokenizer
 
@@ -26,18 +26,18 @@ def test_plan_batches_respects_budget_and_covers_every_example_once():
     assert [len(b) for b in plan_batches(np.array([5000, 10]), 4096, rng) if 0 in b] == [1]
 
 
+CLS, PAD, SEP, MASK = 0, 1, 2, 4  # a protlm (RoBERTa-style) tokenizer's specials
+
+
 def test_pair_encoding_and_positions_continue_across_both_proteins(data_dir):
-    a, b = np.array([10, 11, 12]), np.array([20, 21])
-    ids = assemble([a, b])
-    assert ids.tolist() == [CLS, 10, 11, 12, SEP, SEP, 20, 21, SEP]  # <s> A </s></s> B </s>
     tok = load_tokenizer(data_dir / "tokenizer_bpe300")
+    ids = tok.assemble([np.array([10, 11, 12]), np.array([20, 21])])
+    assert ids.tolist() == [CLS, 10, 11, 12, SEP, SEP, 20, 21, SEP]  # <s> A </s></s> B </s>
     seq_a, seq_b = "MSQQKQQSWKPP", "MKTAYIAK"
-    hf = tok(seq_a, seq_b)["input_ids"]
-    ours = assemble(
-        [tok(seq_a, add_special_tokens=False)["input_ids"], tok(seq_b, add_special_tokens=False)["input_ids"]]
-    )
+    hf = tok.hf(seq_a, seq_b)["input_ids"]
+    ours = tok.assemble([tok.encode(seq_a), tok.encode(seq_b)])
     assert ours.tolist() == hf  # identical to the tokenizer's RoBERTa pair template
-    batch, _ = pad_batch([ours, ours[:5]])
+    batch, _ = pad_batch([ours, ours[:5]], PAD)
     pos = RobertaEmbeddings.create_position_ids_from_input_ids(batch, padding_idx=PAD)
     assert pos[0].tolist() == list(range(2, 2 + len(ours)))  # B's positions continue A's
     assert pos[1, 5:].eq(PAD).all()  # pads get the padding position
@@ -47,7 +47,9 @@ def test_masking_statistics():
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 1000, (64, 512))
     ids[:, 0], ids[:, -1], ids[:, 300:] = CLS, SEP, PAD
-    masked, labels = mask_for_mlm(ids, 1000, gen)
+    maskable_ids = torch.arange(1000) >= 5
+    vocab = MaskingVocab(MASK, maskable_ids, torch.arange(5, 1000))
+    masked, labels = mask_for_mlm(ids, vocab, gen)
     maskable = ids >= 5
     selected = labels != -100
     assert not (selected & ~maskable).any()  # never specials or pads
@@ -65,9 +67,9 @@ def test_masking_statistics():
 def test_attention_mask_excludes_pads(data_dir):
     tok = load_tokenizer(data_dir / "tokenizer_bpe300")
     model = build_mlm(str(data_dir / "micro.yaml"), tok, dropout=None).eval()
-    seq = np.array(tok("MSQQKQQSWKPPNVPK", add_special_tokens=False)["input_ids"])
-    alone_ids, alone_mask = pad_batch([assemble([seq])])
-    padded_ids, padded_mask = pad_batch([assemble([seq]), assemble([np.arange(5, 60)])])
+    seq = tok.encode("MSQQKQQSWKPPNVPK")
+    alone_ids, alone_mask = pad_batch([tok.assemble([seq])], PAD)
+    padded_ids, padded_mask = pad_batch([tok.assemble([seq]), tok.assemble([np.arange(5, 60)])], PAD)
     with torch.no_grad():
         alone = model(input_ids=alone_ids, attention_mask=alone_mask).logits[0]
         padded = model(input_ids=padded_ids, attention_mask=padded_mask).logits[0, : alone.shape[0]]

@@ -78,14 +78,14 @@ def test_api_mean_is_residue_mean_and_batch_independent(pretrained, seqs):
 def test_long_protein_windows_are_stitched(pretrained, seqs):
     model = protlm.load(pretrained)
     pid, seq = max(seqs.items(), key=lambda kv: len(kv[1]))
-    n_tokens = len(model.tokenizer.backend_tokenizer.encode(seq, add_special_tokens=False).ids)
+    n_tokens = len(model.tokenizer.backend.encode(seq, add_special_tokens=False).ids)
     assert n_tokens > 128  # longer than the micro model's 128 positions: no error, no truncation
     out = model.embed({pid: seq}, pool="residue")[pid]["residue"]
     assert out.shape == (len(seq), 32)
     # with windows of 32 tokens that do not overlap, the first window's residues equal a direct encoding
     emb = model.embedder(pools=("residue",), max_tokens=34, stride=32, precision="fp32")  # direct is fp32
     (res,) = list(emb.embed(iter([protlm.api.SeqRecord(pid, seq)])))
-    ids = model.tokenizer.backend_tokenizer.encode(seq, add_special_tokens=False).ids
+    ids = model.tokenizer.backend.encode(seq, add_special_tokens=False).ids
     with torch.inference_mode():
         direct = model.encoder(input_ids=torch.tensor([[0, *ids[:32], 2]])).last_hidden_state[0, 1:33].numpy()
     lengths = emb.token_lengths[np.array(ids[:32])]

@@ -59,7 +59,7 @@ def test_pretrain_a_2048_token_pair_one_step(longformer, tmp_path):
     seqs = [r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")]
     a, b = "".join(seqs[:8])[:1740], "".join(seqs[8:16])[:1740]
     tok = protlm.load(longformer).tokenizer
-    n = len(tok(a, b)["input_ids"])
+    n = len(tok.hf(a, b)["input_ids"])
     assert 1500 < n <= 2048  # one pair, far beyond RoBERTa's 128 positions, within the Longformer's 2,048
     table = tmp_path / "pairs.tsv"
     table.write_text(f"id_a\tid_b\tseq_a\tseq_b\tlabel\tsplit\nA\tB\t{a}\t{b}\t1\ttrain\n")

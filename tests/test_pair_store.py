@@ -59,7 +59,7 @@ def test_store_holds_exactly_what_read_pairs_reads(tmp_path):
         (ids[a], ids[b], int(lab), int(s)) for (a, b), lab, s in zip(store.pairs, store.label, store.split, strict=True)
     ]
     assert got == [(p.id_a, p.id_b, p.label, SPLIT_CODE[p.split]) for p in pairs]  # table order kept
-    tok = load_tokenizer(TOK).backend_tokenizer
+    tok = load_tokenizer(TOK).backend
     seq = {p.id_a: p.seq_a for p in pairs} | {p.id_b: p.seq_b for p in pairs}
     for i, pid in enumerate(ids):
         assert store.proteins.get(i).tolist() == tok.encode(seq[pid], add_special_tokens=False).ids
@@ -217,7 +217,7 @@ def test_assembly_store_keeps_every_chain_in_order_and_feeds_the_mixture(tmp_pat
     assert data.skipped == {"assemblies longer than 64 tokens": 1} and len(data.assemblies) == 2  # c3 is long
     examples, lengths, _ = data.epoch_examples(0)
     assert sorted(examples[k] for k in range(len(examples))) == sorted(data.assemblies[k] for k in range(2))
-    tok = load_tokenizer(TOK).backend_tokenizer
+    tok = load_tokenizer(TOK).backend
     chains = [tok.encode(s[:n], add_special_tokens=False).ids for s, n in ((seqs[3], 25), (seqs[4], 35))]
     k = next(k for k in range(len(examples)) if len(examples[k]) == 2)  # c2
     assert int(lengths[k]) == sum(len(c) + 2 for c in chains)

@@ -144,7 +144,7 @@ def test_string_builder_species_tokens_and_errors(tmp_path, data_dir):
     assert pairs and all(p.id_a.startswith("10090.") and p.id_b.startswith("10090.") for p in pairs)
     assert sum(report["pairs_over_max_tokens"].values()) > 0  # long pairs counted, not silent
     for p in pairs:
-        assert len(tok(p.seq_a, p.seq_b)["input_ids"]) <= 500
+        assert len(tok.hf(p.seq_a, p.seq_b)["input_ids"]) <= 500
     bad = tmp_path / "bad.txt"
     bad.write_text("protein1 protein2 combined_score\n9606.A 9606.B 800\n9606.A 9606.C high\n")
     with pytest.raises(InputError, match=r"bad.txt line 3: malformed links line"):

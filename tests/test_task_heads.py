@@ -9,7 +9,7 @@ from transformers import AutoConfig
 
 from conftest import DATA
 from protlm.io import iter_fasta
-from protlm.tasks.align import aa_codes, residue_map, token_residue_lengths
+from protlm.tasks.align import aa_codes, residue_map
 from protlm.tasks.batches import build_taskset
 from protlm.tasks.data import IGNORE, Example
 from protlm.tasks.metrics import METRICS, compute
@@ -30,7 +30,7 @@ def seqs() -> list[str]:
 
 @pytest.fixture(scope="module")
 def lengths(tok):
-    return token_residue_lengths(tok)
+    return tok.residue_lengths
 
 
 def tiny_model(tok, head: str, n_labels: int, max_positions: int = 66, pooling: str = "cls") -> ProteinTaskModel:
@@ -46,7 +46,7 @@ def tiny_model(tok, head: str, n_labels: int, max_positions: int = 66, pooling: 
 
 def test_token_lengths_cover_every_residue_once(tok, lengths, seqs):
     for seq in seqs[:20]:
-        ids = tok.backend_tokenizer.encode(seq, add_special_tokens=False).ids
+        ids = tok.backend.encode(seq, add_special_tokens=False).ids
         token_of, offset = residue_map(np.array(ids), lengths, len(seq))
         assert len(token_of) == len(seq)  # nothing lost, nothing duplicated
         assert (np.diff(token_of) >= 0).all() and set(token_of) == set(range(len(ids)))
@@ -57,14 +57,14 @@ def test_token_lengths_cover_every_residue_once(tok, lengths, seqs):
 
 def test_residue_labels_survive_tokens_crossing_a_label_boundary(tok, lengths, seqs):
     seq = seqs[0][:120]
-    ids = tok.backend_tokenizer.encode(seq, add_special_tokens=False).ids
+    ids = tok.backend.encode(seq, add_special_tokens=False).ids
     token_of, _ = residue_map(np.array(ids), lengths, len(seq))
     # Labels change inside multi-residue tokens: residue r gets r % 3, so every token of >= 2 residues
     # spans a label boundary; residue 5 is unscored.
     label = (np.arange(len(seq)) % 3).astype(np.int8)
     label[5] = IGNORE
     assert (np.bincount(token_of) > 1).any()
-    ts = build_taskset("residue", [Example("x", (seq,), label)], tok, max_tokens=512, residue_lengths=lengths)
+    ts = build_taskset("residue", [Example("x", (seq,), label)], tok, max_tokens=512)
     batch = ts.make_batch(ts.items(None))
     got = batch.labels[0, : len(seq)].numpy()
     expected = np.where(label == IGNORE, -100, label)
@@ -77,9 +77,9 @@ def test_residue_labels_survive_tokens_crossing_a_label_boundary(tok, lengths, s
 
 def test_long_protein_windows_score_every_residue(tok, lengths, seqs):
     seq = max(seqs, key=len)
-    n_tokens = len(tok.backend_tokenizer.encode(seq, add_special_tokens=False).ids)
+    n_tokens = len(tok.backend.encode(seq, add_special_tokens=False).ids)
     label = (np.arange(len(seq)) % 3).astype(np.int8)
-    ts = build_taskset("residue", [Example("long", (seq,), label)], tok, max_tokens=34, residue_lengths=lengths)
+    ts = build_taskset("residue", [Example("long", (seq,), label)], tok, max_tokens=34)
     windows = ts.windows(0)
     assert n_tokens > 32 and len(windows) > 2 and windows[-1] == n_tokens - 32
     model = tiny_model(tok, "residue", 3, max_positions=36)
@@ -113,7 +113,7 @@ def test_heads_shapes_and_backward(tok, lengths, seqs, kind, head, n_labels, poo
         examples = [Example(f"p{i}", (seqs[i][:40], seqs[i + 1][:60]), i % 2) for i in range(3)]
     else:
         examples = [Example(f"s{i}", (s[:80],), i % n_labels) for i, s in enumerate(seqs[:3])]
-    ts = build_taskset(kind, examples, tok, max_tokens=64, residue_lengths=lengths if kind == "residue" else None)
+    ts = build_taskset(kind, examples, tok, max_tokens=64)
     batch = ts.make_batch(ts.items(np.random.default_rng(0)))
     out = model(**batch.fields())
     expected = (3, batch.labels.shape[1], n_labels) if kind == "residue" else (3, n_labels)
@@ -158,10 +158,10 @@ def test_assembly_crop_keeps_every_chain_in_order(tok, seqs):
         assert len(ids) == 64 and ids[0] == 0 and ids.count(2) == 5  # <s> A </s></s> B </s></s> C </s>
         bounds = [k for k, t in enumerate(ids) if t == 2]
         kept = [bounds[0] - 1, bounds[2] - bounds[1] - 1, bounds[4] - bounds[3] - 1]
-        short = len(tok.backend_tokenizer.encode(chains[1], add_special_tokens=False).ids)
+        short = len(tok.backend.encode(chains[1], add_special_tokens=False).ids)
         assert kept[1] == short and kept[0] + kept[2] == 64 - 6 - short and abs(kept[0] - kept[2]) <= 1
         if rng is None:  # evaluation crops take the start of every chain
-            first = tok.backend_tokenizer.encode(chains[0], add_special_tokens=False).ids[: kept[0]]
+            first = tok.backend.encode(chains[0], add_special_tokens=False).ids[: kept[0]]
             assert ids[1 : bounds[0]] == first
 
 

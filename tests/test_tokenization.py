@@ -40,7 +40,7 @@ def test_golden_ids_through_plain_autotokenizer(data_dir):
 def test_training_is_deterministic_and_matches_fixture(data_dir, swissprot50):
     seqs = [r.seq for r in read_sequences(swissprot50)]
     tok = train_tokenizer(seqs, "bpe", 300)
-    assert tok.get_vocab() == load_tokenizer(data_dir / "tokenizer_bpe300").get_vocab()
+    assert tok.hf.get_vocab() == load_tokenizer(data_dir / "tokenizer_bpe300").hf.get_vocab()
 
 
 @pytest.mark.parametrize("kind", ["bpe-shortest", "bpe", "byte-bpe", "unigram", "char"])
@@ -69,14 +69,14 @@ def test_shortest_segmentation_same_vocab_never_longer(data_dir, swissprot50):
 
     bpe = load_tokenizer(data_dir / "tokenizer_bpe300")
     short = shortest_of(bpe)
-    assert short.get_vocab() == bpe.get_vocab()
+    assert short.hf.get_vocab() == bpe.hf.get_vocab()
     seqs = [r.seq for r in read_sequences(swissprot50)]
-    n_bpe = [len(bpe(s)["input_ids"]) for s in seqs]
-    n_short = [len(short(s)["input_ids"]) for s in seqs]
+    n_bpe = [len(bpe.hf(s)["input_ids"]) for s in seqs]
+    n_short = [len(short.hf(s)["input_ids"]) for s in seqs]
     assert all(a <= b for a, b in zip(n_short, n_bpe, strict=True)) and sum(n_short) < sum(n_bpe)
     # still decodes to the sequence, and the pair template is unchanged
-    assert short.decode(short(seqs[0], add_special_tokens=False)["input_ids"]).replace(" ", "") == seqs[0]
-    assert short.convert_ids_to_tokens(short("MK", "TA")["input_ids"])[0] == "<s>"
+    assert short.hf.decode(short.hf(seqs[0], add_special_tokens=False)["input_ids"]).replace(" ", "") == seqs[0]
+    assert short.convert_ids_to_tokens(short.hf("MK", "TA")["input_ids"])[0] == "<s>"
 
 
 def test_vocab_sizes_and_errors():
@@ -95,7 +95,7 @@ def test_compression_report_values(data_dir, tmp_path):
     tok = load_tokenizer(data_dir / "tokenizer_bpe300")
     seqs = ["MSQQKQQSWK", "M" * 600, "PP"]
     report, tok_len, res_len = compression_report(tok, seqs)
-    expected = [len(tok(s, add_special_tokens=False)["input_ids"]) for s in seqs]
+    expected = [len(tok.hf(s, add_special_tokens=False)["input_ids"]) for s in seqs]
     assert tok_len.tolist() == expected and res_len.tolist() == [10, 600, 2]
     assert report.n_tokens == sum(expected)
     assert report.residues_per_token == pytest.approx(612 / sum(expected))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from protlm.hashing import held_out
 from protlm.pairs.negatives import NegativePool, organism
+from protlm.tokenization import load_tokenizer
 from protlm.tokenized import TokenizedSet
 from protlm.train.data import PretrainData
 
+# `<s> A </s></s> B </s>`, pad 1, mask 4; ids 5..299 are residue tokens
+TOKENIZER = load_tokenizer(Path(__file__).parent / "data" / "tokenizer_bpe300")
 
 def toy_set(lengths: list[int], ids: list[str] | None = None) -> TokenizedSet:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -28,7 +33,7 @@ def mixture(tset, singles, binding, nonbinding=None, weights=None, max_tokens=64
     return PretrainData(
         tset, max_tokens, np.asarray(singles, dtype=np.int64), binding,
         np.asarray(nonbinding if nonbinding is not None else [], dtype=np.int64).reshape(-1, 2),
-        pool, weights or {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0},
+        pool, weights or {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0}, TOKENIZER,
     )  # fmt: skip
 
 
@@ -41,7 +46,7 @@ def test_long_singles_get_a_fresh_random_window_each_epoch():
         k = examples.index((0,))
         assert lengths[k] == 64 and 0 <= crops[k] <= 300 - 62
         starts.add(int(crops[k]))
-        batch = data.make_batch(data.epoch_batches(epoch, 1024)[0], torch.Generator().manual_seed(0), 300)
+        batch = data.make_batch(data.epoch_batches(epoch, 1024)[0], torch.Generator().manual_seed(0))
         assert batch.input_ids.shape[1] <= 64
     assert len(starts) > 4  # not always the first window
     assert data.epoch_examples(3)[2].tolist() == data.epoch_examples(3)[2].tolist()  # deterministic
@@ -52,7 +57,7 @@ def test_weights_split_the_epoch_and_labels_never_reach_the_batch():
     data = mixture(tset, list(range(20)), [(20 + i, 21 + i) for i in range(0, 10, 2)])
     counts = data.epoch_counts()
     assert counts == {"singles": 10, "binding": 10, "nonbinding": 10, "assemblies": 0}  # 30 examples, equal weights
-    batch = data.make_batch([(ex, 0) for ex in data.epoch_examples(0)[0][:4]], torch.Generator().manual_seed(0), 300)
+    batch = data.make_batch([(ex, 0) for ex in data.epoch_examples(0)[0][:4]], torch.Generator().manual_seed(0))
     assert set(vars(batch)) == {"input_ids", "attention_mask", "labels", "n_tokens"}  # MLM only
 
 

@@ -13,9 +13,7 @@ methods: same batching, same long-protein windows, same outputs.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +22,7 @@ import numpy as np
 from protlm.embed import Embedder, Embedding, EmbedOptions
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SeqRecord
-
-TASK_FILE = "protlm_task.json"
+from protlm.models.loading import TASK_FILE, open_model
 
 
 @dataclass
@@ -61,36 +58,26 @@ def _records(seqs, policy: ResiduePolicy = ResiduePolicy()) -> Iterator[SeqRecor
 
 
 class ProtLM:
-    """A loaded protlm model directory: a pre-trained masked LM or a fine-tuned task model."""
+    """A loaded model: a pre-trained masked LM (protlm's own, ESM-2, ProtBERT, RoBERTa; a directory or
+    an HF Hub id), a fine-tuned task model, or a composition baseline."""
 
     def __init__(self, path: str | Path, device: str = "cpu"):
-        from protlm.models.loading import load_config, load_safetensors_model
-        from protlm.tokenization import load_tokenizer
-
-        self.path = Path(path)
-        if not (self.path / "config.json").is_file() and not (self.path / TASK_FILE).is_file():
-            raise ProtlmError(f"{self.path}: not a protlm model directory (no config.json)")
-        self.info = json.loads((self.path / TASK_FILE).read_text()) if (self.path / TASK_FILE).is_file() else None
+        self.model_dir = open_model(path)
+        self.path, self.info = self.model_dir.path, self.model_dir.task
         self.task_model = self.baseline = self._mlm = None
-        if self.info and "baseline" in self.info:
+        self.tokenizer = self.encoder = None
+        if self.model_dir.is_baseline:
             from protlm.tasks.baseline import Baseline
 
-            self.baseline, self.tokenizer, self.encoder = Baseline.load(self.path), None, None
+            self.baseline = Baseline.load(self.path)
             return
-        self.tokenizer = load_tokenizer(str(self.path))
-        self.config = load_config(self.path)
-
-        if self.info:
-            from protlm.tasks.model import task_model_class
-
-            cls = task_model_class(self.config)
-            self.task_model = load_safetensors_model(cls, self.path).to(device).eval()
+        self.tokenizer = self.model_dir.tokenizer()
+        self.config = self.model_dir.config()
+        if self.model_dir.is_task_model:
+            self.task_model = self.model_dir.task_model().to(device).eval()
             self.encoder = self.task_model.base_model
         else:
-            from transformers import AutoModel
-
-            with quiet_hf():  # the MLM head is not needed here: no load report for it
-                self.encoder = load_safetensors_model(AutoModel, self.path, add_pooling_layer=False).to(device).eval()
+            self.encoder = self.model_dir.encoder().to(device).eval()
 
     # ------------------------------------------------------------------ embeddings
 
@@ -149,13 +136,8 @@ class ProtLM:
             from protlm.tasks.batches import build_taskset
             from protlm.tasks.predict import predict_logits
 
-            lengths = None
-            if spec.kind == "residue":
-                from protlm.tasks.align import token_residue_lengths
-
-                lengths = token_residue_lengths(self.tokenizer)
             max_tokens = model_max_tokens(self.task_model.config)
-            ts = build_taskset(spec.kind, examples, self.tokenizer, max_tokens, None, lengths)
+            ts = build_taskset(spec.kind, examples, self.tokenizer, max_tokens)
             probs = [softmax(z) for z in predict_logits(self.task_model, ts, tokens_per_batch, batch_size)]
         out = []
         for ex, p in zip(examples, probs, strict=True):
@@ -194,12 +176,7 @@ class ProtLM:
         if self.info is not None:
             raise ProtlmError(f"{self.path}: fill needs a pre-trained masked LM, not a fine-tuned model")
         if self._mlm is None:
-            from transformers import AutoModelForMaskedLM
-
-            from protlm.models.loading import load_safetensors_model
-
-            with quiet_hf():
-                self._mlm = load_safetensors_model(AutoModelForMaskedLM, self.path).eval()
+            self._mlm = self.model_dir.masked_lm().eval()
         mask = self.tokenizer.mask_token
         if mask not in text:
             raise ProtlmError(f"no {mask} in the input: write e.g. MKT{mask}LLV")
@@ -207,15 +184,22 @@ class ProtLM:
             clean = mask.join(ResiduePolicy().clean(part) if part else "" for part in text.split(mask))
         except ValueError as e:
             raise ProtlmError(f"fill input: {e}") from None
-        enc = self.tokenizer(clean, return_tensors="pt")
+        pieces = clean.split(mask)  # residues between the masks, each encoded, the masks put back
+        parts = [self.tokenizer.encode(p) if p else np.zeros(0, np.int64) for p in pieces]
+        content = np.concatenate([x for k, p in enumerate(parts) for x in ((p,) if k == 0 else
+                                  (np.array([self.tokenizer.mask_token_id]), p))])  # fmt: skip
+        ids = torch.from_numpy(self.tokenizer.assemble([content]))[None]
         with torch.inference_mode():
-            logits = self._mlm(**enc).logits[0]
-        positions = (enc["input_ids"][0] == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
-        n_special = len(self.tokenizer.all_special_ids)
+            logits = self._mlm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+        positions = (ids[0] == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
+        residue = torch.zeros(logits.shape[-1], dtype=torch.bool)  # the head may be wider than the vocabulary
+        n = min(len(self.tokenizer), len(residue))
+        residue[:n] = torch.from_numpy(self.tokenizer.residue_lengths[:n] > 0)
+        top_k = min(top_k, int(residue.sum()))
         results = []
         for pos in positions:
             probs = torch.softmax(logits[pos].float(), -1)
-            probs[:n_special] = 0  # a residue position is never filled with a special token
+            probs[~residue] = 0  # a residue position is filled with residue tokens only
             top = torch.topk(probs / probs.sum(), top_k)
             results.append(
                 [(self.tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(*top, strict=True)]
@@ -223,21 +207,7 @@ class ProtLM:
         return results
 
 
-@contextmanager
-def quiet_hf():
-    """Silence transformers' per-load report (unused heads are expected when loading an encoder)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
-
-
 def load(path: str | Path, device: str = "cpu") -> ProtLM:
-    """Load a protlm model directory (`protlm pretrain` output or a fine-tuned `model/`)."""
+    """Load a model directory (`protlm pretrain` output, a fine-tuned `model/`, any ESM-2 / ProtBERT /
+    RoBERTa directory) or an HF Hub id such as `facebook/esm2_t6_8M_UR50D`."""
     return ProtLM(path, device)

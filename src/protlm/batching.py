@@ -13,9 +13,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-N_SPECIAL = 5  # <s>, <pad>, </s>, <unk>, <mask> are ids 0-4 in every protlm tokenizer
-CLS, PAD, SEP, MASK = 0, 1, 2, 4
-
 
 def plan_batch_bounds(
     lengths: np.ndarray, tokens_per_batch: int, rng, max_batch_size: int | None = None
@@ -88,20 +85,12 @@ def padding_stats(lengths: np.ndarray, batches: Sequence[np.ndarray]) -> Padding
     return PaddingStats(real, padded)
 
 
-def assemble(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """`<s> A </s>` for one protein; `<s> A </s></s> B </s>` for a pair; and so on for assemblies."""
-    pieces: list[np.ndarray] = [np.array([CLS])]
-    for k, part in enumerate(parts):
-        if k:
-            pieces.append(np.array([SEP]))
-        pieces.append(np.asarray(part, dtype=np.int64))
-        pieces.append(np.array([SEP]))
-    return np.concatenate(pieces).astype(np.int64)
-
-
-def assembled_length(part_lengths: Sequence[int]) -> int:
-    """Length of `assemble` output for k parts: sum(L) + 1 `<s>` + (2k - 1) `</s>` = sum(L) + 2k."""
-    return int(sum(part_lengths)) + 2 * len(part_lengths)
+def windows(n_tokens: int, width: int, stride: int) -> list[int]:
+    """Start tokens of windows of `width` covering n tokens, `stride` apart; the last one ends at the end."""
+    if n_tokens <= width:
+        return [0]
+    starts = list(range(0, n_tokens - width, stride))
+    return starts + [n_tokens - width]
 
 
 def share_budget(lengths: Sequence[int], budget: int) -> list[int]:
@@ -116,7 +105,7 @@ def share_budget(lengths: Sequence[int], budget: int) -> list[int]:
     return keep
 
 
-def pad_batch(seqs: Sequence[np.ndarray], pad_id: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(seqs: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest: input_ids (B, T) long and attention_mask (B, T) long (0 on pads)."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -127,27 +116,38 @@ def pad_batch(seqs: Sequence[np.ndarray], pad_id: int = PAD) -> tuple[torch.Tens
     return ids, mask
 
 
+@dataclass(frozen=True)
+class MaskingVocab:
+    """What MLM masking needs from a tokenizer: the mask id, which ids may be masked (residue tokens,
+    never specials or pads) and what random replacements are drawn from (the residue tokens)."""
+
+    mask_id: int
+    maskable: torch.Tensor  # (vocab,) bool
+    random_ids: torch.Tensor  # (n,) long
+
+    @staticmethod
+    def of(tokenizer) -> MaskingVocab:
+        """From a `tokenization.ProteinTokenizer`."""
+        residue = torch.from_numpy(np.asarray(tokenizer.residue_lengths) > 0)
+        return MaskingVocab(int(tokenizer.mask_token_id), residue, torch.from_numpy(tokenizer.residue_token_ids))
+
+
 def mask_for_mlm(
-    input_ids: torch.Tensor,
-    vocab_size: int,
-    generator: torch.Generator,
-    mlm_probability: float = 0.15,
-    mask_id: int = MASK,
-    n_special: int = N_SPECIAL,
+    input_ids: torch.Tensor, vocab: MaskingVocab, generator: torch.Generator, mlm_probability: float = 0.15
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT/RoBERTa dynamic masking: returns (masked input_ids, labels with -100 on unscored positions).
 
-    `mlm_probability` of the non-special, non-pad tokens are selected; of those 80% become
-    `<mask>`, 10% a random non-special token and 10% stay unchanged.
+    `mlm_probability` of the residue tokens are selected (specials and pads never are); of those 80%
+    become the mask token, 10% a random residue token and 10% stay unchanged.
     """
-    maskable = input_ids >= n_special  # specials and pads are ids < n_special
+    maskable = vocab.maskable[input_ids]
     probs = torch.full(input_ids.shape, mlm_probability)
     selected = (torch.rand(input_ids.shape, generator=generator) < probs) & maskable
     labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
     roll = torch.rand(input_ids.shape, generator=generator)
     to_mask = selected & (roll < 0.8)
     to_random = selected & (roll >= 0.8) & (roll < 0.9)
-    random_tokens = torch.randint(n_special, vocab_size, input_ids.shape, generator=generator)
-    out = torch.where(to_mask, torch.full_like(input_ids, mask_id), input_ids)
+    random_tokens = vocab.random_ids[torch.randint(0, len(vocab.random_ids), input_ids.shape, generator=generator)]
+    out = torch.where(to_mask, torch.full_like(input_ids, vocab.mask_id), input_ids)
     out = torch.where(to_random, random_tokens, out)
     return out, labels

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from protlm.batching import assemble, pad_batch, plan_batches
+from protlm.batching import pad_batch, plan_batches, windows
 from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
@@ -66,22 +66,8 @@ class Embedding:
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # key -> (hidden,) or (length, hidden)
 
 
-def windows(n_tokens: int, width: int, stride: int) -> list[int]:
-    """Start tokens of windows of `width` covering n tokens; the last one ends at the end."""
-    if n_tokens <= width:
-        return [0]
-    starts = list(range(0, n_tokens - width, stride))
-    return starts + [n_tokens - width]
-
-
-def token_lengths_for(tokenizer) -> np.ndarray:
-    from protlm.tasks.align import token_residue_lengths
-
-    return token_residue_lengths(tokenizer)
-
-
 class Embedder:
-    """Encodes records with an HF encoder (`RobertaModel`, `LongformerModel`, ...) and its tokenizer."""
+    """Encodes records with an HF encoder (RoBERTa, Longformer, ESM-2, BERT) and its `ProteinTokenizer`."""
 
     def __init__(self, encoder, tokenizer, options: EmbedOptions = EmbedOptions()):
         from protlm.models import model_max_tokens
@@ -93,11 +79,12 @@ class Embedder:
         self.layers = [layer % n_hidden for layer in options.layers]
         limit = model_max_tokens(encoder.config)
         self.max_tokens = min(options.max_tokens or limit, limit)
-        self.width = self.max_tokens - 2
+        self.template = tokenizer.template
+        self.width = self.max_tokens - self.template.overhead(1)
         self.stride = options.stride or max(1, self.width // 2)
         if not 0 < self.stride <= self.width:
             raise ProtlmError(f"--stride must be in 1..{self.width} tokens (the window), got {self.stride}")
-        self.token_lengths = token_lengths_for(tokenizer)
+        self.token_lengths = tokenizer.residue_lengths
         self.device = next(encoder.parameters()).device
         self.dtype = autocast_dtype(options.precision, self.device)
 
@@ -114,20 +101,21 @@ class Embedder:
 
     @torch.inference_mode()
     def _chunk(self, records: list[SeqRecord]) -> list[Embedding]:
-        # Assemblies (chains joined by ':') become `A </s></s> B ...`: the separators cover no residue.
+        # Assemblies (chains joined by ':') become `A </s></s> B ...` (the template's separator between
+        # chains): the separators cover no residue.
         chains = [r.seq.split(CHAIN_SEP) for r in records]
-        flat = [c for cs in chains for c in cs]
-        encs = iter(self.tokenizer.backend_tokenizer.encode_batch(flat, add_special_tokens=False))
+        encs = iter(self.tokenizer.encode_batch([c for cs in chains for c in cs]))
+        start, end = self.template.start, len(self.template.suffix)
         tokens = []
         for cs in chains:
-            parts = [np.asarray(next(encs).ids, dtype=np.int64) for _ in cs]
-            tokens.append(assemble(parts)[1:-1])  # content between <s> and the final </s>
+            joined = self.tokenizer.assemble([next(encs) for _ in cs])
+            tokens.append(joined[start : len(joined) - end])  # content between the prefix and the suffix
         per_token = [self.token_lengths[t] for t in tokens]
         for rec, cs, lens in zip(records, chains, per_token, strict=True):
             if int(lens.sum()) != sum(map(len, cs)):
                 raise ProtlmError(f"record {rec.id}: the tokenizer does not cover the sequence residue by residue")
         items = [(i, s) for i, t in enumerate(tokens) for s in windows(len(t), self.width, self.stride)]
-        lengths = np.array([min(len(tokens[i]) - s, self.width) + 2 for i, s in items], dtype=np.int64)
+        lengths = np.array([self.template.length([min(len(tokens[i]) - s, self.width)]) for i, s in items])
         d = self.encoder.config.hidden_size
         sums = [np.zeros((len(self.layers), len(t), d), dtype=np.float32) for t in tokens]
         counts = [np.zeros(len(t), dtype=np.float32) for t in tokens]
@@ -137,8 +125,8 @@ class Embedder:
         heap = HeapTrim()
         for batch in plan_batches(lengths, self.opt.tokens_per_batch, _NoShuffle()):
             heap.step()
-            seqs = [assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch]
-            ids, mask = pad_batch(seqs)
+            seqs = [self.tokenizer.assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch]
+            ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id)
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
                 out = self.encoder(
                     input_ids=ids.to(self.device),
@@ -147,10 +135,11 @@ class Embedder:
                     **encoder_kwargs(self.encoder.config, ids.to(self.device)),
                 )
             states = torch.stack([out.hidden_states[layer] for layer in self.layers], 1).float().cpu().numpy()
+            first = self.template.start
             for row, k in enumerate(batch):  # states: (B, n_layers, T, d)
                 i, start = items[k]
-                n = len(seqs[row]) - 2
-                sums[i][:, start : start + n] += states[row, :, 1 : 1 + n]
+                n = len(seqs[row]) - self.template.overhead(1)
+                sums[i][:, start : start + n] += states[row, :, first : first + n]
                 counts[i][start : start + n] += 1
                 cls[i] += states[row, :, 0]
                 cls_n[i] += 1

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from protlm.errors import ProtlmError
 from protlm.io.hf_dirs import read_json_object, refuse_remote_code
@@ -98,7 +98,7 @@ def _base_tokenizer(kind: str, vocab_size: int) -> tuple[Tokenizer, trainers.Tra
 
 def train_tokenizer(
     sequences: Iterable[str], kind: str = DEFAULT_KIND, vocab_size: int = DEFAULT_VOCAB_SIZE
-) -> PreTrainedTokenizerFast:
+) -> ProteinTokenizer:
     """Train a tokenizer of `kind` on protein `sequences` (ignored for `char`)."""
     minimum = len(SPECIAL_TOKENS) + alphabet_size(kind)
     if kind != "char" and vocab_size < minimum:
@@ -111,7 +111,7 @@ def train_tokenizer(
     return _wrap(tok)
 
 
-def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
+def _wrap(tok: Tokenizer) -> ProteinTokenizer:
     """Add RoBERTa's templates and wrap as an HF fast tokenizer."""
     cls, sep = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     assert (cls, sep) == (0, 2), "special tokens must come first in the vocabulary"
@@ -120,7 +120,9 @@ def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
         pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", cls), ("</s>", sep)],
     )
-    return PreTrainedTokenizerFast(
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
         eos_token="</s>",
@@ -130,11 +132,12 @@ def _wrap(tok: Tokenizer) -> PreTrainedTokenizerFast:
         pad_token="<pad>",
         mask_token="<mask>",
     )
+    return ProteinTokenizer(hf)
 
 
-def shortest_of(bpe: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+def shortest_of(bpe: ProteinTokenizer) -> ProteinTokenizer:
     """The `bpe-shortest` tokenizer of a trained residue `bpe` tokenizer (same vocabulary and ids)."""
-    return _wrap(shortest_segmentation(bpe.backend_tokenizer))
+    return _wrap(shortest_segmentation(bpe.backend))
 
 
 def shortest_segmentation(bpe: Tokenizer) -> Tokenizer:
@@ -149,7 +152,7 @@ def shortest_segmentation(bpe: Tokenizer) -> Tokenizer:
     return Tokenizer(models.Unigram(pieces, unk_id=vocab["<unk>"], byte_fallback=False))
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out: str | Path, info: TokenizerInfo) -> Path:
+def save_tokenizer(tokenizer: ProteinTokenizer, out: str | Path, info: TokenizerInfo) -> Path:
     """Save as an HF tokenizer directory plus `protlm_tokenizer.json` provenance."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,20 +161,201 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out: str | Path, info: To
     return out
 
 
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load a tokenizer directory with plain `AutoTokenizer`: never remote code (see `io.hf_dirs`)."""
+def load_tokenizer(path: str | Path) -> ProteinTokenizer:
+    """Load any model's tokenizer directory (protlm, ESM-2, ProtBERT, RoBERTa) as a `ProteinTokenizer`:
+    plain `AutoTokenizer`, never remote code (see `io.hf_dirs`)."""
+    return ProteinTokenizer(load_hf_tokenizer(path))
+
+
+def load_hf_tokenizer(path: str | Path):
+    """The HF tokenizer of a directory, with one-line errors for missing or malformed files."""
     path = Path(path)
-    if not (path / "tokenizer.json").is_file():
+    files = ("tokenizer.json", "vocab.txt", "vocab.json")
+    if not any((path / f).is_file() for f in files):
         raise ProtlmError(
-            f"{path}: not a tokenizer directory (no tokenizer.json); train one with `protlm tokenizer train`"
+            f"{path}: not a tokenizer directory (no tokenizer.json, vocab.txt or vocab.json); train one with "
+            "`protlm tokenizer train`"
         )
     refuse_remote_code(path)
-    read_json_object(path / "tokenizer.json")  # one-line error for a file that is not JSON
+    if (path / "tokenizer.json").is_file():
+        read_json_object(path / "tokenizer.json")  # one-line error for a file that is not JSON
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as e:  # tokenizers raises plain Exception for a malformed tokenizer.json
         raise ProtlmError(f"{path}: not a tokenizer transformers can load ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:160] if str(e) else 'malformed'})") from None  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Template:
+    """Where special tokens go around the proteins of one input, read off the tokenizer itself.
+
+    k proteins become `prefix A between B between C ... suffix`:
+    RoBERTa / protlm `<s> A </s></s> B </s>`, ESM-2 `<cls> A <eos> B <eos>`, ProtBERT `[CLS] A [SEP] B [SEP]`.
+    """
+
+    prefix: tuple[int, ...]
+    between: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    def length(self, part_lengths) -> int:
+        """Tokens of the assembled input of parts with these lengths."""
+        k = len(part_lengths)
+        return int(sum(part_lengths)) + self.overhead(k)
+
+    def overhead(self, k: int) -> int:
+        """Special tokens around k parts."""
+        return len(self.prefix) + len(self.suffix) + max(k - 1, 0) * len(self.between)
+
+    @property
+    def start(self) -> int:
+        """Input position of the first content token."""
+        return len(self.prefix)
+
+
+class ProteinTokenizer:
+    """An HF tokenizer seen as protlm needs it: residue strings -> content ids (in Rust), the model's
+    input template, its special ids, and how many residues every token covers.
+
+    `backend` is a `tokenizers.Tokenizer` that maps a raw protein string (no spaces) to content ids.
+    For protlm and RoBERTa (byte-level BPE) tokenizers it is the tokenizer's own; for one-token-per-
+    residue vocabularies whose own tokenizer needs spaced input (ProtBERT) or is pure Python (ESM) it
+    is a character tokenizer over the same vocabulary (same ids, tested against the HF tokenizer).
+    """
+
+    def __init__(self, hf):
+        self.hf = hf
+        self.name = getattr(hf, "name_or_path", "")
+        self.backend = _protein_backend(hf)
+        self.template = _template(hf)
+        self.pad_token_id = _required_id(hf, "pad")
+        self.mask_token_id = _required_id(hf, "mask")
+        self.cls_token_id = hf.cls_token_id if hf.cls_token_id is not None else self.template.prefix[0]
+        self.mask_token = hf.mask_token
+        self.special_ids = np.array(sorted({int(i) for i in hf.all_special_ids}), dtype=np.int64)
+        self._residue_lengths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    def encode_batch(self, seqs: list[str]) -> list[np.ndarray]:
+        """Content token ids (no specials) of residue strings."""
+        encode = getattr(self.backend, "encode_batch_fast", self.backend.encode_batch)
+        return [np.asarray(e.ids, dtype=np.int64) for e in encode(list(seqs), add_special_tokens=False)]
+
+    def encode(self, seq: str) -> np.ndarray:
+        return np.asarray(self.backend.encode(seq, add_special_tokens=False).ids, dtype=np.int64)
+
+    def assemble(self, parts) -> np.ndarray:
+        """Model input ids of one protein or of several (pair, assembly), per the template."""
+        t = self.template
+        pieces = [np.asarray(t.prefix, dtype=np.int64)]
+        for k, part in enumerate(parts):
+            if k:
+                pieces.append(np.asarray(t.between, dtype=np.int64))
+            pieces.append(np.asarray(part, dtype=np.int64))
+        pieces.append(np.asarray(t.suffix, dtype=np.int64))
+        return np.concatenate(pieces)
+
+    @property
+    def residue_lengths(self) -> np.ndarray:
+        """(vocab,) residues each token id covers: 0 for specials and for tokens that are not residues."""
+        if self._residue_lengths is None:
+            self._residue_lengths = _residue_lengths(self.hf, self.special_ids)
+        return self._residue_lengths
+
+    @property
+    def residue_token_ids(self) -> np.ndarray:
+        """Ids of the tokens that stand for residues: what MLM's random replacement draws from."""
+        return np.flatnonzero(self.residue_lengths > 0)
+
+    def convert_ids_to_tokens(self, ids):
+        return self.hf.convert_ids_to_tokens(ids)
+
+    def save_pretrained(self, path) -> None:
+        self.hf.save_pretrained(path)
+
+
+PROBE = RESIDUE_ALPHABET  # every residue letter protlm accepts
+
+
+def _required_id(hf, name: str) -> int:
+    value = getattr(hf, f"{name}_token_id")
+    if value is None:
+        raise ProtlmError(f"{hf.name_or_path}: the tokenizer has no {name} token; protlm needs one for batching and MLM")
+    return int(value)
+
+
+def _residue_lengths(hf, special_ids: np.ndarray) -> np.ndarray:
+    """Residues per token id, from each token decoded alone (char, BPE and byte-level BPE alike): a
+    token counts only if its text is residue letters (`<null_1>`, `.` or a stray byte count 0)."""
+    table = np.zeros(len(hf), dtype=np.int64)
+    specials = set(special_ids.tolist())
+    letters = set(RESIDUE_ALPHABET)
+    for i in range(len(hf)):
+        if i in specials:
+            continue
+        text = hf.decode([i], clean_up_tokenization_spaces=False).strip()
+        if text and set(text) <= letters:
+            table[i] = len(text)
+    return table
+
+
+def _protein_backend(hf) -> Tokenizer:
+    """A `tokenizers.Tokenizer` mapping raw residue strings to `hf`'s content ids."""
+    own = getattr(hf, "backend_tokenizer", None)
+    if own is not None and splits_residues(own):
+        return own
+    vocab = hf.get_vocab()
+    missing = [c for c in ALPHABET if c not in vocab]
+    if missing:
+        raise ProtlmError(
+            f"{hf.name_or_path}: the tokenizer neither splits raw protein strings into residue tokens nor has a "
+            f"token per residue letter (missing {''.join(missing[:10])})"
+        )
+    tok = Tokenizer(models.BPE(vocab=dict(vocab), merges=[], unk_token=str(hf.unk_token)))
+    rare = [c for c in RARE if c not in vocab]  # e.g. J in ESM-2's alphabet: read as X, one residue still
+    if rare:
+        tok.normalizer = normalizers.Sequence([normalizers.Replace(c, "X") for c in rare])
+    tok.add_special_tokens([str(t) for t in hf.all_special_tokens])
+    return tok
+
+
+def splits_residues(backend: Tokenizer) -> bool:
+    """True when `backend` splits an unspaced protein string into non-special tokens that spell it exactly
+    (protlm and byte-level BPE tokenizers; not a WordPiece that needs spaced residues, as ProtBERT's)."""
+    ids = backend.encode(PROBE, add_special_tokens=False).ids
+    special = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
+    unk = backend.token_to_id(getattr(backend.model, "unk_token", None) or "<unk>")
+    if not ids or set(ids) & special or unk in ids:
+        return False
+    return backend.decode(ids, skip_special_tokens=False).replace(" ", "") == PROBE
+
+
+def _template(hf) -> Template:
+    """Read the single and pair templates off `hf` with two residue tokens, and check they agree."""
+    a = hf("A", add_special_tokens=False)["input_ids"]
+    c = hf("C", add_special_tokens=False)["input_ids"]
+    single = hf("A")["input_ids"]
+    pair = hf("A", "C")["input_ids"]
+
+    def split(ids, content):
+        for k in range(len(ids) - len(content) + 1):
+            if ids[k : k + len(content)] == content:
+                return ids[:k], ids[k + len(content) :]
+        raise ProtlmError(f"{hf.name_or_path}: cannot read the input template off the tokenizer")
+
+    prefix, suffix = split(single, a)
+    p2, rest = split(pair, a)
+    between, s2 = split(rest, c)
+    if p2 != prefix or s2 != suffix or not prefix:
+        raise ProtlmError(
+            f"{hf.name_or_path}: the tokenizer's single and pair templates disagree ({single} vs {pair}); "
+            "protlm needs `START A [SEP] B END` style inputs"
+        )
+    return Template(tuple(prefix), tuple(between), tuple(suffix))
 
 
 def tokenizer_info(path: str | Path) -> TokenizerInfo | None:
@@ -188,7 +372,7 @@ def train_from_corpus(
     policy=None,
     report=None,
     max_sequences: int | None = None,
-) -> PreTrainedTokenizerFast:
+) -> ProteinTokenizer:
     """Train on a `protlm.corpora.Corpus` and save to `out` (with provenance). Fills `report`."""
     from itertools import islice
 

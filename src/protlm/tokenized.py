@@ -46,7 +46,7 @@ def default_cache_dir() -> Path:
 
 
 def _digest(tokenizer, ids: Sequence[str], seqs: Sequence[str]) -> str:
-    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    h = hashlib.sha256(tokenizer.backend.to_str().encode())
     for pid, seq in zip(ids, seqs, strict=True):
         h.update(pid.encode())
         h.update(b"\t")
@@ -57,7 +57,7 @@ def _digest(tokenizer, ids: Sequence[str], seqs: Sequence[str]) -> str:
 
 def tokenize(tokenizer, ids: Sequence[str], seqs: Sequence[str], batch_size: int = 4096) -> TokenizedSet:
     """Tokenize without special tokens, in Rust batches."""
-    backend = tokenizer.backend_tokenizer
+    backend = tokenizer.backend
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
     chunks, lengths = [], []
     for i in range(0, len(seqs), batch_size):

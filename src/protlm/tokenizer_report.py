@@ -51,7 +51,7 @@ class CompressionReport:
 
 def token_lengths(tokenizer, sequences: list[str], batch_size: int = 4096) -> tuple[np.ndarray, float]:
     """Content-token length per sequence and the encode time in seconds (Rust batch encoder)."""
-    backend = tokenizer.backend_tokenizer
+    backend = tokenizer.backend
     lengths = np.empty(len(sequences), dtype=np.int64)
     start = time.perf_counter()
     for i in range(0, len(sequences), batch_size):

@@ -133,8 +133,21 @@ def fit(model: AttentionModel, chains: list[tuple[str, Chain]], c: float = 0.15,
     return ContactRegression(clf.coef_[0], float(clf.intercept_[0]), mean, scale, meta)
 
 
+def method(model: AttentionModel, regression: ContactRegression | None) -> str:
+    """How `predict` scores contacts with this model and regression, in words."""
+    if regression is not None:
+        return f"L1 logistic regression fitted on {', '.join(regression.meta['structures'])}"
+    if model.has_contact_head:
+        return "ESM-2's own contact head (its regression over APC-corrected attention)"
+    return "no fitted regression (protlm contacts fit): mean APC map over all heads, unsupervised"
+
+
 def predict(model: AttentionModel, chain: Chain, rid: str, regression: ContactRegression | None) -> np.ndarray:
-    """(N, N) symmetric contact scores: regression probabilities, or the mean APC map without one."""
+    """(N, N) symmetric contact scores: a fitted regression's probabilities; else ESM-2's own contact
+    head where the model has one; else the mean APC map."""
+    if regression is None and model.has_contact_head:
+        scores = model.esm_contacts(chain.sequence)
+        return (scores + scores.T) / 2
     feats = chain_features(model, chain, rid)
     if regression is not None:
         if len(regression.coef) != feats.shape[-1]:

@@ -57,48 +57,62 @@ def token_to_residue(att: np.ndarray, token_pos: np.ndarray, residues_per_token:
 
 
 class AttentionModel:
-    """A pre-trained (or fine-tuned) RoBERTa encoder that returns every layer's attention."""
+    """A pre-trained (or fine-tuned) encoder (RoBERTa, ESM-2, BERT) that returns every layer's attention."""
 
     def __init__(self, path: str | Path):
-        from transformers import AutoModel
-
-        from protlm.api import quiet_hf
-        from protlm.models import model_max_tokens
-        from protlm.models.loading import load_config, load_safetensors_model
+        from protlm.models.loading import model_max_tokens, open_model
         from protlm.models.longformer import is_longformer
-        from protlm.tasks.align import token_residue_lengths
-        from protlm.tokenization import load_tokenizer
 
-        self.path = Path(path)
-        config = load_config(self.path)
+        self.model_dir = open_model(path)
+        self.path = self.model_dir.path
+        if self.model_dir.is_baseline:
+            raise ProtlmError(f"{path}: a composition baseline has no attention")
+        config = self.model_dir.config()
         if is_longformer(config):
             raise ProtlmError(
                 f"{self.path}: a Longformer's sliding-window attention is not a full map; analyse the RoBERTa it was "
                 "converted from, or a dense conversion (`protlm longformer convert --attention dense`)"
             )
-        self.tokenizer = load_tokenizer(str(self.path))
-        with quiet_hf():
-            self.model = load_safetensors_model(
-                AutoModel, self.path, add_pooling_layer=False, attn_implementation="eager"
-            )
+        self.tokenizer = self.model_dir.tokenizer()
+        self.has_contact_head = False  # ESM-2's own trained contact regression, when the checkpoint has it
+        if config.model_type == "esm" and not self.model_dir.is_task_model:
+            from transformers import AutoModel
+
+            from protlm.models.loading import load_safetensors_model, quiet_hf
+
+            with quiet_hf():
+                self.model, info = load_safetensors_model(AutoModel, self.path, add_pooling_layer=False,
+                                                          attn_implementation="eager", output_loading_info=True)  # fmt: skip
+            self.has_contact_head = not any("contact_head" in k for k in info["missing_keys"])
+        else:
+            self.model = self.model_dir.encoder(attn_implementation="eager")
         self.model.eval()
         self.max_tokens = model_max_tokens(config)
-        self.lengths = token_residue_lengths(self.tokenizer)
+        self.lengths = self.tokenizer.residue_lengths
         self.n_layers, self.n_heads = config.num_hidden_layers, config.num_attention_heads
 
     def encode(self, sequences: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(input ids (T,), input position of each residue's token (N,))."""
-        from protlm.batching import assemble
         from protlm.tasks.align import residue_map
 
-        parts, positions, start = [], [], 1  # <s> at 0
+        template = self.tokenizer.template
+        parts, positions, start = [], [], template.start
         for seq in sequences:
-            ids = np.asarray(self.tokenizer.backend_tokenizer.encode(seq, add_special_tokens=False).ids)
+            ids = self.tokenizer.encode(seq)
             token_of, _ = residue_map(ids, self.lengths, len(seq))
             positions.append(start + token_of)
             parts.append(ids)
-            start += len(ids) + 2  # </s></s> between chains
-        return assemble(parts), np.concatenate(positions)
+            start += len(ids) + len(template.between)  # e.g. </s></s> between chains
+        return self.tokenizer.assemble(parts), np.concatenate(positions)
+
+    @torch.inference_mode()
+    def esm_contacts(self, sequence: str) -> np.ndarray:
+        """(N, N) contact probabilities from ESM-2's own contact head (attention -> APC -> its regression)."""
+        ids, _ = self.encode((sequence,))
+        if len(ids) > self.max_tokens:
+            raise ProtlmError(f"{len(sequence)} residues: the model takes {self.max_tokens} tokens")
+        tokens = torch.from_numpy(ids)[None]
+        return self.model.predict_contacts(tokens, torch.ones_like(tokens))[0].float().numpy()
 
     @torch.inference_mode()
     def __call__(self, sequences: tuple[str, ...], rid: str = "input", names: tuple[str, ...] | None = None):

@@ -17,7 +17,7 @@ contacts_app = typer.Typer(
     invoke_without_command=True,
 )
 
-ModelOpt = Annotated[Path, typer.Option(help="A pre-trained (or fine-tuned) RoBERTa model dir.")]
+ModelOpt = Annotated[str, typer.Option(help="A pre-trained (or fine-tuned) model: a dir or an HF Hub id.")]
 PdbOpt = Annotated[list[Path], typer.Option(help="PDB / mmCIF file(s) or folder(s) of them (repeatable).")]
 CutoffOpt = Annotated[float, typer.Option(help="Interface: any heavy atom within this many Angstrom.")]
 
@@ -99,7 +99,7 @@ def sites_cmd(
     pdb: PdbOpt,
     chains: Annotated[str | None, typer.Option(help="Chain pair A,B (default: every pair with an interface).")] = None,
     reference: Annotated[
-        Path | None, typer.Option(help="A model to compare with, e.g. the same model before pair pre-training.")
+        str | None, typer.Option(help="A model to compare with, e.g. the same model before pair pre-training.")
     ] = None,
     cutoff: CutoffOpt = 5.0,
     top_k: Annotated[int | None, typer.Option(help="k of precision at k (default: the true interface size).")] = None,
@@ -142,7 +142,7 @@ def sites_cmd(
 @contacts_app.callback()
 def contacts_cmd(
     ctx: typer.Context,
-    model: Annotated[Path | None, typer.Option(help="A pre-trained RoBERTa model dir.")] = None,
+    model: Annotated[str | None, typer.Option(help="A pre-trained model: a dir or an HF Hub id.")] = None,
     pdb: Annotated[Path | None, typer.Option(help="A PDB / mmCIF file.")] = None,
     chain: Annotated[str | None, typer.Option(help="Chain to score (default: every protein chain).")] = None,
     regression: Annotated[
@@ -161,9 +161,8 @@ def contacts_cmd(
     from protlm.attention.structures import contact_map, read_structure
 
     lm = AttentionModel(model)
-    reg = C.ContactRegression.load(regression or model)
-    note = (f"L1 logistic regression fitted on {', '.join(reg.meta['structures'])}" if reg else
-            "no fitted regression (protlm contacts fit): mean APC map over all heads, unsupervised")  # fmt: skip
+    reg = C.ContactRegression.load(regression or lm.path)
+    note = C.method(lm, reg)
     typer.echo(note, err=True)
     st = read_structure(pdb)
     results, shown = {}, []
@@ -201,7 +200,8 @@ def contacts_fit_cmd(
 
     structures = load_structures(pdb, _log)
     chains = [(f"{s.id}:{name}", ch) for s in structures for name, ch in s.chains.items()]
-    reg = C.fit(AttentionModel(model), chains, c)
-    path = reg.save(out or model)
+    lm = AttentionModel(model)
+    reg = C.fit(lm, chains, c)
+    path = reg.save(out or lm.path)
     typer.echo(f"fitted on {len(chains)} chains ({reg.meta['n_pairs']:,} pairs, {reg.meta['n_contacts']:,} contacts), "
                f"{reg.meta['nonzero']} of {len(reg.coef)} heads kept: {path}")  # fmt: skip

@@ -16,7 +16,8 @@ def embed_cmd(
         Path,
         typer.Argument(help="FASTA (chains joined by ':' = one assembly), or TSV/CSV/Parquet with --id-col/--seq-col."),
     ],
-    model: Annotated[Path, typer.Option(help="Model dir: protlm pretrain output or a fine-tuned model/.")],
+    model: Annotated[str, typer.Option(help="Model: protlm pretrain output, a fine-tuned model/, an ESM-2 / ProtBERT / "
+                                       "RoBERTa dir, or an HF Hub id (e.g. facebook/esm2_t6_8M_UR50D).")],
     out: Annotated[Path, typer.Option(help="Output file: .parquet, .npz or .h5 (format by extension).")],
     pool: Annotated[
         list[str] | None, typer.Option(help="mean, cls or residue (per-residue vectors); repeat for several.")
@@ -74,7 +75,7 @@ def predict_cmd(
             "id_a,id_b,seq_a,seq_b."
         ),
     ],
-    model: Annotated[Path, typer.Option(help="A fine-tuned model dir (OUT/seed-K/model of protlm finetune).")],
+    model: Annotated[str, typer.Option(help="A fine-tuned model dir (OUT/seed-K/model of protlm finetune).")],
     out: Annotated[Path, typer.Option(help="Output TSV.")],
     strict: StrictOpt = False,
 ) -> None:
@@ -116,7 +117,7 @@ def predict_cmd(
 
 def fill_cmd(
     text: Annotated[str, typer.Argument(help="A sequence with <mask> where residues are to be predicted.")],
-    model: Annotated[Path, typer.Option(help="A pre-trained masked-LM dir (protlm pretrain output).")],
+    model: Annotated[str, typer.Option(help="A pre-trained masked LM: a dir or an HF Hub id.")],
     top_k: Annotated[int, typer.Option(help="Candidates per mask.")] = 5,
 ) -> None:
     """Masked-residue prediction: the top-k tokens (residue strings) for every <mask>."""

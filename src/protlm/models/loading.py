@@ -1,19 +1,56 @@
-"""Loading model directories: configs and weights, safetensors only, no remote code.
+"""The one home for models: what a model directory or HF Hub id holds, and loading it safely.
 
-Every command that opens a model directory goes through here, so the safety rules hold in one place:
+`open_model(spec)` answers "what kind of model is this?" once, for every command: a local directory
+or a Hub id (`facebook/esm2_t6_8M_UR50D`, resolved through the standard HF cache, so it works with
+`HF_HUB_OFFLINE=1` once cached), its config, its backbone (RoBERTa, Longformer, ESM-2, BERT /
+ProtBERT), and what protlm wrote beside it (a fine-tuned task, a composition baseline).
+
+The safety rules hold here, in one place:
 - a directory whose JSON names custom code (`auto_map`) is refused, and `trust_remote_code=False`
   is passed to every HF loader;
 - weights load from `model.safetensors` only: a pickled `pytorch_model.bin` is never opened
-  (unpickling can run code);
+  (unpickling can run code) and never downloaded;
 - a malformed `config.json` (bad JSON, unknown `model_type`) is a one-line error naming the file.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from protlm.errors import ProtlmError
 from protlm.io.hf_dirs import read_json_object, refuse_remote_code
+
+TASK_FILE = "protlm_task.json"  # written by `protlm finetune` beside a task model or baseline
+BACKBONES = ("roberta", "longformer", "esm", "bert")
+# Learned absolute positions start after the padding index in RoBERTa, Longformer and ESM
+# (`padding_idx + 1` = 2), so N tokens need N + 2 rows; BERT's start at 0. ESM-2's rotary positions
+# have no table, but the model was trained on 1,024-token inputs and its config says so the same way.
+POSITION_OFFSETS = {"roberta": 2, "longformer": 2, "esm": 2, "bert": 0}
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]  # never *.bin / *.pt / *.pkl: pickles
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+
+def resolve(spec: str | Path) -> Path:
+    """A local directory as is; an HF Hub id (`org/name`) as its snapshot in the HF cache (downloaded
+    once, safetensors and JSON / vocabulary files only; offline with `HF_HUB_OFFLINE=1`)."""
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    text = str(spec)
+    if not _HUB_ID.match(text) or ".." in text:
+        raise ProtlmError(f"{spec}: not a model directory (no such directory, nor an HF Hub id like org/name)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(text, allow_patterns=HUB_FILES))
+    except LocalEntryNotFoundError:
+        raise ProtlmError(f"{spec}: not in the HF cache and the Hub cannot be reached (offline?); run once with "
+                          "network access, or give a local directory") from None  # fmt: skip
+    except (HfHubHTTPError, OSError, ValueError) as e:
+        raise ProtlmError(f"{spec}: cannot fetch from the HF Hub ({str(e).splitlines()[0][:160]})") from None
 
 
 def model_dir(path: str | Path) -> Path:
@@ -56,3 +93,103 @@ def load_safetensors_model(model_cls, path: str | Path, **kwargs):
         raise ProtlmError(
             f"{path / 'config.json'}: cannot build a model from it ({str(e).splitlines()[0][:160]})"
         ) from None
+
+
+def check_backbone(config, path) -> str:
+    """The config's model_type, when protlm supports it as a backbone."""
+    kind = getattr(config, "model_type", None)
+    if kind not in BACKBONES:
+        raise ProtlmError(f"{path}: protlm supports {', '.join(BACKBONES)} backbones, found {kind!r}")
+    return kind
+
+
+def model_max_tokens(config) -> int:
+    """Longest input (incl. special tokens) the model's positions allow."""
+    return config.max_position_embeddings - POSITION_OFFSETS.get(config.model_type, 0)
+
+
+def mlm_head(model):
+    """The masked-LM head of an HF `*ForMaskedLM` (`lm_head` for RoBERTa / Longformer / ESM, `cls` for BERT)."""
+    head = getattr(model, "lm_head", None)
+    head = getattr(model, "cls", None) if head is None else head
+    if head is None:
+        raise ProtlmError(f"{type(model).__name__} has no masked-LM head")
+    return head
+
+
+@dataclass
+class ModelDir:
+    """What one model directory holds, read once."""
+
+    spec: str  # what the user gave: a directory or a Hub id
+    path: Path  # the local directory (the HF cache snapshot for a Hub id)
+    task: dict | None  # protlm_task.json of a fine-tuned model or baseline, else None
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.task is not None and "baseline" in self.task
+
+    @property
+    def is_task_model(self) -> bool:
+        return self.task is not None and not self.is_baseline
+
+    def config(self):
+        config = load_config(self.path)
+        check_backbone(config, self.spec)
+        return config
+
+    def tokenizer(self):
+        from protlm.tokenization import load_tokenizer
+
+        return load_tokenizer(self.path)
+
+    def encoder(self, **kwargs):
+        """The bare encoder (no head), for embeddings and attention."""
+        from transformers import AutoModel
+
+        with quiet_hf():  # the MLM / task head is not needed: no load report for it
+            if self.is_task_model:
+                return self.task_model(**kwargs).base_model
+            return load_safetensors_model(AutoModel, self.path, add_pooling_layer=False, **kwargs)
+
+    def masked_lm(self):
+        from transformers import AutoModelForMaskedLM
+
+        if self.task is not None:
+            raise ProtlmError(f"{self.spec}: a fine-tuned model has no masked-LM head; use the pre-trained model")
+        self.config()
+        with quiet_hf():
+            return load_safetensors_model(AutoModelForMaskedLM, self.path)
+
+    def task_model(self, config=None, **kwargs):
+        from protlm.tasks.model import task_model_class
+
+        config = config or self.config()
+        return load_safetensors_model(task_model_class(config), self.path, config=config, **kwargs)
+
+
+def open_model(spec: str | Path) -> ModelDir:
+    """A model directory or Hub id, checked (config or task file present, no custom code)."""
+    path = resolve(spec)
+    task_file = path / TASK_FILE
+    task = read_json_object(task_file) if task_file.is_file() else None
+    if task is None or "baseline" not in task:
+        model_dir(path)
+    return ModelDir(str(spec), path, task)
+
+
+class quiet_hf:  # noqa: N801 (a context manager used like a function)
+    """Silence transformers' per-load report (unused heads are expected when loading an encoder)."""
+
+    def __enter__(self):
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        hf_logging.enable_progress_bar()

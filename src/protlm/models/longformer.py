@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from protlm.batching import CLS, SEP
 from protlm.errors import ProtlmError
 from protlm.models.presets import POSITION_OFFSET
 
@@ -25,12 +24,12 @@ def is_longformer(config) -> bool:
     return getattr(config, "model_type", "") == "longformer"
 
 
-def global_attention_mask(input_ids: torch.Tensor, separators: bool = False) -> torch.Tensor:
-    """(B, T) 1 on `<s>` (and on every `</s>` with `separators`): tokens that attend to and are
+def global_attention_mask(input_ids: torch.Tensor, cls_id: int, sep_id: int | None = None) -> torch.Tensor:
+    """(B, T) 1 on `<s>` (and on every `</s>` when `sep_id` is given): tokens that attend to and are
     attended by the whole input. Classification heads read `<s>`, so it must see everything."""
-    mask = input_ids == CLS
-    if separators:
-        mask = mask | (input_ids == SEP)
+    mask = input_ids == cls_id
+    if sep_id is not None:
+        mask = mask | (input_ids == sep_id)
     return mask.long()
 
 
@@ -38,9 +37,10 @@ def encoder_kwargs(config, input_ids: torch.Tensor) -> dict:
     """Extra keyword arguments of the encoder call: Longformer's global attention, nothing for RoBERTa."""
     if not is_longformer(config):
         return {}
-    return {
-        "global_attention_mask": global_attention_mask(input_ids, getattr(config, "protlm_global_separators", False))
-    }
+    cls_id = config.bos_token_id if config.bos_token_id is not None else 0
+    sep_id = config.sep_token_id if config.sep_token_id is not None else config.eos_token_id
+    separators = getattr(config, "protlm_global_separators", False)
+    return {"global_attention_mask": global_attention_mask(input_ids, cls_id, sep_id if separators else None)}
 
 
 ATTENTION = ("auto", "longformer", "dense")
@@ -117,7 +117,7 @@ def convert_roberta_to_longformer(
     longformer.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
     longformer.save_pretrained(out, safe_serialization=True)
-    tokenizer.model_max_length = max_length
+    tokenizer.hf.model_max_length = max_length
     tokenizer.save_pretrained(out)
     info = {"source": str(source), "max_length": max_length, "attention": "longformer", "window": window,
             "source_max_tokens": len(old) - POSITION_OFFSET, "global_separators": global_separators}  # fmt: skip
@@ -146,7 +146,7 @@ def _extend_roberta(roberta, tokenizer, source: Path, out: Path, max_length: int
     extended.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
     extended.save_pretrained(out, safe_serialization=True)
-    tokenizer.model_max_length = max_length
+    tokenizer.hf.model_max_length = max_length
     tokenizer.save_pretrained(out)
     info = {"source": str(source), "max_length": max_length, "attention": "dense", "source_max_tokens": len(old) - 2}
     (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")

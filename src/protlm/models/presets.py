@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 from huggingface_hub.errors import StrictDataclassFieldValidationError
-from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from protlm.errors import ProtlmError
 
@@ -33,7 +33,7 @@ def load_preset(name_or_path: str) -> dict:
     return cfg
 
 
-def build_mlm(preset: str | dict, tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides) -> PreTrainedModel:
+def build_mlm(preset: str | dict, tokenizer, seed: int = 0, **overrides) -> PreTrainedModel:
     """Randomly initialised masked LM from a preset, sized to the tokenizer, with SDPA attention."""
     import torch
 
@@ -44,7 +44,7 @@ def build_mlm(preset: str | dict, tokenizer: PreTrainedTokenizerBase, seed: int 
         vocab_size=len(tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.sep_token_id,
+        eos_token_id=tokenizer.template.suffix[-1],
     )
     try:
         config = AutoConfig.for_model(model_type, **cfg)
@@ -71,8 +71,3 @@ def build_mlm(preset: str | dict, tokenizer: PreTrainedTokenizerBase, seed: int 
         )
     torch.manual_seed(seed)
     return AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa")
-
-
-def model_max_tokens(config) -> int:
-    """Longest input (incl. special tokens) the position embeddings allow (RoBERTa and Longformer)."""
-    return config.max_position_embeddings - POSITION_OFFSET

@@ -92,8 +92,8 @@ def summarize(pairs: list[Pair], tokenizer=None) -> dict:
     res = np.array([len(p.seq_a) + len(p.seq_b) for p in pairs])
     stats = {"pairs": len(pairs), "sizes": sizes, "residues_per_pair": _quantiles(res)}
     if tokenizer is not None and pairs:
-        enc = tokenizer.backend_tokenizer.encode_batch([(p.seq_a, p.seq_b) for p in pairs])
-        tok = np.array([len(e.ids) for e in enc])
+        lengths = [len(t) for t in tokenizer.encode_batch([s for p in pairs for s in (p.seq_a, p.seq_b)])]
+        tok = np.add.reduceat(np.array(lengths), np.arange(0, len(lengths), 2)) + tokenizer.template.overhead(2)
         stats["tokens_per_pair"] = _quantiles(tok)
         stats["over_512_tokens_pct"] = float(100 * (tok > 512).mean())
     return stats

@@ -13,7 +13,8 @@ ids `TAXID.ENSP...`) and sequences (`protein.sequences.v12.0.fa.gz`, same ids).
   seeded hash; a candidate is rejected when the pair appears in the links file at *any* score
   (or is a self-pair, or a duplicate); `negatives_per_positive` of them are kept per organism and
   split.
-- Pairs longer than `max_tokens` under `tokenizer` (`<s> A </s></s> B </s>`) are dropped and counted.
+- Pairs longer than `max_tokens` under `tokenizer` (its pair template, e.g. `<s> A </s></s> B </s>`) are dropped
+  and counted.
 Output: Parquet shards `pairs-*.parquet` with `id_a, id_b, seq_a, seq_b, label, split`, and
 `report.json`, each renamed into place when complete. DuckDB spills to disk under `memory_limit`.
 
@@ -175,7 +176,7 @@ def _load_proteins(
     return len(ids), len(wanted)
 
 
-def _keep_positives(con, opts: StringOptions) -> None:
+def _keep_positives(con, opts: StringOptions, overhead: int) -> None:
     """`pos_kept`: positives with both sequences, split, organism and token count (strict: same split)."""
     cut_train, cut_dev = opts.split_cuts()
     if opts.split == "strict":
@@ -186,7 +187,7 @@ def _keep_positives(con, opts: StringOptions) -> None:
         cross = ""
     con.execute(
         f"""CREATE TABLE pos_kept AS
-        SELECT pos.a, pos.b, {split} AS split, pa.taxid, pa.ntok + pb.ntok + 4 AS ntok
+        SELECT pos.a, pos.b, {split} AS split, pa.taxid, pa.ntok + pb.ntok + {int(overhead)} AS ntok
         FROM pos JOIN prot pa ON pa.id = pos.a JOIN prot pb ON pb.id = pos.b WHERE true {cross}""",
         {"seed": str(opts.seed), "train": cut_train, "dev": cut_dev} if opts.split == "random" else {},
     )
@@ -223,13 +224,13 @@ def _draw_negatives(con, opts: StringOptions) -> None:
     )
 
 
-def _write_pairs(con, out: Path, limit: int | None) -> dict:
+def _write_pairs(con, out: Path, limit: int | None, overhead: int) -> dict:
     """Stream the final pairs into out/pairs-0.parquet (renamed into place); returns sizes per split."""
 
-    con.execute("""
+    con.execute(f"""
         CREATE VIEW final AS
         SELECT x.a AS id_a, x.b AS id_b, pa.seq AS seq_a, pb.seq AS seq_b, x.label, x.split,
-               pa.ntok + pb.ntok + 4 AS ntok
+               pa.ntok + pb.ntok + {int(overhead)} AS ntok
         FROM (SELECT a, b, 1 AS label, split FROM pos_kept UNION ALL SELECT a, b, 0, split FROM neg) x
         JOIN prot pa ON pa.id = x.a JOIN prot pb ON pb.id = x.b""")
     fits = "ntok <= $limit" if limit is not None else "true"
@@ -314,14 +315,19 @@ def _build(
     report["positives_missing_sequence"] = con.execute(
         "SELECT count(*) FROM pos WHERE a NOT IN (SELECT id FROM prot) OR b NOT IN (SELECT id FROM prot)"
     ).fetchone()[0]
-    _keep_positives(con, opts)
+    _keep_positives(con, opts, _overhead(tokenizer))
     kept = con.execute("SELECT count(*) FROM pos_kept").fetchone()[0]
     report["positives_across_splits"] = report["positives_at_threshold"] - report["positives_missing_sequence"] - kept
     _draw_negatives(con, opts)
     report["negatives"] = con.execute("SELECT count(*) FROM neg").fetchone()[0]
     report["negatives_short"] = max(0, round(opts.negatives_per_positive * kept) - report["negatives"])
-    report |= _write_pairs(con, out, opts.max_tokens if tokenizer is not None else None)
+    report |= _write_pairs(con, out, opts.max_tokens if tokenizer is not None else None, _overhead(tokenizer))
     return report
+
+
+def _overhead(tokenizer) -> int:
+    """Special tokens around a pair under the tokenizer's template (an int of ours: safe in SQL text)."""
+    return int(tokenizer.template.overhead(2)) if tokenizer is not None else 4
 
 
 def _token_lengths(tokenizer, seqs: list[str]) -> list[int]:

@@ -101,21 +101,27 @@ class Inputs:
 
 
 def tokenizer_fingerprint(tokenizer_dir: str | Path) -> tuple[str, str, int]:
-    """(serialised tokenizer, its sha256, vocabulary size incl. added tokens) of a tokenizer directory,
-    read with `tokenizers` alone (no transformers / torch import: prepare workers stay small)."""
+    """(serialised residue tokenizer, its sha256, vocabulary size incl. added tokens) of a tokenizer or
+    model directory. A `tokenizer.json` that splits raw protein strings (protlm's, byte-level BPE) is read
+    with `tokenizers` alone (no transformers / torch import: prepare stays small); any other (ESM-2,
+    ProtBERT) goes through `ProteinTokenizer`, whose residue tokenizer the workers then run."""
     from tokenizers import Tokenizer
 
     from protlm.io.hf_dirs import refuse_remote_code
+    from protlm.tokenization import load_tokenizer, splits_residues
 
-    path = Path(tokenizer_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise ProtlmError(f"{tokenizer_dir}: not a tokenizer directory (no tokenizer.json)")
-    refuse_remote_code(tokenizer_dir)
-    read_json_object(path)
-    try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises plain Exception on a malformed file
-        raise ProtlmError(f"{tokenizer_dir}: not a tokenizer tokenizers can load ({str(e)[:160]})") from None
+    directory = Path(tokenizer_dir)
+    path = directory / "tokenizer.json"
+    tok = None
+    if path.is_file():
+        refuse_remote_code(tokenizer_dir)
+        read_json_object(path)
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises plain Exception on a malformed file
+            raise ProtlmError(f"{tokenizer_dir}: not a tokenizer tokenizers can load ({str(e)[:160]})") from None
+    if tok is None or not splits_residues(tok):
+        tok = load_tokenizer(directory).backend  # e.g. ESM-2's vocab.txt, ProtBERT's spaced WordPiece
     text = tok.to_str()
     return text, hashlib.sha256(text.encode()).hexdigest(), tok.get_vocab_size(with_added_tokens=True)
 

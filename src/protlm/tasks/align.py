@@ -19,32 +19,16 @@ N_AA = len(AA_CODES) + 1
 MAX_OFFSET = 16  # offsets inside longer tokens share the last embedding
 
 
-def token_residue_lengths(tokenizer) -> np.ndarray:
-    """(vocab,) number of residues each token id covers; 0 for special tokens.
-
-    Read from the tokenizer itself (each token decoded alone), so the table is right for char, BPE
-    and byte-level BPE vocabularies alike; `residue_map` checks it against every sequence.
-    """
-    table = np.zeros(len(tokenizer), dtype=np.int64)
-    specials = set(tokenizer.all_special_ids)
-    for i in range(len(tokenizer)):
-        if i in specials:
-            continue
-        text = tokenizer.decode([i], clean_up_tokenization_spaces=False)
-        table[i] = len(text)
-    return table
-
-
 def residue_map(token_ids: np.ndarray, lengths: np.ndarray, n_residues: int) -> tuple[np.ndarray, np.ndarray]:
     """(token index of each residue, offset of the residue inside its token), each (n_residues,).
 
-    `token_ids` are the protein's content tokens (no specials); `lengths` is `token_residue_lengths`.
+    `token_ids` are the protein's content tokens (no specials); `lengths` is `ProteinTokenizer.residue_lengths`.
     """
     per_token = lengths[np.asarray(token_ids, dtype=np.int64)]
     if int(per_token.sum()) != n_residues or (per_token <= 0).any():
         raise ProtlmError(
             f"tokenizer does not cover the sequence residue by residue ({int(per_token.sum())} residues in tokens "
-            f"vs {n_residues} in the sequence): residue tasks need a char or BPE protlm tokenizer"
+            f"vs {n_residues} in the sequence): residue tasks need a tokenizer whose tokens spell residues"
         )
     token_of = np.repeat(np.arange(len(per_token)), per_token)
     starts = np.cumsum(per_token) - per_token  # first residue of each token

@@ -12,11 +12,12 @@ of each protein in evaluation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from protlm.batching import assemble, pad_batch, plan_batches, share_budget
+from protlm.batching import pad_batch, plan_batches, share_budget, windows
 from protlm.tasks.align import MAX_OFFSET, aa_codes, residue_map
 from protlm.tasks.data import IGNORE, Example
 from protlm.tokenized import TokenizedSet
@@ -63,30 +64,26 @@ class TaskSet:
     tset: TokenizedSet
     parts: list[tuple[int, ...]]  # protein indices into tset, per example
     max_tokens: int
-    residue_lengths: np.ndarray | None = None  # token id -> residues (residue tasks)
+    tokenizer: Any  # tokenization.ProteinTokenizer: template, pad id, residues per token
 
     def __len__(self) -> int:
         return len(self.examples)
 
     @property
     def content(self) -> int:
-        """Content tokens per window of a single protein (`<s>` and `</s>` take two)."""
-        return self.max_tokens - 2
+        """Content tokens per window of a single protein (the template's specials take the rest)."""
+        return self.max_tokens - self.tokenizer.template.overhead(1)
 
     def windows(self, i: int) -> list[int]:
-        """Start tokens of the evaluation windows of single-protein example i."""
-        n, w = int(self.tset.lengths[self.parts[i][0]]), self.content
-        if n <= w:
-            return [0]
-        starts = list(range(0, n - w, max(1, w // 2)))
-        return starts + [n - w]
+        """Start tokens of the evaluation windows of single-protein example i (stride half a window)."""
+        return windows(int(self.tset.lengths[self.parts[i][0]]), self.content, max(1, self.content // 2))
 
     def _lengths(self, i: int) -> list[int]:
         return [int(self.tset.lengths[p]) for p in self.parts[i]]
 
     def _keep(self, lengths: list[int]) -> list[int]:
-        """Tokens each part of a multi-protein example keeps (`assemble` adds 2 per part)."""
-        return share_budget(lengths, self.max_tokens - 2 * len(lengths))
+        """Tokens each part of a multi-protein example keeps (the template adds its specials)."""
+        return share_budget(lengths, self.max_tokens - self.tokenizer.template.overhead(len(lengths)))
 
     def items(self, rng: np.random.Generator | None) -> list[Item]:
         """Training items (one random window / crop per example) with rng; all eval windows without."""
@@ -108,8 +105,8 @@ class TaskSet:
     def item_length(self, item: Item) -> int:
         lengths = self._lengths(item[0])
         if len(lengths) > 1:
-            return sum(self._keep(lengths)) + 2 * len(lengths)
-        return min(lengths[0], self.content) + 2
+            return self.tokenizer.template.length(self._keep(lengths))
+        return self.tokenizer.template.length([min(lengths[0], self.content)])
 
     def plan(
         self, items: list[Item], tokens_per_batch: int, rng: np.random.Generator, max_batch: int
@@ -124,15 +121,15 @@ class TaskSet:
             tokens = [self.tset.get(p) for p in self.parts[i]]
             if len(tokens) > 1:
                 keep = self._keep([len(t) for t in tokens])
-                seqs.append(assemble([t[s : s + k] for t, s, k in zip(tokens, starts, keep, strict=True)]))
+                seqs.append(self.tokenizer.assemble([t[s : s + k] for t, s, k in zip(tokens, starts, keep, strict=True)]))
             else:
                 window = tokens[0][starts[0] : starts[0] + self.content]
-                seqs.append(assemble([window]))
+                seqs.append(self.tokenizer.assemble([window]))
                 if self.kind == "residue":
                     res.append(self._residues(ex, tokens[0], starts[0], len(window)))
             if self.kind != "residue":
                 labels.append(int(ex.label))
-        ids, mask = pad_batch(seqs)
+        ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id)
         batch = TaskBatch(np.array([it[0] for it in items]), ids, mask, torch.tensor(labels, dtype=torch.long))
         batch.n_tokens, batch.n_padded = int(mask.sum()), mask.numel()
         if self.kind == "residue":
@@ -142,10 +139,10 @@ class TaskSet:
     def _residues(self, ex: Example, tokens: np.ndarray, start: int, n_window: int):
         """Residues covered by tokens [start, start + n_window) and where their tokens sit in the input."""
         seq = ex.parts[0]
-        token_of, offset = residue_map(tokens, self.residue_lengths, len(seq))
+        token_of, offset = residue_map(tokens, self.tokenizer.residue_lengths, len(seq))
         r0 = int(np.searchsorted(token_of, start, side="left"))
         r1 = int(np.searchsorted(token_of, start + n_window, side="left"))
-        index = token_of[r0:r1] - start + 1  # +1: <s> is position 0
+        index = token_of[r0:r1] - start + self.tokenizer.template.start  # after the prefix (<s>)
         label = np.asarray(ex.label[r0:r1], dtype=np.int64)
         return r0, index, np.minimum(offset[r0:r1], MAX_OFFSET - 1), aa_codes(seq[r0:r1]), label
 
@@ -165,9 +162,7 @@ class TaskSet:
         batch.residue_start = np.array([r[0] for r in res], dtype=np.int64)
 
 
-def build_taskset(
-    kind: str, examples: list[Example], tokenizer, max_tokens: int, cache_dir=None, residue_lengths=None
-) -> TaskSet:
+def build_taskset(kind: str, examples: list[Example], tokenizer, max_tokens: int, cache_dir=None) -> TaskSet:
     """Tokenize the distinct proteins of `examples` once (cached) and index the parts."""
     from protlm.tokenized import cached_tokenize
 
@@ -178,4 +173,4 @@ def build_taskset(
     seqs = list(index)
     tset = cached_tokenize(tokenizer, [f"p{k}" for k in range(len(seqs))], seqs, cache_dir)
     parts = [tuple(index[s] for s in ex.parts) for ex in examples]
-    return TaskSet(kind, examples, tset, parts, max_tokens, residue_lengths)
+    return TaskSet(kind, examples, tset, parts, max_tokens, tokenizer)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from protlm.errors import ProtlmError
+from protlm.io.hf_dirs import read_json_object
+from protlm.models.loading import TASK_FILE, model_max_tokens, open_model
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import build_taskset
@@ -16,23 +17,17 @@ from protlm.tasks.predict import predict
 from protlm.tasks.report import plot_confusion, plot_curves, write_json, write_predictions
 from protlm.tasks.table import get_task, load_task_data
 
-TASK_FILE = "protlm_task.json"
-
 
 def load_finetuned(path: Path, info_from: Path | None = None, need_info: bool = True):
     """(kind, model, tokenizer, task info) of a `protlm finetune` model directory (or checkpoint)."""
     info_file = (info_from or path) / TASK_FILE
     if need_info and not info_file.is_file():
         raise ProtlmError(f"{path}: not a fine-tuned protlm model (no {TASK_FILE}); use the run's model/ directory")
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = read_json_object(info_file) if info_file.is_file() else {}
     if "baseline" in info:
         return "baseline", Baseline.load(path), None, info
-    from protlm.models.loading import load_config, load_safetensors_model
-    from protlm.tasks.model import task_model_class
-    from protlm.tokenization import load_tokenizer
-
-    model = load_safetensors_model(task_model_class(load_config(path)), path)
-    return "model", model, load_tokenizer(str(path)), info
+    md = open_model(path)
+    return "model", md.task_model(), md.tokenizer(), info
 
 
 def evaluate_model(
@@ -55,7 +50,6 @@ def evaluate_model(
         )
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"task": spec.name, "model": str(model_dir), "model_source": info.get("model_source"), "splits": {}}
-    residue_lengths = None
     for split in splits or ["dev", *data.test_splits]:
         examples = data.split(split)
         t0 = time.perf_counter()
@@ -63,13 +57,7 @@ def evaluate_model(
             y, prob = model.predict_proba(examples)
             ids = [ex.id for ex in examples] if spec.kind != "residue" else [""] * len(y)
         else:
-            if spec.kind == "residue" and residue_lengths is None:
-                from protlm.tasks.align import token_residue_lengths
-
-                residue_lengths = token_residue_lengths(tokenizer)
-            from protlm.models import model_max_tokens
-
-            ts = build_taskset(spec.kind, examples, tokenizer, model_max_tokens(model.config), None, residue_lengths)
+            ts = build_taskset(spec.kind, examples, tokenizer, model_max_tokens(model.config))
             y, prob, ids = predict(model, ts, tokens_per_batch, 64)
         scores = M.compute(spec.metrics, y, prob)
         results["splits"][split] = {

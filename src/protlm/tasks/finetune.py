@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 from protlm.errors import ProtlmError
+from protlm.models.loading import TASK_FILE
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import TaskSet, build_taskset
 from protlm.tasks.data import TaskData, subsample
-from protlm.tasks.evaluate import TASK_FILE, evaluate_model, load_finetuned
+from protlm.tasks.evaluate import evaluate_model, load_finetuned
 from protlm.tasks.predict import predict
 from protlm.tasks.report import write_json
 from protlm.tasks.table import TaskSpec, get_task, load_task_data
@@ -97,10 +98,10 @@ def _task_config(config, spec: TaskSpec, labels: tuple[str, ...], pooling: str):
 
 
 def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...], seed: int):
-    """(model, tokenizer, source description) for a pre-trained dir, scratch:DIR or scratch + preset."""
+    """(model, tokenizer, source description) for a pre-trained dir or Hub id, scratch:DIR or scratch + preset."""
     from transformers import AutoConfig
 
-    from protlm.models.loading import load_config, load_safetensors_model
+    from protlm.models.loading import open_model, quiet_hf
     from protlm.tasks.model import task_model_class
     from protlm.tokenization import load_tokenizer
 
@@ -118,29 +119,21 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
         config = _task_config(config, spec, labels, pooling)
         return task_model_class(config)(config), tokenizer, f"scratch ({cfg.preset})"
     scratch = cfg.model.startswith("scratch:")
-    path = Path(cfg.model.removeprefix("scratch:"))
-    if not (path / "config.json").is_file():
-        raise ProtlmError(
-            f"{path}: not a model directory (no config.json); --model takes a pre-trained dir, scratch[:DIR] or baseline"
-        )
-    tokenizer = load_tokenizer(str(path))
-    config = _task_config(load_config(path), spec, labels, pooling)
-    if config.model_type not in ("roberta", "longformer"):
-        raise ProtlmError(f"{path}: fine-tuning supports RoBERTa and Longformer encoders, found {config.model_type!r}")
+    md = open_model(cfg.model.removeprefix("scratch:"))
+    if md.task is not None:
+        raise ProtlmError(f"{md.spec}: already a fine-tuned model; --model takes a pre-trained model (or --resume)")
+    tokenizer = md.tokenizer()
+    config = _task_config(md.config(), spec, labels, pooling)
     if scratch:
-        return task_model_class(config)(config), tokenizer, f"scratch (architecture of {path})"
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the head is new by design: report what matters ourselves
-    try:
-        model, loading = load_safetensors_model(task_model_class(config), path, config=config, output_loading_info=True)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+        return task_model_class(config)(config), tokenizer, f"scratch (architecture of {md.spec})"
+    with quiet_hf():  # the head is new by design: report what matters ourselves
+        model, loading = md.task_model(config, output_loading_info=True)
     missing = [k for k in loading["missing_keys"] if k.startswith(f"{model.base_model_prefix}.")]
+    missing = [k for k in missing if not k.endswith(("position_ids", "contact_head.regression.weight",
+                                                     "contact_head.regression.bias"))]  # fmt: skip
     if missing:
-        raise ProtlmError(f"{path}: encoder weights missing from the checkpoint ({', '.join(missing[:3])}, ...)")
-    return model, tokenizer, str(path)
+        raise ProtlmError(f"{md.spec}: encoder weights missing from the checkpoint ({', '.join(missing[:3])}, ...)")
+    return model, tokenizer, md.spec
 
 
 class TaskObjective(nn.Module):
@@ -237,13 +230,8 @@ def train_one(
         model.base_model.requires_grad_(False)
     limit = model_max_tokens(model.config)
     max_tokens = min(cfg.max_tokens or limit, limit)
-    residue_lengths = None
-    if spec.kind == "residue":
-        from protlm.tasks.align import token_residue_lengths
-
-        residue_lengths = token_residue_lengths(tokenizer)
-    ts_train = build_taskset(spec.kind, train, tokenizer, max_tokens, cfg.cache_dir, residue_lengths)
-    ts_dev = build_taskset(spec.kind, data.split("dev"), tokenizer, max_tokens, cfg.cache_dir, residue_lengths)
+    ts_train = build_taskset(spec.kind, train, tokenizer, max_tokens, cfg.cache_dir)
+    ts_dev = build_taskset(spec.kind, data.split("dev"), tokenizer, max_tokens, cfg.cache_dir)
     batch_size = cfg.batch_size or spec.batch_size
     src = TaskSource(ts_train, cfg.tokens_per_batch, batch_size, seed)
     per_step = accelerator.num_processes * cfg.grad_accum
@@ -264,14 +252,7 @@ def train_one(
     # Dev metric while training on at most DEV_MONITOR examples (the full splits are scored at the end).
     monitor = ts_dev
     if len(ts_dev) > DEV_MONITOR:
-        monitor = build_taskset(
-            spec.kind,
-            subsample(data.split("dev"), DEV_MONITOR, 0),
-            tokenizer,
-            max_tokens,
-            cfg.cache_dir,
-            residue_lengths,
-        )
+        monitor = build_taskset(spec.kind, subsample(data.split("dev"), DEV_MONITOR, 0), tokenizer, max_tokens, cfg.cache_dir)
 
     def evaluate(obj) -> dict:
         y, p, _ = predict(model, monitor, cfg.tokens_per_batch, batch_size)

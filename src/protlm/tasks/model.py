@@ -1,6 +1,7 @@
 """Task heads on the pre-trained encoder: sequence / pair classification and per-residue labels.
 
-`ProteinTaskModel` (RoBERTa) and `LongformerTaskModel` are HF `PreTrainedModel`s (encoder + one head) so fine-tuned models
+`ProteinTaskModel` (RoBERTa), `LongformerTaskModel`, `EsmTaskModel` (ESM-2) and `BertTaskModel` (ProtBERT) are HF
+`PreTrainedModel`s (encoder + one head) so fine-tuned models
 save and load with `save_pretrained` / `from_pretrained` in safetensors, and loading a pre-trained
 MLM directory fills the encoder and initialises the head. The head kind and pooling are stored
 in the HF config (`protlm_head`, `protlm_pooling`).
@@ -18,10 +19,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
+from transformers.models.esm.modeling_esm import EsmModel, EsmPreTrainedModel
 from transformers.models.longformer.modeling_longformer import LongformerModel, LongformerPreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
-from protlm.models.longformer import encoder_kwargs, is_longformer
+from protlm.errors import ProtlmError
+from protlm.models.longformer import encoder_kwargs
 from protlm.tasks.align import MAX_OFFSET, N_AA
 
 
@@ -122,6 +126,33 @@ class LongformerTaskModel(_TaskHeads, LongformerPreTrainedModel):
         self.post_init()
 
 
+class EsmTaskModel(_TaskHeads, EsmPreTrainedModel):
+    """ESM-2 encoder + the same task heads (`<cls> A <eos>` inputs)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.esm = EsmModel(config, add_pooling_layer=False)
+        self._init_heads(config)
+        self.post_init()
+
+
+class BertTaskModel(_TaskHeads, BertPreTrainedModel):
+    """BERT encoder (ProtBERT) + the same task heads (`[CLS] A [SEP]` inputs)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self._init_heads(config)
+        self.post_init()
+
+
+TASK_MODELS = {"roberta": ProteinTaskModel, "longformer": LongformerTaskModel, "esm": EsmTaskModel,
+               "bert": BertTaskModel}  # fmt: skip
+
+
 def task_model_class(config) -> type:
-    """The task-model class for an encoder config (RoBERTa or Longformer)."""
-    return LongformerTaskModel if is_longformer(config) else ProteinTaskModel
+    """The task-model class for an encoder config."""
+    cls = TASK_MODELS.get(getattr(config, "model_type", None))
+    if cls is None:
+        raise ProtlmError(f"no task model for model_type {config.model_type!r}; supported: {', '.join(TASK_MODELS)}")
+    return cls

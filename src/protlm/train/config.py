@@ -79,8 +79,8 @@ class TrainConfig:
 class PretrainConfig(TrainConfig):
     """`protlm pretrain` options: data and model on top of the loop's."""
 
-    tokenizer: str = ""
-    model: str = "tiny"  # preset name, preset YAML, or a saved model directory to continue from
+    tokenizer: str = ""  # default: the model's own, when --model is a pre-trained model
+    model: str = "tiny"  # preset name, preset YAML, or a pre-trained model (directory or HF Hub id) to continue
     corpus: str | None = "scl2205"
     pairs: str | None = None
     assemblies: str | None = None  # `:`-joined FASTA, or an `id, members` table with assembly_sequences
@@ -96,10 +96,20 @@ class PretrainConfig(TrainConfig):
     dropout: float | None = None  # overrides the preset's hidden and attention dropout
     cache_dir: str | None = None
 
+    @property
+    def from_preset(self) -> bool:
+        """True when `model` names a preset (a fresh model), not a pre-trained model (a directory or an
+        `org/name` Hub id) to continue; an unknown bare name is then reported as an unknown preset."""
+        from protlm.models.presets import PRESETS
+
+        model = str(self.model)
+        return model in PRESETS or model.endswith((".yaml", ".yml")) or ("/" not in model and not Path(model).is_dir())
+
     def validate(self) -> None:
         super().validate()
-        if not self.tokenizer:
-            raise ProtlmError("invalid config: --tokenizer is required (train one with `protlm tokenizer train`)")
+        if not self.tokenizer and self.from_preset:
+            raise ProtlmError("invalid config: --tokenizer is required with a preset model (train one with "
+                              "`protlm tokenizer train`), or continue a pre-trained --model with its own")  # fmt: skip
         if not self.corpus and not self.pairs and not self.assemblies:
             raise ProtlmError("invalid config: give --corpus, --pairs, --assemblies or a combination")
         unknown = set(self.mix) - {"singles", "binding", "nonbinding", "assemblies"}

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from protlm.batching import assemble, mask_for_mlm, pad_batch, plan_batch_bounds
+from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch, plan_batch_bounds
 from protlm.pairs.negatives import NegativePool
 
 KINDS = ("singles", "binding", "nonbinding", "assemblies")
@@ -93,13 +93,14 @@ class Examples:
     def sizes(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def token_lengths(self, protein_lengths: np.ndarray) -> np.ndarray:
-        """(n,) assembled lengths: sum of the members' tokens + 2 per member (`assembled_length`)."""
+    def token_lengths(self, protein_lengths: np.ndarray, template) -> np.ndarray:
+        """(n,) assembled lengths: the members' tokens + the template's specials (`Template.length`)."""
         if not len(self):
             return np.zeros(0, dtype=np.int64)
         per_member = np.asarray(protein_lengths)[self.members].astype(np.int32, copy=False)
         out = np.add.reduceat(per_member, self.offsets[:-1])
-        out += 2 * np.diff(self.offsets).astype(np.int32)
+        sizes = np.diff(self.offsets).astype(np.int32)
+        out += len(template.prefix) + len(template.suffix) + (sizes - 1) * len(template.between)
         return out
 
 
@@ -134,20 +135,23 @@ class PretrainData:
     nonbinding: np.ndarray  # (k, 2) given negatives; empty -> drawn from `pool` each epoch
     pool: NegativePool | None  # the proteins (and rules) negatives are drawn from
     weights: dict[str, float]
+    tokenizer: Any  # tokenization.ProteinTokenizer: template, pad id, masking vocabulary
     seed: int = 0
     skipped: Counter = field(default_factory=Counter)
     assemblies: Examples = field(default_factory=lambda: Examples.from_tuples([]))  # 2+ proteins each
 
     def __post_init__(self) -> None:
+        self.template = self.tokenizer.template
+        self.masking = MaskingVocab.of(self.tokenizer)
         lengths = self.tset.lengths
         for kind in ("binding", "nonbinding"):
             pairs = getattr(self, kind)
             if len(pairs):
-                fits = lengths[pairs].sum(axis=1) + 4 <= self.max_tokens
+                fits = lengths[pairs].sum(axis=1) + self.template.overhead(2) <= self.max_tokens
                 if (~fits).any():
                     self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
                 setattr(self, kind, pairs[fits])
-        fits = self.assemblies.token_lengths(lengths) <= self.max_tokens
+        fits = self.assemblies.token_lengths(lengths, self.template) <= self.max_tokens
         if (~fits).any():
             self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += int((~fits).sum())
             self.assemblies = self.assemblies.take(np.flatnonzero(fits))
@@ -178,7 +182,8 @@ class PretrainData:
         if self.pool is None:
             return np.zeros((0, 2), np.int64)
         lengths = np.asarray(self.tset.lengths)
-        fits = lambda a, b: lengths[a] + lengths[b] + 4 <= self.max_tokens  # noqa: E731
+        overhead = self.template.overhead(2)
+        fits = lambda a, b: lengths[a] + lengths[b] + overhead <= self.max_tokens  # noqa: E731
         return self.pool.draw(n, rng, accept=fits).astype(np.int64)
 
     def epoch_examples(self, epoch: int) -> tuple[Examples, np.ndarray, np.ndarray]:
@@ -198,13 +203,13 @@ class PretrainData:
             blocks.append(self.assemblies.take(rows))
         examples = Examples.concat(blocks)
         lengths = self.tset.lengths
-        ex_len = examples.token_lengths(lengths)
+        ex_len = examples.token_lengths(lengths, self.template)
         # Singles longer than the model: a fresh random window every epoch, not the first window.
         crops = np.zeros(len(examples), dtype=np.int32)
         over = np.flatnonzero(ex_len > self.max_tokens)  # only singles: longer pairs were dropped
         if len(over):
             first = examples.members[examples.offsets[over]]
-            crops[over] = rng.integers(0, np.asarray(lengths)[first] - (self.max_tokens - 2) + 1)
+            crops[over] = rng.integers(0, np.asarray(lengths)[first] - self.content + 1)
         return examples, np.minimum(ex_len, self.max_tokens), crops
 
     def epoch_batches(self, epoch: int, tokens_per_batch: int) -> EpochPlan:
@@ -213,16 +218,21 @@ class PretrainData:
         order, bounds, batch_order = plan_batch_bounds(ex_len, tokens_per_batch, _rng(self.seed, 2, epoch))
         return EpochPlan(examples, crops, order, bounds, batch_order)
 
+    @property
+    def content(self) -> int:
+        """Content tokens of a single protein's window."""
+        return self.max_tokens - self.template.overhead(1)
+
     def make_batch(
-        self, items: list[tuple[tuple[int, ...], int]], generator: torch.Generator, vocab_size: int, mlm: float = 0.15
+        self, items: list[tuple[tuple[int, ...], int]], generator: torch.Generator, mlm: float = 0.15
     ) -> Batch:
         """Assemble, pad and mask one batch (masking drawn from `generator`)."""
         seqs = []
         for example, crop in items:
             parts = [self.tset.get(i) for i in example]
-            if len(parts) == 1 and len(parts[0]) > self.max_tokens - 2:
-                parts = [parts[0][crop : crop + self.max_tokens - 2]]
-            seqs.append(assemble(parts))
-        ids, attn = pad_batch(seqs)
-        masked, labels = mask_for_mlm(ids, vocab_size, generator, mlm)
+            if len(parts) == 1 and len(parts[0]) > self.content:
+                parts = [parts[0][crop : crop + self.content]]
+            seqs.append(self.tokenizer.assemble(parts))
+        ids, attn = pad_batch(seqs, self.tokenizer.pad_token_id)
+        masked, labels = mask_for_mlm(ids, self.masking, generator, mlm)
         return Batch(masked, attn, labels, int(attn.sum()))

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protlm.models.loading import mlm_head
 from protlm.models.longformer import encoder_kwargs
 
 
@@ -20,17 +21,17 @@ class MaskedLMObjective(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model  # e.g. RobertaForMaskedLM / LongformerForMaskedLM
+        self.model = model  # e.g. RobertaForMaskedLM / LongformerForMaskedLM / EsmForMaskedLM / BertForMaskedLM
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, **kwargs):
-        base = self.model.base_model  # the encoder (RobertaModel / LongformerModel)
+        base = self.model.base_model  # the encoder (RobertaModel / LongformerModel / EsmModel / BertModel)
         extra = encoder_kwargs(self.model.config, input_ids)  # Longformer: global attention on <s>
         hidden = base(
             input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs
         ).last_hidden_state  # (B, T, H)
         selected = labels != -100  # (B, T)
         n = selected.sum()
-        logits = self.model.lm_head(hidden[selected])  # (M, V), M = masked positions
+        logits = mlm_head(self.model)(hidden[selected])  # (M, V), M = masked positions
         if logits.shape[0] == 0:  # nothing masked in this batch: a zero loss that keeps the graph
             return hidden.sum() * 0.0, n
         return F.cross_entropy(logits.float(), labels[selected]), n

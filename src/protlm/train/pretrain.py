@@ -20,7 +20,7 @@ from protlm.batching import plan_batches
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy
 from protlm.models import build_mlm, model_max_tokens
-from protlm.models.loading import load_safetensors_model
+from protlm.models.loading import open_model
 from protlm.pairs.negatives import NegativePool
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import ConcatTokens
@@ -37,7 +37,6 @@ class MLMSource:
 
     data: PretrainData
     tokens_per_batch: int
-    vocab_size: int
     mlm_probability: float
 
     def epoch_batches(self, epoch: int):
@@ -46,18 +45,16 @@ class MLMSource:
         return self._plan[1]
 
     def make_batch(self, items, generator: torch.Generator):
-        return self.data.make_batch(items, generator, self.vocab_size, self.mlm_probability)
+        return self.data.make_batch(items, generator, self.mlm_probability)
 
 
 def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str], None]):
-    """Newest checkpoint when resuming; else a saved model dir to continue from; else a preset."""
-    from transformers import AutoModelForMaskedLM
-
+    """Newest checkpoint when resuming; else a pre-trained model (dir or Hub id) to continue from; else a preset."""
     ckpts = checkpoints(run_dir) if cfg.resume else []
-    source = ckpts[-1] if ckpts else (Path(cfg.model) if Path(cfg.model).is_dir() else None)
+    source = ckpts[-1] if ckpts else (None if cfg.from_preset else cfg.model)
     if source is not None:
         log(f"model weights from {source}")
-        model = load_safetensors_model(AutoModelForMaskedLM, source)
+        model = open_model(source).masked_lm()
     else:
         drop = {"hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout}
         model = build_mlm(cfg.model, tokenizer, seed=cfg.seed, **drop)
@@ -168,6 +165,7 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         binding=binding,
         nonbinding=nonbinding,
         pool=pool,
+        tokenizer=tokenizer,
         weights={k: float(cfg.mix.get(k, 0.0)) for k in ("singles", "binding", "nonbinding", "assemblies")},
         seed=cfg.seed,
         assemblies=assemblies,
@@ -175,7 +173,8 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
     # Held-out examples: first window of long singles (fixed), dev/test pairs that fit; subsampled as
     # indices before any tuple is built (a store may hold out 10^6 proteins or pairs).
     lengths = np.asarray(tset.lengths)
-    eval_pairs = eval_pairs[lengths[eval_pairs].sum(axis=1) + 4 <= max_tokens] if len(eval_pairs) else eval_pairs
+    overhead = tokenizer.template.overhead(2)
+    eval_pairs = eval_pairs[lengths[eval_pairs].sum(axis=1) + overhead <= max_tokens] if len(eval_pairs) else eval_pairs
     n_single, n_held = len(eval_singles), len(eval_singles) + len(eval_pairs)
     picked = np.arange(n_held)
     if n_held > cfg.eval_max_examples:
@@ -194,11 +193,12 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
     return data, held, reports
 
 
-def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, vocab_size: int, accelerator):
+def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, accelerator):
     """Held-out MLM cross-entropy (nats per masked token) and perplexity, with fixed masks."""
     if not held:
         return None
-    lengths = np.array([min(sum(int(data.tset.lengths[i]) + 2 for i in ex), data.max_tokens) for ex, _ in held])
+    length = data.template.length
+    lengths = np.array([min(length([int(data.tset.lengths[i]) for i in ex]), data.max_tokens) for ex, _ in held])
     plan = plan_batches(lengths, cfg.tokens_per_batch, np.random.default_rng(derive_seed(cfg.seed, 6)))
     world, rank = accelerator.num_processes, accelerator.process_index
 
@@ -210,7 +210,7 @@ def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, vocab_si
         for k in range(rank, rounds * world, world):
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 7, k if k < len(plan) else 0))
             items = [held[i] for i in plan[k if k < len(plan) else 0]]
-            batch = data.make_batch(items, gen, vocab_size, cfg.mlm_probability)
+            batch = data.make_batch(items, gen, cfg.mlm_probability)
             loss, n = objective(
                 input_ids=batch.input_ids.to(accelerator.device),
                 attention_mask=batch.attention_mask.to(accelerator.device),
@@ -236,6 +236,8 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
     if not cfg.resume and checkpoints(run_dir):
         raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg.tokenizer:  # continued pre-training: the model's own tokenizer
+        cfg.tokenizer = str(open_model(cfg.model).path)
     tokenizer = load_tokenizer(cfg.tokenizer)
     model = load_model(cfg, tokenizer, run_dir, say)
     limit = model_max_tokens(model.config)
@@ -256,7 +258,7 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
             ensure_assembly_store(cfg.assemblies, cfg.assembly_sequences, cfg.tokenizer, policy, cfg.cache_dir, log=say)
     accelerator.wait_for_everyone()
     data, held, reports = build_data(cfg, tokenizer, max_tokens, say)
-    source = MLMSource(data, cfg.tokens_per_batch, len(tokenizer), cfg.mlm_probability)
+    source = MLMSource(data, cfg.tokens_per_batch, cfg.mlm_probability)
     per_step = accelerator.num_processes * cfg.grad_accum
     steps_per_epoch = max(1, len(source.epoch_batches(0)) // per_step)
     epochs = cfg.max_epochs if cfg.max_epochs is not None else 1.0  # schedule horizon under --max-time only
@@ -270,7 +272,7 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
         f"schedule over {total:,} steps, {accelerator.num_processes} process(es)"
     )
     objective = MaskedLMObjective(model)
-    evaluator = make_evaluator(data, held, cfg, len(tokenizer), accelerator)
+    evaluator = make_evaluator(data, held, cfg, accelerator)
     extra = {"protlm_pretrain.json": json.dumps({"config": asdict(cfg), "data": reports}, indent=2) + "\n"}
     job = Fit(objective, model, tokenizer, source, cfg, run_dir, accelerator, evaluator, extra_files=lambda: extra)
     state = fit(job, total, steps_per_epoch, say)

@@ -1,0 +1,160 @@
+"""Any backbone: ESM-2, ProtBERT and paccmann-style RoBERTa checkpoints (tiny, random, real vocabularies)
+through protlm's tokenization, masking, embeddings and every command, checked against plain HF."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import protlm
+from backbones import build_esm, build_protbert, build_roberta_bpe, hub_cache
+from conftest import DATA, run_cli
+from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch
+from protlm.io import iter_fasta
+from protlm.tokenization import load_tokenizer
+
+SEQS = [r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")]
+KINDS = ("esm", "protbert", "roberta")
+MAX_TOKENS = 160  # room for one 141-residue chain of 2HHB; longer inputs are windowed
+
+
+@pytest.fixture(scope="session")
+def backbones(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("backbones")
+    return {
+        "esm": build_esm(root / "esm", MAX_TOKENS),
+        "protbert": build_protbert(root / "protbert", MAX_TOKENS),
+        "roberta": build_roberta_bpe(root / "roberta", SEQS, MAX_TOKENS),
+    }
+
+
+def hf_text(kind: str, seq: str) -> str:
+    """What the backbone's own tokenizer expects: ProtBERT separates residues by spaces."""
+    return " ".join(seq) if kind == "protbert" else seq
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tokenization_and_templates_equal_the_hf_tokenizer(backbones, kind):
+    tok = load_tokenizer(backbones[kind])
+    for a, b in zip(SEQS[:10], SEQS[10:20], strict=True):
+        a, b = a[:40], b[:30]
+        assert tok.assemble([tok.encode(a)]).tolist() == tok.hf(hf_text(kind, a))["input_ids"]
+        pair = tok.assemble([tok.encode(a), tok.encode(b)]).tolist()
+        assert pair == tok.hf(hf_text(kind, a), hf_text(kind, b))["input_ids"]
+    first, between = {"esm": ("<cls>", ["<eos>"]), "protbert": ("[CLS]", ["[SEP]"]),
+                      "roberta": ("<s>", ["</s>", "</s>"])}[kind]  # fmt: skip
+    assert tok.hf.convert_ids_to_tokens(list(tok.template.prefix)) == [first]
+    assert tok.hf.convert_ids_to_tokens(list(tok.template.between)) == between
+    # every residue is covered exactly once (per-residue tasks and embeddings rely on it)
+    for seq in SEQS[:10]:
+        assert int(tok.residue_lengths[tok.encode(seq)].sum()) == len(seq)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_masking_never_touches_specials_or_pads(backbones, kind):
+    tok = load_tokenizer(backbones[kind])
+    seqs = [tok.assemble([tok.encode(a[:50]), tok.encode(b[:20])]) for a, b in zip(SEQS[:8], SEQS[8:16], strict=True)]
+    ids, _ = pad_batch(seqs, tok.pad_token_id)
+    masked, labels = mask_for_mlm(ids, MaskingVocab.of(tok), torch.Generator().manual_seed(0), 0.5)
+    special = torch.isin(ids, torch.from_numpy(tok.special_ids))
+    assert special.any() and not (labels[special] != -100).any()
+    assert torch.equal(masked[special], ids[special])  # specials and pads never change
+    changed = (masked != ids) & (masked != tok.mask_token_id)
+    assert changed.any() and (torch.from_numpy(tok.residue_lengths)[masked[changed]] > 0).all()  # random = residues
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_embed_equals_the_plain_hf_model(backbones, kind):
+    from transformers import AutoModel
+
+    path = backbones[kind]
+    tok = load_tokenizer(path)
+    hf_model = AutoModel.from_pretrained(path, add_pooling_layer=False, use_safetensors=True).eval()
+    model = protlm.load(path)
+    seqs = {f"s{i}": s[:50] for i, s in enumerate(SEQS[:6])}
+    out = model.embed(seqs, pool=("residue", "cls"), precision="fp32")
+    for rid, seq in seqs.items():
+        enc = tok.hf(hf_text(kind, seq), return_tensors="pt")
+        with torch.no_grad():
+            states = hf_model(**enc).last_hidden_state[0].numpy()
+        per_token = tok.residue_lengths[enc["input_ids"][0, 1:-1].numpy()]
+        expected = np.repeat(states[1:-1], per_token, axis=0)  # a BPE token's state for each of its residues
+        assert out[rid]["residue"].shape == (len(seq), 32)
+        np.testing.assert_allclose(out[rid]["residue"], expected, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(out[rid]["cls"], states[0], atol=1e-5, rtol=1e-5)
+    long = "".join(SEQS[:8])  # beyond the 160-token model: windows, one vector per residue
+    assert model.embed({"long": long}, pool="residue", precision="fp32")["long"]["residue"].shape == (len(long), 32)
+
+
+def test_esm_rare_residue_letters_map_to_x_not_unknown(backbones):
+    tok = load_tokenizer(backbones["esm"])
+    assert tok.encode("MJK").tolist() == tok.encode("MXK").tolist()  # J is not in ESM-2's alphabet
+
+
+def test_hub_id_resolves_from_the_hf_cache_offline(backbones, tmp_path):
+    cache = tmp_path / "hub"
+    hub_cache(cache, "facebook/esm2_t0_tiny", backbones["esm"])
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nMKTAYIAKQR\n>b\nMSQQ\n")
+    out = tmp_path / "e.npz"
+    cmd = [sys.executable, "-m", "protlm", "embed", str(fasta), "--model", "facebook/esm2_t0_tiny", "--out", str(out),
+           "--pool", "residue"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert np.load(out)["b"].shape == (4, 32)
+    cmd[cmd.index("facebook/esm2_t0_tiny")] = "facebook/not_cached"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().endswith("or give a local directory") and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_command_with_every_backbone(backbones, kind, tmp_path, capsys):
+    path = str(backbones[kind])
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    # continued pre-training on singles + pairs, from the model's weights and with its own tokenizer
+    run = tmp_path / "pre"
+    code, _, err = run_cli(["pretrain", "--model", path, "--out", str(run), "--corpus", str(DATA / "swissprot_50.fasta"),
+                            "--pairs", str(DATA / "pairs_small.tsv"), "--max-steps", "2", "--tokens-per-batch", "1024",
+                            "--warmup-steps", "0", "--precision", "fp32", *cache], capsys)  # fmt: skip
+    assert code in (0, None), err
+    model = run / "model"
+    assert json.loads((model / "config.json").read_text())["model_type"] == {"protbert": "bert"}.get(kind, kind)
+    code, out, err = run_cli(["fill", "MKTAYIAK<mask>LLV".replace("<mask>", load_tokenizer(model).mask_token),
+                              "--model", str(model), "--top-k", "999"], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert out.startswith("mask 1: ")
+    # fine-tune a sequence task and a per-residue task, evaluate, predict
+    for task, data in (("localization", DATA / "tasks" / "deeploc_small.fasta"), ("ss3", DATA / "tasks" / "ss_dssp_small.tsv")):
+        ft = tmp_path / task
+        code, _, err = run_cli(["finetune", "--task", task, "--data", str(data), "--model", str(model), "--out", str(ft),
+                                "--max-steps", "2", *cache], capsys)  # fmt: skip
+        assert code in (0, None), err
+        pred = tmp_path / f"{task}.tsv"
+        code, _, err = run_cli(["predict", str(DATA / "swissprot_50.fasta"), "--model", str(ft / "seed-0" / "model"),
+                                "--out", str(pred)], capsys)  # fmt: skip
+        assert code in (0, None), err
+        if task == "ss3":
+            import pandas as pd
+
+            states = pd.read_csv(pred, sep="\t")["predicted"]
+            assert [len(s) for s in states] == [len(s) for s in SEQS]  # one state per residue, long ones windowed
+    # attention maps and contacts (ESM-2: its own contact head)
+    pdb = DATA / "structures" / "2hhb_ab.pdb.gz"
+    att = tmp_path / "att.npz"
+    code, _, err = run_cli(["attention", "export", "--model", path, "--pdb", str(pdb), "--chains", "A",
+                            "--out", str(att)], capsys)  # fmt: skip
+    assert code in (0, None), err
+    maps = np.load(att)
+    (key,) = [k for k in maps.files if k.endswith(".attention")]
+    assert maps[key].shape == (2, 2, 141, 141)
+    code, out, err = run_cli(["contacts", "--model", path, "--pdb", str(pdb), "--chain", "A"], capsys)
+    assert code in (0, None), err
+    assert ("ESM-2's own contact head" in err) == (kind == "esm") and "P@L/L2/L5" in out

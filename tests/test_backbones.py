@@ -158,3 +158,72 @@ def test_every_command_with_every_backbone(backbones, kind, tmp_path, capsys):
     code, out, err = run_cli(["contacts", "--model", path, "--pdb", str(pdb), "--chain", "A"], capsys)
     assert code in (0, None), err
     assert ("ESM-2's own contact head" in err) == (kind == "esm") and "P@L/L2/L5" in out
+
+
+def test_lora_merge_reproduces_the_adapter_model_and_peft_loads_the_adapter(backbones, tmp_path):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForMaskedLM
+
+    from protlm.models.lora import adapter_files, add_lora, has_lora, merge_lora
+
+    model = AutoModelForMaskedLM.from_pretrained(backbones["esm"], use_safetensors=True).eval()
+    add_lora(model, rank=4, targets=("query", "value"), base=str(backbones["esm"]))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # B starts at zero: give the adapter something to do
+            torch.nn.init.normal_(p, std=0.2)
+    ids = torch.tensor([[0, 20, 15, 11, 5, 19, 22, 2]])
+    with torch.no_grad():
+        adapted = model(input_ids=ids).logits
+    files = adapter_files(model)
+    merge_lora(model)
+    assert not has_lora(model) and not any("lora_" in n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        merged = model(input_ids=ids).logits
+    torch.testing.assert_close(merged, adapted, atol=1e-5, rtol=1e-5)
+    adapter = tmp_path / "model"
+    for name, content in files.items():
+        (adapter / name).parent.mkdir(parents=True, exist_ok=True)
+        (adapter / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert len(load_file(adapter / "adapter" / "adapter_model.safetensors")) == 2 * 2 * 2  # A, B x query, value x 2 layers
+    base = AutoModelForMaskedLM.from_pretrained(backbones["esm"], use_safetensors=True).eval()
+    with torch.no_grad():
+        via_peft = PeftModel.from_pretrained(base, adapter / "adapter").eval()(input_ids=ids).logits
+    torch.testing.assert_close(via_peft, adapted, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_finetune_trains_adapters_and_head_only_and_pretrain_resumes(backbones, tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    path = backbones["esm"]
+    ft = tmp_path / "ft"
+    code, _, err = run_cli(["finetune", "--task", "localization", "--data", str(DATA / "tasks" / "deeploc_small.fasta"),
+                            "--model", str(path), "--out", str(ft), "--max-steps", "2", "--lora-rank", "4",
+                            "--lr", "1e-2", "--gradient-checkpointing", "--cache-dir", str(tmp_path / "c")], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert "LoRA rank 4" in err
+    model = ft / "seed-0" / "model"
+    assert (model / "adapter" / "adapter_config.json").is_file()
+    before, after = load_file(path / "model.safetensors"), load_file(model / "model.safetensors")
+    changed = {k for k in before if k in after and not np.array_equal(before[k], after[k])}
+    assert changed and all(k.endswith((".query.weight", ".value.weight")) for k in changed)  # merged adapters only
+    # LoRA pre-training: killed after step 2 and resumed equals 3 steps in one go, bit for bit
+    common = ["pretrain", "--model", str(path), "--corpus", str(DATA / "swissprot_50.fasta"), "--tokens-per-batch",
+              "1024", "--warmup-steps", "0", "--lora-rank", "2", "--precision", "fp32", "--save-every", "1",
+              "--eval-every", "100", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    def pretrain(out: str, fault: str = "") -> subprocess.CompletedProcess:  # same process setup for every run
+        env = {**os.environ, "PROTLM_FAULT": fault}
+        cmd = [sys.executable, "-m", "protlm", *common, "--out", str(tmp_path / out), "--max-steps", "3"]
+        return subprocess.run(cmd + (["--resume"] if out == "twice" and not fault else []), env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    assert pretrain("once").returncode == 0
+    assert pretrain("twice", "step:2").returncode == -9  # SIGKILL right after step 2 (checkpoint 2 written)
+    resumed = pretrain("twice")
+    assert resumed.returncode == 0 and "LoRA adapters from" in resumed.stderr, resumed.stderr
+    once, twice = (load_file(tmp_path / r / "model" / "model.safetensors") for r in ("once", "twice"))
+    for k in once:
+        np.testing.assert_array_equal(once[k], twice[k])

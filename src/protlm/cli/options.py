@@ -42,3 +42,23 @@ SequencesOpt = Annotated[
     str | None,
     typer.Option(help="assembly: FASTA/table of the proteins named in a 'members' column (';'-joined ids)."),
 ]
+
+
+# Large backbones on small machines (pretrain and finetune).
+LoraRankOpt = Annotated[
+    int | None, typer.Option(help="Train LoRA adapters of this rank (peft) instead of all weights; saved in "
+                             "model/adapter/ and merged into model/.")
+]
+LoraAlphaOpt = Annotated[float | None, typer.Option(help="LoRA scale numerator (default 2 x rank).")]
+LoraTargetsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated linear layers that get adapters (default query,value).")
+]
+CheckpointingOpt = Annotated[
+    bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory.")
+]
+
+
+def memory_overrides(lora_rank, lora_alpha, lora_targets, gradient_checkpointing) -> dict:
+    """The config overrides of the LoRA / checkpointing options (None = not given)."""
+    return {"lora_rank": lora_rank, "lora_alpha": lora_alpha, "lora_targets": lora_targets,
+            "gradient_checkpointing": gradient_checkpointing or None}  # fmt: skip

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import SequencesOpt, StrictOpt
+from protlm.cli.options import (
+    CheckpointingOpt,
+    LoraAlphaOpt,
+    LoraRankOpt,
+    LoraTargetsOpt,
+    SequencesOpt,
+    StrictOpt,
+    memory_overrides,
+)
 from protlm.errors import ProtlmError
 
 longformer_app = typer.Typer(help="Long inputs: Longformer models from trained RoBERTa.", no_args_is_help=True)
@@ -18,13 +26,16 @@ def pretrain_cmd(
     out: Annotated[
         Path | None, typer.Option(help="Run directory: checkpoints, metrics.jsonl, config.yaml, model/.")
     ] = None,
-    tokenizer: Annotated[str | None, typer.Option(help="Tokenizer directory (protlm tokenizer train).")] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer directory (protlm tokenizer train); default: a pre-trained --model's.")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML recipe; flags given on the command line override it.")
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Preset (tiny, roberta-small, roberta-base, esm-size), preset YAML, or a model dir."),
+        typer.Option(help="Preset (tiny, roberta-small, roberta-base, esm-size), preset YAML, or a pre-trained model "
+                     "to continue (dir or HF Hub id, e.g. facebook/esm2_t6_8M_UR50D; its tokenizer by default)."),
     ] = None,
     corpus: Annotated[
         str | None,
@@ -80,8 +91,13 @@ def pretrain_cmd(
     ] = False,
     strict: StrictOpt = False,
     cache_dir: Annotated[str | None, typer.Option(help="Tokenized-corpus cache (default ~/.cache/protlm).")] = None,
+    lora_rank: LoraRankOpt = None,
+    lora_alpha: LoraAlphaOpt = None,
+    lora_targets: LoraTargetsOpt = None,
+    gradient_checkpointing: CheckpointingOpt = False,
 ) -> None:
-    """Masked-LM pre-training of RoBERTa on single proteins and label-agnostic binding / non-binding pairs."""
+    """Masked-LM pre-training on single proteins and label-agnostic binding / non-binding pairs: a fresh
+    model from a preset, or continued pre-training of a pre-trained one (ESM-2, ProtBERT, RoBERTa; dir or Hub id)."""
     from protlm.train.config import PretrainConfig, load_config, parse_mix
     from protlm.train.pretrain import pretrain
 
@@ -93,6 +109,7 @@ def pretrain_cmd(
         "warmup_steps": warmup_steps, "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
         "precision": precision, "prefetch": prefetch, "eval_every": eval_every, "save_every": save_every,
         "log_every": log_every, "dropout": dropout, "seed": seed, "resume": resume or None, "strict": strict or None, "cache_dir": cache_dir,
+        **memory_overrides(lora_rank, lora_alpha, lora_targets, gradient_checkpointing),
     }  # fmt: skip
     cfg = load_config(PretrainConfig, config, overrides)
     pretrain(cfg, log=lambda msg: typer.echo(msg, err=True))
@@ -114,7 +131,8 @@ def finetune_cmd(
     model: Annotated[
         str,
         typer.Option(
-            help="Pre-trained model dir; scratch:DIR (its architecture and tokenizer, random init); scratch "
+            help="Pre-trained model (dir or HF Hub id: protlm, ESM-2, ProtBERT, RoBERTa); scratch:DIR (its "
+            "architecture and tokenizer, random init); scratch "
             "(with --tokenizer, --preset); or baseline (amino-acid + dipeptide composition, logistic regression)."
         ),
     ],
@@ -150,6 +168,10 @@ def finetune_cmd(
     resume: Annotated[bool, typer.Option("--resume", help="Continue each seed from its newest checkpoint.")] = False,
     strict: StrictOpt = False,
     cache_dir: Annotated[str | None, typer.Option(help="Tokenized-data cache (default ~/.cache/protlm).")] = None,
+    lora_rank: LoraRankOpt = None,
+    lora_alpha: LoraAlphaOpt = None,
+    lora_targets: LoraTargetsOpt = None,
+    gradient_checkpointing: CheckpointingOpt = False,
 ) -> None:
     """Fine-tune a pre-trained model (or the scratch / composition references) on a downstream task."""
     from protlm.tasks.finetune import FinetuneConfig, finetune
@@ -162,7 +184,7 @@ def finetune_cmd(
         "batch_size": batch_size, "tokens_per_batch": tokens_per_batch, "max_tokens": max_tokens,
         "max_epochs": max_epochs, "max_steps": max_steps, "max_time": max_time, "train_limit": train_limit,
         "eval_every": eval_every, "grad_accum": grad_accum, "strict": strict or None, "cache_dir": cache_dir,
-        "resume": resume or None,
+        "resume": resume or None, **memory_overrides(lora_rank, lora_alpha, lora_targets, gradient_checkpointing),
     }  # fmt: skip
     cfg = load_config(FinetuneConfig, config, overrides)
     finetune(cfg, log=lambda msg: typer.echo(msg, err=True))

@@ -23,6 +23,7 @@ from torch import nn
 
 from protlm.errors import ProtlmError
 from protlm.models.loading import TASK_FILE
+from protlm.models.lora import configure, head_prefixes, load_lora_checkpoint
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import TaskSet, build_taskset
@@ -221,13 +222,19 @@ def train_one(
     ckpts = checkpoints(run_dir)
     if ckpts and not cfg.resume:
         raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")
-    if ckpts:  # resume: weights of the newest checkpoint; the loop restores optimizer, RNG and data position
+    if cfg.freeze and cfg.lora_rank:
+        raise ProtlmError("--freeze and --lora-rank exclude each other: a frozen encoder has no adapters to train")
+    if ckpts and not cfg.lora_rank:  # resume: the newest checkpoint's weights; the loop restores the rest
         _, model, tokenizer, _ = load_finetuned(ckpts[-1], info_from=run_dir / "model", need_info=False)
         source = f"{cfg.model} (resumed from {ckpts[-1].name})"
-    else:
+    else:  # with LoRA the base is rebuilt and the checkpoint's adapters loaded into it below
         model, tokenizer, source = build_task_model(cfg, spec, data.labels, seed)
     if cfg.freeze:
         model.base_model.requires_grad_(False)
+    configure(model, cfg, train=head_prefixes(model), base=cfg.model)
+    if ckpts and cfg.lora_rank:
+        load_lora_checkpoint(model, ckpts[-1])
+        source = f"{cfg.model} (LoRA, resumed from {ckpts[-1].name})"
     limit = model_max_tokens(model.config)
     max_tokens = min(cfg.max_tokens or limit, limit)
     ts_train = build_taskset(spec.kind, train, tokenizer, max_tokens, cfg.cache_dir)
@@ -245,7 +252,8 @@ def train_one(
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(
         f"{spec.name}: {len(train):,} train / {len(ts_dev):,} dev examples; model {source} "
-        f"({n_train / 1e6:.2f}M trainable parameters{', encoder frozen' if cfg.freeze else ''}); "
+        f"({n_train / 1e6:.2f}M trainable parameters{', encoder frozen' if cfg.freeze else ''}"
+        f"{f', LoRA rank {cfg.lora_rank}' if cfg.lora_rank else ''}); "
         f"{steps_per_epoch:,} steps/epoch, {total:,} steps"
     )
 

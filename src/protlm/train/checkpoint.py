@@ -121,8 +121,9 @@ def save_model_atomic(path: Path, model, tokenizer, state_dict: dict | None = No
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pretrained_atomic_parts(tmp, model, tokenizer, state_dict)
-    for name, text in (extra or {}).items():
-        (tmp / name).write_text(text)
+    for name, content in (extra or {}).items():  # text, or bytes (e.g. an adapter's safetensors)
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(content if isinstance(content, bytes) else content.encode())
     if path.exists():
         shutil.rmtree(path)
     os.rename(tmp, path)

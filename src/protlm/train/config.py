@@ -52,6 +52,10 @@ class TrainConfig:
     save_every: int = 500
     keep_checkpoints: int = 2
     resume: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    lora_rank: int = 0  # > 0: train LoRA adapters of this rank (peft) instead of all weights
+    lora_alpha: float | None = None  # LoRA scale numerator (default 2 x rank)
+    lora_targets: str = "query,value"  # linear layers that get adapters
 
     def validate(self) -> None:
         positive = ("lr", "tokens_per_batch", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints")
@@ -66,6 +70,8 @@ class TrainConfig:
             raise ProtlmError(f"invalid config: prefetch must be on or off, got {self.prefetch!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ProtlmError(f"invalid config: precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if self.lora_rank < 0:
+            raise ProtlmError(f"invalid config: lora_rank must be >= 0, got {self.lora_rank}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ProtlmError(f"invalid config: max_steps must be > 0, got {self.max_steps}")
         if self.max_epochs is not None and self.max_epochs <= 0:

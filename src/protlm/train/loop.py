@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from protlm.heap import HeapTrim
+from protlm.models.lora import adapter_files, has_lora, merge_lora
 from protlm.train.checkpoint import checkpoints, load_training_state, save_checkpoint, save_model_atomic
 from protlm.train.config import TrainConfig, parse_duration
 from protlm.train.faults import fault
@@ -298,7 +299,11 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
     acc.wait_for_everyone()
     sd = _unwrapped_state_dict(acc, objective, world)
     if acc.is_main_process:
-        extra = f.extra_files() if f.extra_files else None
+        extra = dict(f.extra_files() if f.extra_files else {})
+        if has_lora(f.hf_model):  # the adapter on its own (PEFT format), then merged into the weights
+            extra |= adapter_files(f.hf_model)
+            merge_lora(f.hf_model)
+            sd = None
         save_model_atomic(f.run_dir / "model", f.hf_model, f.tokenizer, sd, extra)
     metrics.close()
     log(f"stopped by {state.stopped_by} at step {state.step} ({state.elapsed:.0f}s); model -> {f.run_dir / 'model'}")

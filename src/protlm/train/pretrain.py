@@ -21,6 +21,7 @@ from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy
 from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import open_model
+from protlm.models.lora import configure, load_lora_checkpoint
 from protlm.pairs.negatives import NegativePool
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import ConcatTokens
@@ -49,9 +50,12 @@ class MLMSource:
 
 
 def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str], None]):
-    """Newest checkpoint when resuming; else a pre-trained model (dir or Hub id) to continue from; else a preset."""
+    """Newest checkpoint when resuming; else a pre-trained model (dir or Hub id) to continue from; else a
+    preset. With LoRA the base model is built first and the checkpoint's adapters are loaded into it."""
     ckpts = checkpoints(run_dir) if cfg.resume else []
-    source = ckpts[-1] if ckpts else (None if cfg.from_preset else cfg.model)
+    source = None if cfg.from_preset else cfg.model
+    if ckpts and not cfg.lora_rank:
+        source = ckpts[-1]
     if source is not None:
         log(f"model weights from {source}")
         model = open_model(source).masked_lm()
@@ -62,6 +66,10 @@ def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str
         raise ProtlmError(
             f"model vocabulary ({model.config.vocab_size}) does not match the tokenizer ({len(tokenizer)})"
         )
+    configure(model, cfg, base=cfg.model)
+    if ckpts and cfg.lora_rank:
+        log(f"LoRA adapters from {ckpts[-1]}")
+        load_lora_checkpoint(model, ckpts[-1])
     return model
 
 
@@ -267,8 +275,9 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
         save_config(cfg, run_dir / "config.yaml")
         (run_dir / "data_report.json").write_text(json.dumps(reports, indent=2) + "\n")
     n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(
-        f"{n_params / 1e6:.1f}M parameters, max {max_tokens} tokens, {steps_per_epoch:,} steps/epoch, "
+        f"{n_params / 1e6:.1f}M parameters ({n_train / 1e6:.2f}M trainable), max {max_tokens} tokens, {steps_per_epoch:,} steps/epoch, "
         f"schedule over {total:,} steps, {accelerator.num_processes} process(es)"
     )
     objective = MaskedLMObjective(model)

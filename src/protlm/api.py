@@ -149,7 +149,7 @@ class ProtLM:
     def _pair_example(item, k: int):
         """A pair / assembly input as an Example: a protlm `Pair`, (id, seq_a, seq_b, ...), or
         (id, "A:B:C") / a SeqRecord with chains joined by ':'."""
-        from protlm.pairs.assemblies import CHAIN_SEP
+        from protlm.io.inference import CHAIN_SEP
         from protlm.pairs.table import Pair
         from protlm.tasks.data import Example
 

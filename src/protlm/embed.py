@@ -25,8 +25,8 @@ from protlm.batching import pad_batch, plan_batches, windows
 from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
+from protlm.io.inference import CHAIN_SEP
 from protlm.models.longformer import encoder_kwargs
-from protlm.pairs.assemblies import CHAIN_SEP
 
 POOLS = ("mean", "cls", "residue")
 

@@ -61,10 +61,10 @@ def export_cmd(
     inputs, extra = [], {}
     policy = ResiduePolicy()
     if fasta is not None:
-        from protlm.pairs.assemblies import read_embed_records
+        from protlm.io.inference import read_inputs
 
         report = SkipReport(str(fasta))
-        for rec in read_embed_records(fasta, policy, report):
+        for rec in read_inputs(fasta, policy, report):
             seqs = tuple(rec.seq.split(":"))
             inputs.append(
                 (rec.id, seqs, tuple(f"{rec.id}:{k + 1}" for k in range(len(seqs))) if len(seqs) > 1 else (rec.id,))

@@ -38,7 +38,7 @@ def embed_cmd(
     from protlm.embed import EmbedOptions
     from protlm.io import SkipReport
     from protlm.io.embeddings import open_writer
-    from protlm.pairs.assemblies import read_embed_records
+    from protlm.io.inference import read_inputs
 
     try:
         layer_ids = tuple(int(x) for x in layers.split(","))
@@ -50,7 +50,7 @@ def embed_cmd(
     lm = load(model)
     embedder = lm.embedder(**options)
     report = SkipReport(str(input))
-    records = read_embed_records(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
+    records = read_inputs(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
     writer = open_writer(out, keys)
     from tqdm.auto import tqdm
 
@@ -89,14 +89,14 @@ def predict_cmd(
     policy = residue_policy(strict, None)
     if spec.kind == "pair":
         from protlm.io import is_fasta
+        from protlm.io.inference import read_inputs
         from protlm.io.tables import table_header
         from protlm.pairs import read_pairs
-        from protlm.pairs.assemblies import read_embed_records
 
         if not is_fasta(input) and "id_a" in table_header(input):
             inputs = list(read_pairs(input, policy, report))
         else:  # FASTA or id,sequence table with chains joined by ':'
-            inputs = list(read_embed_records(input, policy, report))
+            inputs = list(read_inputs(input, policy, report))
     else:
         inputs = list(read_sequences(input, policy, report))
     typer.echo(report.summary(), err=True)

@@ -1,4 +1,4 @@
-"""Assemblies: inputs of two or more proteins, encoded `<s> A </s></s> B </s></s> C </s>`.
+"""Assemblies: inputs of two or more proteins, encoded with the tokenizer's template (`<s> A </s></s> B </s></s> C </s>`).
 
 Sources:
 - FASTA whose records join chains with `:` (ColabFold's convention for complexes):
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protlm.errors import InputError
-from protlm.io import ResiduePolicy, SkipReport, is_fasta, iter_fasta, iter_table_rows, read_sequences
-
-CHAIN_SEP = ":"
+from protlm.io import ResiduePolicy, SkipReport, is_fasta, iter_table_rows, read_sequences
+from protlm.io.inference import raw_chains
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,22 +24,6 @@ class Assembly:
     id: str
     member_ids: tuple[str, ...]
     seqs: tuple[str, ...]
-
-
-def split_chains(raw: str, policy: ResiduePolicy, path, line: int | None, record: str) -> tuple[str, ...]:
-    """`A:B:C` -> validated chains; an empty chain is an error (`A::B` is a typo, not a protein)."""
-    chains = raw.split(CHAIN_SEP)
-    out = []
-    for k, chain in enumerate(chains, start=1):
-        try:
-            seq = policy.clean(chain.strip())
-        except ValueError as e:
-            where = f"chain {k}: " if len(chains) > 1 else ""
-            raise InputError(path, f"{where}{e}", line=line, record=record) from None
-        if not seq:
-            raise InputError(path, f"chain {k} is empty (chains are joined with ':')", line=line, record=record)
-        out.append(seq)
-    return tuple(out)
 
 
 def read_assemblies(
@@ -54,7 +37,7 @@ def read_assemblies(
     if not Path(path).is_file():
         raise InputError(path, "file not found")
     if is_fasta(path):
-        for rec, chains in _raw_chains(path, policy, report):
+        for rec, chains in raw_chains(path, policy, report):
             report.n_used += 1
             yield Assembly(rec.id, tuple(f"{rec.id}:{k}" for k in range(1, len(chains) + 1)), chains)
         return
@@ -83,36 +66,3 @@ def resolve_members(
     if missing:
         raise InputError(path, f"protein {missing[0]!r} is not in {sequences}", line=line, record=record)
     return members, tuple(lookup[m] for m in members)
-
-
-def read_embed_records(
-    path: str | Path, policy: ResiduePolicy, report: SkipReport, id_col: str = "id", seq_col: str = "sequence"
-):
-    """Records to embed or predict: FASTA records or table rows whose sequence may be an assembly
-    (chains joined by ':', kept joined in the returned sequence)."""
-    from protlm.io import SeqRecord
-
-    for rec, chains in _raw_chains(path, policy, report, id_col, seq_col):
-        if policy.max_length is not None and sum(map(len, chains)) > policy.max_length:
-            report.skip(f"longer than {policy.max_length} residues", rec.id, rec.line)
-            continue
-        report.n_used += 1
-        yield SeqRecord(rec.id, CHAIN_SEP.join(chains), rec.description)
-
-
-def _raw_chains(path, policy: ResiduePolicy, report: SkipReport, id_col: str = "id", seq_col: str = "sequence"):
-    """(raw record, validated chains) of a FASTA or table; a record without ':' is one chain.
-    Duplicate ids and empty records are skipped and counted; every record is counted as read."""
-    from protlm.io import iter_table
-
-    seen: set[str] = set()
-    raw = iter_fasta(path) if is_fasta(path) else iter_table(path, id_col=id_col, seq_col=seq_col)
-    for rec in raw:
-        report.n_read += 1
-        if rec.id in seen:
-            report.skip("duplicate id", rec.id, rec.line)
-        elif not rec.seq.strip():
-            report.skip("empty sequence", rec.id, rec.line)
-        else:
-            seen.add(rec.id)
-            yield rec, split_chains(rec.seq, policy, path, rec.line, rec.id)

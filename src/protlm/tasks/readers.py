@@ -246,8 +246,9 @@ def read_labelled_assemblies(
     Labels are the sorted distinct values of the file (numerically when they are all integers).
     """
     from protlm.io import is_fasta
+    from protlm.io.inference import split_chains
     from protlm.io.tables import table_header
-    from protlm.pairs.assemblies import resolve_members, split_chains
+    from protlm.pairs.assemblies import resolve_members
 
     col = Collector(path, policy)
     rows: list[tuple[str, str, tuple[str, ...], str, str, int]] = []  # split, id, chains, label, group, line

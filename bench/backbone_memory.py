@@ -69,7 +69,9 @@ def task_file(work: Path) -> Path:
             for k, rec in enumerate(open_corpus("scl2205:train").records()):
                 if k == 2020:
                     break
-                f.write(f">{rec.id} {DEEPLOC_LABELS[k % len(DEEPLOC_LABELS)]}-M{' test' if k >= 2000 else ''}\n{rec.seq}\n")
+                f.write(
+                    f">{rec.id} {DEEPLOC_LABELS[k % len(DEEPLOC_LABELS)]}-M{' test' if k >= 2000 else ''}\n{rec.seq}\n"
+                )
     return out
 
 

@@ -132,7 +132,10 @@ def test_every_command_with_every_backbone(backbones, kind, tmp_path, capsys):
     assert code in (0, None), err
     assert out.startswith("mask 1: ")
     # fine-tune a sequence task and a per-residue task, evaluate, predict
-    for task, data in (("localization", DATA / "tasks" / "deeploc_small.fasta"), ("ss3", DATA / "tasks" / "ss_dssp_small.tsv")):
+    for task, data in (
+        ("localization", DATA / "tasks" / "deeploc_small.fasta"),
+        ("ss3", DATA / "tasks" / "ss_dssp_small.tsv"),
+    ):
         ft = tmp_path / task
         code, _, err = run_cli(["finetune", "--task", task, "--data", str(data), "--model", str(model), "--out", str(ft),
                                 "--max-steps", "2", *cache], capsys)  # fmt: skip
@@ -188,7 +191,9 @@ def test_lora_merge_reproduces_the_adapter_model_and_peft_loads_the_adapter(back
     for name, content in files.items():
         (adapter / name).parent.mkdir(parents=True, exist_ok=True)
         (adapter / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    assert len(load_file(adapter / "adapter" / "adapter_model.safetensors")) == 2 * 2 * 2  # A, B x query, value x 2 layers
+    assert (
+        len(load_file(adapter / "adapter" / "adapter_model.safetensors")) == 2 * 2 * 2
+    )  # A, B x query, value x 2 layers
     base = AutoModelForMaskedLM.from_pretrained(backbones["esm"], use_safetensors=True).eval()
     with torch.no_grad():
         via_peft = PeftModel.from_pretrained(base, adapter / "adapter").eval()(input_ids=ids).logits
@@ -214,6 +219,7 @@ def test_lora_finetune_trains_adapters_and_head_only_and_pretrain_resumes(backbo
     common = ["pretrain", "--model", str(path), "--corpus", str(DATA / "swissprot_50.fasta"), "--tokens-per-batch",
               "1024", "--warmup-steps", "0", "--lora-rank", "2", "--precision", "fp32", "--save-every", "1",
               "--eval-every", "100", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+
     def pretrain(out: str, fault: str = "") -> subprocess.CompletedProcess:  # same process setup for every run
         env = {**os.environ, "PROTLM_FAULT": fault}
         cmd = [sys.executable, "-m", "protlm", *common, "--out", str(tmp_path / out), "--max-steps", "3"]

@@ -16,6 +16,7 @@ from protlm.train.data import PretrainData
 # `<s> A </s></s> B </s>`, pad 1, mask 4; ids 5..299 are residue tokens
 TOKENIZER = load_tokenizer(Path(__file__).parent / "data" / "tokenizer_bpe300")
 
+
 def toy_set(lengths: list[int], ids: list[str] | None = None) -> TokenizedSet:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     tokens = (np.arange(offsets[-1]) % 200 + 5).astype(np.uint16)

@@ -22,7 +22,15 @@ import numpy as np
 from protlm.embed import Embedder, Embedding, EmbedOptions
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SeqRecord
+from protlm.io.inference import CHAIN_SEP
+from protlm.models import model_max_tokens
 from protlm.models.loading import TASK_FILE, open_model
+from protlm.pairs.table import Pair
+from protlm.tasks import get_task
+from protlm.tasks.baseline import Baseline
+from protlm.tasks.batches import build_taskset
+from protlm.tasks.data import Example
+from protlm.tasks.predict import predict_logits, softmax
 
 
 @dataclass
@@ -67,8 +75,6 @@ class ProtLM:
         self.task_model = self.baseline = self._mlm = None
         self.tokenizer = self.encoder = None
         if self.model_dir.is_baseline:
-            from protlm.tasks.baseline import Baseline
-
             self.baseline = Baseline.load(self.path)
             return
         self.tokenizer = self.model_dir.tokenizer()
@@ -104,7 +110,6 @@ class ProtLM:
     def task(self):
         if self.info is None:
             raise ProtlmError(f"{self.path}: not a fine-tuned model (no {TASK_FILE}): use embed or fill")
-        from protlm.tasks import get_task
 
         return get_task(self.info["task"])
 
@@ -112,8 +117,6 @@ class ProtLM:
         """Predictions for sequences ({id: seq}, [(id, seq)], records) or, for pair / assembly tasks,
         [(id, seq_a, seq_b, ...)], {id: "A:B:C"}, records with ':'-joined chains or protlm `Pair`s.
         Long inputs are windowed (cropped for pairs / assemblies) as in evaluation."""
-        from protlm.tasks.data import Example
-        from protlm.tasks.predict import softmax
 
         spec, labels = self.task, tuple(self.info["labels"])
         if spec.kind == "pair":
@@ -132,10 +135,6 @@ class ProtLM:
             else:
                 probs = list(prob)
         else:
-            from protlm.models import model_max_tokens
-            from protlm.tasks.batches import build_taskset
-            from protlm.tasks.predict import predict_logits
-
             max_tokens = model_max_tokens(self.task_model.config)
             ts = build_taskset(spec.kind, examples, self.tokenizer, max_tokens)
             probs = [softmax(z) for z in predict_logits(self.task_model, ts, tokens_per_batch, batch_size)]
@@ -149,9 +148,6 @@ class ProtLM:
     def _pair_example(item, k: int):
         """A pair / assembly input as an Example: a protlm `Pair`, (id, seq_a, seq_b, ...), or
         (id, "A:B:C") / a SeqRecord with chains joined by ':'."""
-        from protlm.io.inference import CHAIN_SEP
-        from protlm.pairs.table import Pair
-        from protlm.tasks.data import Example
 
         if isinstance(item, Pair):
             return Example(f"{item.id_a}|{item.id_b}", (item.seq_a, item.seq_b), 0)

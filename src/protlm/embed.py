@@ -26,7 +26,9 @@ from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
 from protlm.io.inference import CHAIN_SEP
+from protlm.models import model_max_tokens
 from protlm.models.longformer import encoder_kwargs
+from protlm.train.loop import autocast_dtype
 
 POOLS = ("mean", "cls", "residue")
 
@@ -70,8 +72,6 @@ class Embedder:
     """Encodes records with an HF encoder (RoBERTa, Longformer, ESM-2, BERT) and its `ProteinTokenizer`."""
 
     def __init__(self, encoder, tokenizer, options: EmbedOptions = EmbedOptions()):
-        from protlm.models import model_max_tokens
-        from protlm.train.loop import autocast_dtype
 
         self.encoder, self.tokenizer, self.opt = encoder.eval(), tokenizer, options
         n_hidden = encoder.config.num_hidden_layers + 1
@@ -125,7 +125,9 @@ class Embedder:
         heap = HeapTrim()
         for batch in plan_batches(lengths, self.opt.tokens_per_batch, _NoShuffle()):
             heap.step()
-            seqs = [self.tokenizer.assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch]
+            seqs = [
+                self.tokenizer.assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch
+            ]
             ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id)
             with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
                 out = self.encoder(

@@ -284,7 +284,9 @@ PROBE = RESIDUE_ALPHABET  # every residue letter protlm accepts
 def _required_id(hf, name: str) -> int:
     value = getattr(hf, f"{name}_token_id")
     if value is None:
-        raise ProtlmError(f"{hf.name_or_path}: the tokenizer has no {name} token; protlm needs one for batching and MLM")
+        raise ProtlmError(
+            f"{hf.name_or_path}: the tokenizer has no {name} token; protlm needs one for batching and MLM"
+        )
     return int(value)
 
 

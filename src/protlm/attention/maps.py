@@ -24,6 +24,9 @@ import numpy as np
 import torch
 
 from protlm.errors import ProtlmError
+from protlm.models.loading import load_safetensors_model, model_max_tokens, open_model, quiet_hf
+from protlm.models.longformer import is_longformer
+from protlm.tasks.align import residue_map
 
 
 @dataclass
@@ -60,8 +63,6 @@ class AttentionModel:
     """A pre-trained (or fine-tuned) encoder (RoBERTa, ESM-2, BERT) that returns every layer's attention."""
 
     def __init__(self, path: str | Path):
-        from protlm.models.loading import model_max_tokens, open_model
-        from protlm.models.longformer import is_longformer
 
         self.model_dir = open_model(path)
         self.path = self.model_dir.path
@@ -78,8 +79,6 @@ class AttentionModel:
         if config.model_type == "esm" and not self.model_dir.is_task_model:
             from transformers import AutoModel
 
-            from protlm.models.loading import load_safetensors_model, quiet_hf
-
             with quiet_hf():
                 self.model, info = load_safetensors_model(AutoModel, self.path, add_pooling_layer=False,
                                                           attn_implementation="eager", output_loading_info=True)  # fmt: skip
@@ -93,7 +92,6 @@ class AttentionModel:
 
     def encode(self, sequences: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(input ids (T,), input position of each residue's token (N,))."""
-        from protlm.tasks.align import residue_map
 
         template = self.tokenizer.template
         parts, positions, start = [], [], template.start

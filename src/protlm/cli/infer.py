@@ -16,8 +16,13 @@ def embed_cmd(
         Path,
         typer.Argument(help="FASTA (chains joined by ':' = one assembly), or TSV/CSV/Parquet with --id-col/--seq-col."),
     ],
-    model: Annotated[str, typer.Option(help="Model: protlm pretrain output, a fine-tuned model/, an ESM-2 / ProtBERT / "
-                                       "RoBERTa dir, or an HF Hub id (e.g. facebook/esm2_t6_8M_UR50D).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="Model: protlm pretrain output, a fine-tuned model/, an ESM-2 / ProtBERT / "
+            "RoBERTa dir, or an HF Hub id (e.g. facebook/esm2_t6_8M_UR50D)."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Output file: .parquet, .npz or .h5 (format by extension).")],
     pool: Annotated[
         list[str] | None, typer.Option(help="mean, cls or residue (per-residue vectors); repeat for several.")

@@ -46,8 +46,11 @@ SequencesOpt = Annotated[
 
 # Large backbones on small machines (pretrain and finetune).
 LoraRankOpt = Annotated[
-    int | None, typer.Option(help="Train LoRA adapters of this rank (peft) instead of all weights; saved in "
-                             "model/adapter/ and merged into model/.")
+    int | None,
+    typer.Option(
+        help="Train LoRA adapters of this rank (peft) instead of all weights; saved in "
+        "model/adapter/ and merged into model/."
+    ),
 ]
 LoraAlphaOpt = Annotated[float | None, typer.Option(help="LoRA scale numerator (default 2 x rank).")]
 LoraTargetsOpt = Annotated[

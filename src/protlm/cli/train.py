@@ -34,8 +34,10 @@ def pretrain_cmd(
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option(help="Preset (tiny, roberta-small, roberta-base, esm-size), preset YAML, or a pre-trained model "
-                     "to continue (dir or HF Hub id, e.g. facebook/esm2_t6_8M_UR50D; its tokenizer by default)."),
+        typer.Option(
+            help="Preset (tiny, roberta-small, roberta-base, esm-size), preset YAML, or a pre-trained model "
+            "to continue (dir or HF Hub id, e.g. facebook/esm2_t6_8M_UR50D; its tokenizer by default)."
+        ),
     ] = None,
     corpus: Annotated[
         str | None,

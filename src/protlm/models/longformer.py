@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from protlm.errors import ProtlmError
+from protlm.models.loading import load_safetensors_model
 from protlm.models.presets import POSITION_OFFSET
+from protlm.tokenization import load_tokenizer
 
 INFO_FILE = "protlm_longformer.json"
 
@@ -69,9 +71,6 @@ def convert_roberta_to_longformer(
     Longformer otherwise.
     """
     from transformers import AutoModelForMaskedLM, LongformerConfig, LongformerForMaskedLM
-
-    from protlm.models.loading import load_safetensors_model
-    from protlm.tokenization import load_tokenizer
 
     source, out = Path(source), Path(out)
     if window <= 0 or window % 2:

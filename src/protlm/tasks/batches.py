@@ -121,7 +121,9 @@ class TaskSet:
             tokens = [self.tset.get(p) for p in self.parts[i]]
             if len(tokens) > 1:
                 keep = self._keep([len(t) for t in tokens])
-                seqs.append(self.tokenizer.assemble([t[s : s + k] for t, s, k in zip(tokens, starts, keep, strict=True)]))
+                seqs.append(
+                    self.tokenizer.assemble([t[s : s + k] for t, s, k in zip(tokens, starts, keep, strict=True)])
+                )
             else:
                 window = tokens[0][starts[0] : starts[0] + self.content]
                 seqs.append(self.tokenizer.assemble([window]))

@@ -22,18 +22,23 @@ import torch
 from torch import nn
 
 from protlm.errors import ProtlmError
-from protlm.models.loading import TASK_FILE
+from protlm.models import model_max_tokens
+from protlm.models.loading import TASK_FILE, open_model, quiet_hf
 from protlm.models.lora import configure, head_prefixes, load_lora_checkpoint
+from protlm.models.presets import load_preset
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import TaskSet, build_taskset
 from protlm.tasks.data import TaskData, subsample
 from protlm.tasks.evaluate import evaluate_model, load_finetuned
+from protlm.tasks.model import task_model_class
 from protlm.tasks.predict import predict
 from protlm.tasks.report import write_json
 from protlm.tasks.table import TaskSpec, get_task, load_task_data
+from protlm.tokenization import load_tokenizer
+from protlm.train.checkpoint import checkpoints
 from protlm.train.config import TrainConfig
-from protlm.train.loop import derive_seed
+from protlm.train.loop import Fit, derive_seed, fit
 
 DEV_MONITOR = 2000
 NO_MONITORING = 10**9
@@ -92,7 +97,6 @@ def _task_config(config, spec: TaskSpec, labels: tuple[str, ...], pooling: str):
     config.label2id = {name: i for i, name in enumerate(labels)}
     config.protlm_head = "residue" if spec.kind == "residue" else "sequence"
     config.protlm_pooling = pooling
-    from protlm.tasks.model import task_model_class
 
     config.architectures = [task_model_class(config).__name__]
     return config
@@ -102,15 +106,9 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
     """(model, tokenizer, source description) for a pre-trained dir or Hub id, scratch:DIR or scratch + preset."""
     from transformers import AutoConfig
 
-    from protlm.models.loading import open_model, quiet_hf
-    from protlm.tasks.model import task_model_class
-    from protlm.tokenization import load_tokenizer
-
     pooling = cfg.pooling or ("mean" if cfg.freeze else "cls")
     torch.manual_seed(derive_seed(seed, 11))
     if cfg.model == "scratch":
-        from protlm.models.presets import load_preset
-
         if not cfg.tokenizer:
             raise ProtlmError("--model scratch needs --tokenizer (or use scratch:PRETRAINED_DIR for its architecture)")
         tokenizer = load_tokenizer(cfg.tokenizer)
@@ -214,10 +212,6 @@ def train_one(
 
     from accelerate import Accelerator
 
-    from protlm.models import model_max_tokens
-    from protlm.train.checkpoint import checkpoints
-    from protlm.train.loop import Fit, fit
-
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     ckpts = checkpoints(run_dir)
     if ckpts and not cfg.resume:
@@ -260,7 +254,9 @@ def train_one(
     # Dev metric while training on at most DEV_MONITOR examples (the full splits are scored at the end).
     monitor = ts_dev
     if len(ts_dev) > DEV_MONITOR:
-        monitor = build_taskset(spec.kind, subsample(data.split("dev"), DEV_MONITOR, 0), tokenizer, max_tokens, cfg.cache_dir)
+        monitor = build_taskset(
+            spec.kind, subsample(data.split("dev"), DEV_MONITOR, 0), tokenizer, max_tokens, cfg.cache_dir
+        )
 
     def evaluate(obj) -> dict:
         y, p, _ = predict(model, monitor, cfg.tokens_per_batch, batch_size)

@@ -23,12 +23,17 @@ from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import open_model
 from protlm.models.lora import configure, load_lora_checkpoint
 from protlm.pairs.negatives import NegativePool
+from protlm.store import TokenStore, ensure_store
+from protlm.store.assemblies import AssemblyStore, ensure_assembly_store
+from protlm.store.pairs import PairStore, ensure_pair_store
+from protlm.store.prepare import tokenizer_fingerprint
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import ConcatTokens
 from protlm.train.checkpoint import checkpoints
 from protlm.train.config import PretrainConfig, save_config
 from protlm.train.data import Examples, PretrainData
 from protlm.train.loop import Fit, LoopState, derive_seed, fit
+from protlm.train.metrics import plot_run
 from protlm.train.objective import MaskedLMObjective
 
 
@@ -75,8 +80,6 @@ def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str
 
 def open_corpus_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
     """The run's corpus as a memory-mapped `TokenStore`, checked against the run's tokenizer."""
-    from protlm.store import TokenStore, ensure_store
-    from protlm.store.prepare import tokenizer_fingerprint
 
     store = TokenStore(
         ensure_store(cfg.corpus, cfg.tokenizer, ResiduePolicy(strict=cfg.strict), cfg.cache_dir, log=log)
@@ -89,8 +92,6 @@ def open_corpus_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]
 
 def open_pair_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
     """The run's pairs as a memory-mapped `PairStore`, checked against the run's tokenizer."""
-    from protlm.store.pairs import PairStore, ensure_pair_store
-    from protlm.store.prepare import tokenizer_fingerprint
 
     policy = ResiduePolicy(strict=cfg.strict)
     store = PairStore(ensure_pair_store(cfg.pairs, cfg.tokenizer, policy, cfg.cache_dir, log=log))
@@ -102,8 +103,6 @@ def open_pair_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
 
 def open_assembly_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
     """The run's assemblies as a memory-mapped `AssemblyStore`, checked against the run's tokenizer."""
-    from protlm.store.assemblies import AssemblyStore, ensure_assembly_store
-    from protlm.store.prepare import tokenizer_fingerprint
 
     policy = ResiduePolicy(strict=cfg.strict)
     path = ensure_assembly_store(cfg.assemblies, cfg.assembly_sequences, cfg.tokenizer, policy, cfg.cache_dir, log=log)
@@ -253,10 +252,6 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
         raise ProtlmError(f"--max-tokens {cfg.max_tokens} exceeds the model's {limit} positions")
     max_tokens = cfg.max_tokens or limit
     if accelerator.is_main_process:  # prepare the stores once, before any rank opens them
-        from protlm.store import ensure_store
-        from protlm.store.assemblies import ensure_assembly_store
-        from protlm.store.pairs import ensure_pair_store
-
         policy = ResiduePolicy(strict=cfg.strict)
         if cfg.corpus:
             ensure_store(cfg.corpus, cfg.tokenizer, policy, cfg.cache_dir, log=say)
@@ -286,7 +281,5 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
     job = Fit(objective, model, tokenizer, source, cfg, run_dir, accelerator, evaluator, extra_files=lambda: extra)
     state = fit(job, total, steps_per_epoch, say)
     if accelerator.is_main_process:
-        from protlm.train.metrics import plot_run
-
         say(f"loss curve -> {plot_run(run_dir)}")
     return state

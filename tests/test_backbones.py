@@ -233,3 +233,18 @@ def test_lora_finetune_trains_adapters_and_head_only_and_pretrain_resumes(backbo
     once, twice = (load_file(tmp_path / r / "model" / "model.safetensors") for r in ("once", "twice"))
     for k in once:
         np.testing.assert_array_equal(once[k], twice[k])
+
+
+def test_model_directories_written_by_protlm_0_1_keep_loading():
+    """tests/data/protlm_0.1: a masked LM and a fine-tuned localization model saved by protlm 0.1
+    (commit 869ecf8), with the embeddings and probabilities that version computed for two proteins."""
+    old = DATA / "protlm_0.1"
+    expected = np.load(old / "expected.npz")
+    seqs = {"P1": "MKTAYIAKQRQISFVKSHFSRQ", "P2": "MSQQKQQSWKPPNVPKCSPPQRSNPCLAPYSTPCGAPHSEGCHSSSQRPEVQKPRRARQKLRCL"
+            "SRRQEPHLHCQSMSQQKQQSWKPPNVPKCSPP"}  # fmt: skip
+    emb = protlm.load(old / "mlm").embed(seqs, pool=("mean", "residue", "cls"), precision="fp32")
+    for rid, out in emb.items():
+        for pool, value in out.items():
+            np.testing.assert_allclose(value, expected[f"{rid}.{pool}"], atol=1e-5, rtol=1e-5)
+    for p in protlm.load(old / "localization").predict(seqs):
+        np.testing.assert_allclose(p.probabilities, expected[f"{p.id}.probabilities"], atol=1e-5, rtol=1e-5)

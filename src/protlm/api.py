@@ -71,7 +71,7 @@ class ProtLM:
 
     def __init__(self, path: str | Path, device: str = "cpu"):
         self.model_dir = open_model(path)
-        self.path, self.info = self.model_dir.path, self.model_dir.task
+        self.path, self.info, self.device = self.model_dir.path, self.model_dir.task, device
         self.task_model = self.baseline = self._mlm = None
         self.tokenizer = self.encoder = None
         if self.model_dir.is_baseline:
@@ -172,7 +172,7 @@ class ProtLM:
         if self.info is not None:
             raise ProtlmError(f"{self.path}: fill needs a pre-trained masked LM, not a fine-tuned model")
         if self._mlm is None:
-            self._mlm = self.model_dir.masked_lm().eval()
+            self._mlm = self.model_dir.masked_lm().to(self.device).eval()
         mask = self.tokenizer.mask_token
         if mask not in text:
             raise ProtlmError(f"no {mask} in the input: write e.g. MKT{mask}LLV")
@@ -186,7 +186,8 @@ class ProtLM:
                                   (np.array([self.tokenizer.mask_token_id]), p))])  # fmt: skip
         ids = torch.from_numpy(self.tokenizer.assemble([content]))[None]
         with torch.inference_mode():
-            logits = self._mlm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0]
+            logits = self._mlm(input_ids=ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device))
+            logits = logits.logits[0].cpu()
         positions = (ids[0] == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
         residue = torch.zeros(logits.shape[-1], dtype=torch.bool)  # the head may be wider than the vocabulary
         n = min(len(self.tokenizer), len(residue))

@@ -24,6 +24,7 @@ def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_s
     padding is masked and each window is scored independently.
     """
     model.eval()
+    device = next(model.parameters()).device
     n_classes = model.config.num_labels
     items = ts.items(None)
     plan = ts.plan(items, tokens_per_batch, np.random.default_rng(0), batch_size)
@@ -34,8 +35,8 @@ def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_s
         sums, counts = list(np.zeros((len(ts), n_classes))), list(np.zeros(len(ts)))
     for batch_items in plan:
         batch = ts.make_batch(batch_items)
-        fields = {k: v for k, v in batch.fields().items() if k != "labels"}
-        logits = model(**fields).logits.float().numpy()
+        fields = {k: v.to(device) for k, v in batch.fields().items() if k != "labels"}
+        logits = model(**fields).logits.float().cpu().numpy()
         for row, i in enumerate(batch.examples):
             if ts.kind == "residue":
                 n = int((batch.residue_aa[row] > 0).sum())

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from protlm.tokenization import load_tokenizer
 
 SEQS = [r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")]
 KINDS = ("esm", "protbert", "roberta")
-MAX_TOKENS = 160  # room for one 141-residue chain of 2HHB; longer inputs are windowed
+MAX_TOKENS = 300  # room for chains A + B of 2HHB (141 + 146 residues); longer inputs are windowed
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +89,7 @@ def test_embed_equals_the_plain_hf_model(backbones, kind):
         assert out[rid]["residue"].shape == (len(seq), 32)
         np.testing.assert_allclose(out[rid]["residue"], expected, atol=1e-5, rtol=1e-5)
         np.testing.assert_allclose(out[rid]["cls"], states[0], atol=1e-5, rtol=1e-5)
-    long = "".join(SEQS[:8])  # beyond the 160-token model: windows, one vector per residue
+    long = "".join(SEQS[:8])  # beyond the 300-token model: windows, one vector per residue
     assert model.embed({"long": long}, pool="residue", precision="fp32")["long"]["residue"].shape == (len(long), 32)
 
 
@@ -158,6 +159,11 @@ def test_every_command_with_every_backbone(backbones, kind, tmp_path, capsys):
     maps = np.load(att)
     (key,) = [k for k in maps.files if k.endswith(".attention")]
     assert maps[key].shape == (2, 2, 141, 141)
+    sites = tmp_path / "sites.json"
+    code, _, err = run_cli(["attention", "sites", "--model", path, "--pdb", str(pdb), "--chains", "A,B", "--out",
+                            str(sites)], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert sites.is_file()
     code, out, err = run_cli(["contacts", "--model", path, "--pdb", str(pdb), "--chain", "A"], capsys)
     assert code in (0, None), err
     assert ("ESM-2's own contact head" in err) == (kind == "esm") and "P@L/L2/L5" in out
@@ -200,21 +206,34 @@ def test_lora_merge_reproduces_the_adapter_model_and_peft_loads_the_adapter(back
     torch.testing.assert_close(via_peft, adapted, atol=1e-5, rtol=1e-5)
 
 
-def test_lora_finetune_trains_adapters_and_head_only_and_pretrain_resumes(backbones, tmp_path, capsys):
+@pytest.mark.parametrize("kind", KINDS)
+def test_lora_checkpointing_and_freeze_with_every_backbone(backbones, kind, tmp_path, capsys):
+    from safetensors.numpy import load_file
+
+    path = backbones[kind]
+
+    def finetune(name: str, *extra: str) -> Path:
+        code, _, err = run_cli(["finetune", "--task", "localization", "--data", str(DATA / "tasks" / "deeploc_small.fasta"),
+                                "--model", str(path), "--out", str(tmp_path / name), "--max-steps", "2", "--lr", "1e-2",
+                                "--cache-dir", str(tmp_path / "c"), *extra], capsys)  # fmt: skip
+        assert code in (0, None), err
+        return tmp_path / name / "seed-0" / "model"
+
+    def changed(model: Path) -> set[str]:
+        before, after = load_file(path / "model.safetensors"), load_file(model / "model.safetensors")
+        return {k for k in before if k in after and not np.array_equal(before[k], after[k])}
+
+    lora = finetune("lora", "--lora-rank", "4", "--gradient-checkpointing")
+    assert (lora / "adapter" / "adapter_config.json").is_file()
+    diff = changed(lora)
+    assert diff and all(k.endswith((".query.weight", ".value.weight")) for k in diff)  # merged adapters only
+    assert changed(finetune("frozen", "--freeze")) == set()  # the encoder as loaded; only the head trained
+
+
+def test_lora_pretraining_resumes_bit_for_bit(backbones, tmp_path):
     from safetensors.numpy import load_file
 
     path = backbones["esm"]
-    ft = tmp_path / "ft"
-    code, _, err = run_cli(["finetune", "--task", "localization", "--data", str(DATA / "tasks" / "deeploc_small.fasta"),
-                            "--model", str(path), "--out", str(ft), "--max-steps", "2", "--lora-rank", "4",
-                            "--lr", "1e-2", "--gradient-checkpointing", "--cache-dir", str(tmp_path / "c")], capsys)  # fmt: skip
-    assert code in (0, None), err
-    assert "LoRA rank 4" in err
-    model = ft / "seed-0" / "model"
-    assert (model / "adapter" / "adapter_config.json").is_file()
-    before, after = load_file(path / "model.safetensors"), load_file(model / "model.safetensors")
-    changed = {k for k in before if k in after and not np.array_equal(before[k], after[k])}
-    assert changed and all(k.endswith((".query.weight", ".value.weight")) for k in changed)  # merged adapters only
     # LoRA pre-training: killed after step 2 and resumed equals 3 steps in one go, bit for bit
     common = ["pretrain", "--model", str(path), "--corpus", str(DATA / "swissprot_50.fasta"), "--tokens-per-batch",
               "1024", "--warmup-steps", "0", "--lora-rank", "2", "--precision", "fp32", "--save-every", "1",

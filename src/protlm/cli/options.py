@@ -59,9 +59,3 @@ LoraTargetsOpt = Annotated[
 CheckpointingOpt = Annotated[
     bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory.")
 ]
-
-
-def memory_overrides(lora_rank, lora_alpha, lora_targets, gradient_checkpointing) -> dict:
-    """The config overrides of the LoRA / checkpointing options (None = not given)."""
-    return {"lora_rank": lora_rank, "lora_alpha": lora_alpha, "lora_targets": lora_targets,
-            "gradient_checkpointing": gradient_checkpointing or None}  # fmt: skip

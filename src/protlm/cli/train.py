@@ -15,7 +15,6 @@ from protlm.cli.options import (
     LoraTargetsOpt,
     SequencesOpt,
     StrictOpt,
-    memory_overrides,
 )
 from protlm.errors import ProtlmError
 
@@ -100,19 +99,11 @@ def pretrain_cmd(
 ) -> None:
     """Masked-LM pre-training on single proteins and label-agnostic binding / non-binding pairs: a fresh
     model from a preset, or continued pre-training of a pre-trained one (ESM-2, ProtBERT, RoBERTa; dir or Hub id)."""
-    from protlm.train.config import PretrainConfig, load_config, parse_mix
+    from protlm.train.config import PretrainConfig, load_config, overrides_from, parse_mix
     from protlm.train.pretrain import pretrain
 
-    overrides = {
-        "out": str(out) if out else None, "tokenizer": tokenizer, "model": model,
-        "corpus": "" if no_corpus else corpus, "pairs": pairs, "mix": parse_mix(mix) if mix else None,
-        "assemblies": assemblies, "assembly_sequences": assembly_sequences,
-        "max_tokens": max_tokens, "tokens_per_batch": tokens_per_batch, "grad_accum": grad_accum, "lr": lr,
-        "warmup_steps": warmup_steps, "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
-        "precision": precision, "prefetch": prefetch, "eval_every": eval_every, "save_every": save_every,
-        "log_every": log_every, "dropout": dropout, "seed": seed, "resume": resume or None, "strict": strict or None, "cache_dir": cache_dir,
-        **memory_overrides(lora_rank, lora_alpha, lora_targets, gradient_checkpointing),
-    }  # fmt: skip
+    special = {"corpus": "" if no_corpus else corpus, "mix": parse_mix(mix) if mix else None}
+    overrides = overrides_from(PretrainConfig, locals(), **special)
     cfg = load_config(PretrainConfig, config, overrides)
     pretrain(cfg, log=lambda msg: typer.echo(msg, err=True))
 
@@ -177,17 +168,9 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune a pre-trained model (or the scratch / composition references) on a downstream task."""
     from protlm.tasks.finetune import FinetuneConfig, finetune
-    from protlm.train.config import load_config
+    from protlm.train.config import load_config, overrides_from
 
-    overrides = {
-        "task": task, "model": model, "out": str(out), "data": data, "background": background,
-        "sequences": sequences, "seeds": _seeds(seeds), "split_seed": split_seed, "freeze": freeze or None, "pooling": pooling,
-        "weighted_loss": weighted_loss or None, "tokenizer": tokenizer, "preset": preset, "lr": lr,
-        "batch_size": batch_size, "tokens_per_batch": tokens_per_batch, "max_tokens": max_tokens,
-        "max_epochs": max_epochs, "max_steps": max_steps, "max_time": max_time, "train_limit": train_limit,
-        "eval_every": eval_every, "grad_accum": grad_accum, "strict": strict or None, "cache_dir": cache_dir,
-        "resume": resume or None, **memory_overrides(lora_rank, lora_alpha, lora_targets, gradient_checkpointing),
-    }  # fmt: skip
+    overrides = overrides_from(FinetuneConfig, locals(), seeds=_seeds(seeds))
     cfg = load_config(FinetuneConfig, config, overrides)
     finetune(cfg, log=lambda msg: typer.echo(msg, err=True))
     typer.echo(f"results: {out / 'summary.json'}")

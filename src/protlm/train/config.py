@@ -147,6 +147,19 @@ def parse_mix(text: str) -> dict[str, float]:
     return out
 
 
+def overrides_from(cls, params: dict, **special) -> dict:
+    """Config overrides from a command's parameters: every parameter named like a field of `cls` (Paths
+    as text; an unset flag, False, as None so that a recipe's value stands), then `special` (options
+    whose value needs parsing). The typer signature is the one declaration of each option's flag and
+    help; this function is the one mapping from flags to config fields."""
+    names = {f.name for f in fields(cls)}
+    out = {}
+    for name, value in params.items():
+        if name in names:
+            out[name] = None if value is False else str(value) if isinstance(value, Path) else value
+    return out | special
+
+
 def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:
     """Recipe YAML (optional) updated with the CLI flags that were given (not None)."""
     values: dict = {}

@@ -267,3 +267,19 @@ def test_model_directories_written_by_protlm_0_1_keep_loading():
             np.testing.assert_allclose(value, expected[f"{rid}.{pool}"], atol=1e-5, rtol=1e-5)
     for p in protlm.load(old / "localization").predict(seqs):
         np.testing.assert_allclose(p.probabilities, expected[f"{p.id}.probabilities"], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lora-targets", "nope"], "--lora-targets nope: no such linear layer in EsmTaskModel"),
+        (["--lora-rank", "-1"], "lora_rank must be >= 0"),
+        (["--lora-rank", "4", "--freeze"], "--freeze and --lora-rank exclude each other"),
+    ],
+)
+def test_bad_memory_options_are_one_line(backbones, extra, message, tmp_path, capsys):
+    code, _, err = run_cli(["finetune", "--task", "localization", "--data", str(DATA / "tasks" / "deeploc_small.fasta"),
+                            "--model", str(backbones["esm"]), "--out", str(tmp_path / "x"), "--max-steps", "1",
+                            "--cache-dir", str(tmp_path / "c"), "--lora-rank", "4", *extra], capsys)  # fmt: skip
+    assert code == 2 and message in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("protlm: error:")

@@ -110,14 +110,12 @@ class ProtLM:
     def task(self):
         if self.info is None:
             raise ProtlmError(f"{self.path}: not a fine-tuned model (no {TASK_FILE}): use embed or fill")
-
         return get_task(self.info["task"])
 
     def predict(self, inputs, tokens_per_batch: int = 16384, batch_size: int = 64) -> list[Prediction]:
         """Predictions for sequences ({id: seq}, [(id, seq)], records) or, for pair / assembly tasks,
         [(id, seq_a, seq_b, ...)], {id: "A:B:C"}, records with ':'-joined chains or protlm `Pair`s.
         Long inputs are windowed (cropped for pairs / assemblies) as in evaluation."""
-
         spec, labels = self.task, tuple(self.info["labels"])
         if spec.kind == "pair":
             items = inputs.items() if isinstance(inputs, Mapping) else inputs
@@ -148,7 +146,6 @@ class ProtLM:
     def _pair_example(item, k: int):
         """A pair / assembly input as an Example: a protlm `Pair`, (id, seq_a, seq_b, ...), or
         (id, "A:B:C") / a SeqRecord with chains joined by ':'."""
-
         if isinstance(item, Pair):
             return Example(f"{item.id_a}|{item.id_b}", (item.seq_a, item.seq_b), 0)
         if isinstance(item, SeqRecord):

@@ -63,7 +63,6 @@ class AttentionModel:
     """A pre-trained (or fine-tuned) encoder (RoBERTa, ESM-2, BERT) that returns every layer's attention."""
 
     def __init__(self, path: str | Path):
-
         self.model_dir = open_model(path)
         self.path = self.model_dir.path
         if self.model_dir.is_baseline:
@@ -92,7 +91,6 @@ class AttentionModel:
 
     def encode(self, sequences: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(input ids (T,), input position of each residue's token (N,))."""
-
         template = self.tokenizer.template
         parts, positions, start = [], [], template.start
         for seq in sequences:

@@ -80,7 +80,6 @@ def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str
 
 def open_corpus_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], None]):
     """The run's corpus as a memory-mapped `TokenStore`, checked against the run's tokenizer."""
-
     store = TokenStore(
         ensure_store(cfg.corpus, cfg.tokenizer, ResiduePolicy(strict=cfg.strict), cfg.cache_dir, log=log)
     )

@@ -7,7 +7,7 @@ import gzip
 import pandas as pd
 import pytest
 
-from conftest import write
+from conftest import DATA, run_cli, write
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SeqRecord, SkipReport, read_sequences, write_fasta
 
@@ -113,3 +113,35 @@ def test_table_errors(tmp_path):
         list(read_sequences(pq))
     with pytest.raises(InputError, match="file not found"):
         list(read_sequences(tmp_path / "missing.fa"))
+
+
+def test_damaged_text_files_are_one_line_errors_naming_file_and_line(tmp_path, capsys):
+    """A gzip stream cut short or corrupt, non-UTF-8 bytes and an overlong TSV field: exit 2, one line."""
+    import gzip
+
+    body = "".join(f">P{i}\nMKTAYIAKQRQISFVKSHFSRQ\n" for i in range(2000)).encode()
+    packed = gzip.compress(body)
+    cases = {
+        "cut.fasta.gz": (packed[: len(packed) // 2], "truncated or corrupt gzip data"),
+        "crc.fasta.gz": (packed[:-8] + b"\0" * 8, "truncated or corrupt gzip data"),
+        "latin1.tsv": ("id\tsequence\nP1\tMKT\nP2\tMK\xe9\n".encode("latin-1"), "not UTF-8 text"),
+        "wide.tsv": (b"id\tsequence\nP1\t" + b"M" * 200_000 + b"\n", "malformed table (field larger than field limit"),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        code, _, err = run_cli(["tokenizer", "stats", "--tokenizer", str(DATA / "tokenizer_bpe300"), "--corpus",
+                                str(path)], capsys)  # fmt: skip
+        lines = err.strip().splitlines()
+        assert code == 2 and "Traceback" not in err, (name, err)
+        assert lines[-1].startswith(f"protlm: error: {path}") and message in lines[-1], (name, err)
+        assert " line " in lines[-1], (name, err)
+
+
+def test_token_cache_keys_do_not_collide_across_field_boundaries():
+    from protlm.tokenization import load_tokenizer
+    from protlm.tokenized import _digest
+
+    tok = load_tokenizer(DATA / "tokenizer_bpe300")
+    assert _digest(tok, ["a", "b"], ["MK", "VL"]) != _digest(tok, ["a\tMK\nb"], ["VL"])
+    assert _digest(tok, ["a", "b"], ["MK", "VL"]) == _digest(tok, ["a", "b"], ["MK", "VL"])

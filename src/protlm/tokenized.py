@@ -46,12 +46,13 @@ def default_cache_dir() -> Path:
 
 
 def _digest(tokenizer, ids: Sequence[str], seqs: Sequence[str]) -> str:
-    h = hashlib.sha256(tokenizer.backend.to_str().encode())
-    for pid, seq in zip(ids, seqs, strict=True):
-        h.update(pid.encode())
-        h.update(b"\t")
-        h.update(seq.encode())
-        h.update(b"\n")
+    """Cache key of (tokenizer, every id and sequence). Each field is length-prefixed, so no two
+    different inputs hash the same bytes (`id\tseq\n` joins did: ['a\tMK\nb'], ['VL'] = ['a', 'b'], ['MK', 'VL'])."""
+    h = hashlib.sha256(b"protlm-tokenized-v2\0")
+    for field in (tokenizer.backend.to_str(), *(x for pair in zip(ids, seqs, strict=True) for x in pair)):
+        data = field.encode()
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
     return h.hexdigest()[:24]
 
 

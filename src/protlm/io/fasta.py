@@ -7,9 +7,12 @@ done once, for every format, by `protlm.io.records.validated`.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
@@ -34,6 +37,20 @@ def open_text(path: str | Path) -> TextIO:
     return open(path, encoding="utf-8", errors="strict", newline=None)
 
 
+@contextmanager
+def read_errors(path: str | Path, line: Callable[[], int | None]):
+    """Turn what a damaged text file raises while it is read into one `InputError` naming the file and
+    the line reached: bytes that are not UTF-8, a gzip stream cut short or corrupt, an overlong CSV field."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text ({e.reason})", line=line()) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(path, f"truncated or corrupt gzip data ({e or type(e).__name__})", line=line()) from None
+    except csv.Error as e:
+        raise InputError(path, f"malformed table ({e})", line=line()) from None
+
+
 def iter_fasta(path: str | Path) -> Iterator[RawRecord]:
     """Yield raw FASTA records; header line numbers are 1-based.
 
@@ -43,22 +60,19 @@ def iter_fasta(path: str | Path) -> Iterator[RawRecord]:
     header_line = 0
     chunks: list[str] = []
     lineno = 0
-    with open_text(path) as fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                line = line.rstrip("\n").rstrip("\r").strip()
-                if line.startswith(">"):
-                    if header is not None:
-                        yield _raw(path, header, header_line, chunks)
-                    header, header_line, chunks = line[1:].strip(), lineno, []
-                elif not line or line.startswith(";"):
-                    continue  # blank lines and old-style comments
-                elif header is None:
-                    raise InputError(path, "sequence data before the first '>' header; not a FASTA file?", line=lineno)
-                else:
-                    chunks.append(line)
-        except UnicodeDecodeError as e:
-            raise InputError(path, f"not UTF-8 text ({e.reason}); is this really FASTA?", line=lineno + 1) from None
+    with open_text(path) as fh, read_errors(path, lambda: lineno + 1):
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\n").rstrip("\r").strip()
+            if line.startswith(">"):
+                if header is not None:
+                    yield _raw(path, header, header_line, chunks)
+                header, header_line, chunks = line[1:].strip(), lineno, []
+            elif not line or line.startswith(";"):
+                continue  # blank lines and old-style comments
+            elif header is None:
+                raise InputError(path, "sequence data before the first '>' header; not a FASTA file?", line=lineno)
+            else:
+                chunks.append(line)
     if header is not None:  # the last record: the seed code dropped it
         yield _raw(path, header, header_line, chunks)
 

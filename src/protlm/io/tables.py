@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from protlm.errors import InputError
-from protlm.io.fasta import open_text
+from protlm.io.fasta import open_text, read_errors
 from protlm.io.records import RawRecord
 
 
@@ -32,7 +32,7 @@ def table_header(path: str | Path) -> list[str]:
             return [str(n).strip() for n in pq.ParquetFile(path).schema_arrow.names]
         except Exception as e:  # noqa: BLE001 - any pyarrow failure means "not readable Parquet"
             raise InputError(path, f"not a readable Parquet file ({e})") from None
-    with open_text(path) as fh:
+    with open_text(path) as fh, read_errors(path, lambda: 1):
         first = fh.readline().rstrip("\r\n")
     return [h.strip() for h in first.split("\t" if table_kind(path) == "tsv" else ",")]
 
@@ -48,18 +48,19 @@ def iter_table_rows(path: str | Path, columns: list[str]) -> Iterator[tuple[int,
         return
     with open_text(path) as fh:
         reader = csv.reader(fh, delimiter="\t" if kind == "tsv" else ",")
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError(path, "empty file, expected a header row") from None
+        with read_errors(path, lambda: reader.line_num + 1):
+            header = next(reader, None)
+        if header is None:
+            raise InputError(path, "empty file, expected a header row")
         index = _column_index(path, header, columns)
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise InputError(path, f"expected {len(header)} fields, found {len(row)}", line=line)
-            yield line, {c: row[i].strip() for c, i in index.items()}
+        with read_errors(path, lambda: reader.line_num + 1):
+            for row in reader:
+                line = reader.line_num
+                if not row or all(not c.strip() for c in row):
+                    continue
+                if len(row) != len(header):
+                    raise InputError(path, f"expected {len(header)} fields, found {len(row)}", line=line)
+                yield line, {c: row[i].strip() for c, i in index.items()}
 
 
 def _column_index(path: str | Path, header: list[str], columns: list[str]) -> dict[str, int]:

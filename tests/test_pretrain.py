@@ -213,3 +213,18 @@ def test_prefetch_changes_timing_only(tmp_path):
     assert [r.get("loss") for r in read_metrics(tmp_path / "on")] == [
         r.get("loss") for r in read_metrics(tmp_path / "off")
     ]
+
+
+def test_progress_is_log_lines_when_stderr_is_not_a_terminal(tmp_path):
+    """Under CI or `2> log`, progress is a plain line every PROTLM_PROGRESS_EVERY seconds, never a redrawn
+    bar, and transformers' own load / save bars stay off."""
+    cmd = [sys.executable, "-m", "protlm", "pretrain", "--out", str(tmp_path / "run"), "--tokenizer",
+           str(DATA / "tokenizer_bpe300"), "--model", str(DATA / "micro.yaml"), "--corpus",
+           str(DATA / "swissprot_50.fasta"), "--tokens-per-batch", "1024", "--max-tokens", "64", "--max-steps", "4",
+           "--warmup-steps", "0", "--save-every", "2", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    env = {**os.environ, "PROTLM_PROGRESS_EVERY": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "it/s]" not in done.stderr
+    assert "Writing model shards" not in done.stderr and "Loading weights" not in done.stderr
+    assert "4/4 step (" in done.stderr  # e.g. "4/4 step (1.9 step/s, loss=5.61, tok_s=...)"

@@ -57,10 +57,10 @@ def embed_cmd(
     report = SkipReport(str(input))
     records = read_inputs(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
     writer = open_writer(out, keys)
-    from tqdm.auto import tqdm
+    from protlm.progress import progress
 
     n = 0
-    with tqdm(unit="res", unit_scale=True, dynamic_ncols=True, mininterval=1.0) as bar:
+    with progress(unit="residues", desc="embed") as bar:
         try:
             for emb in embedder.embed(records):
                 writer.write(emb)

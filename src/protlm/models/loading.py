@@ -82,8 +82,13 @@ def load_safetensors_model(model_cls, path: str | Path, **kwargs):
     path = model_dir(path)
     model_type = read_json_object(path / "config.json").get("model_type")
     attention = {} if model_type == "longformer" else {"attn_implementation": "sdpa"}
+    from protlm.progress import no_hf_bars
+
     try:
-        return model_cls.from_pretrained(path, use_safetensors=True, trust_remote_code=False, **{**attention, **kwargs})
+        with no_hf_bars():  # no "Loading weights" bar per model load
+            return model_cls.from_pretrained(
+                path, use_safetensors=True, trust_remote_code=False, **{**attention, **kwargs}
+            )
     except OSError:
         raise ProtlmError(
             f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "

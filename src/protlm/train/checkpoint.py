@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from protlm.progress import no_hf_bars
 from protlm.train.faults import fault
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
@@ -111,7 +112,8 @@ def save_checkpoint(
 def save_pretrained_atomic_parts(path: Path, model, tokenizer, state_dict: dict | None = None) -> None:
     """`save_pretrained` (safetensors) of model and tokenizer into `path`."""
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
+    with no_hf_bars():  # the loop logs the save; a bar per checkpoint only floods logs
+        model.save_pretrained(path, state_dict=state_dict, safe_serialization=True)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)
 

@@ -28,6 +28,7 @@ from torch import nn
 
 from protlm.heap import HeapTrim
 from protlm.models.lora import adapter_files, has_lora, merge_lora
+from protlm.progress import progress
 from protlm.train.checkpoint import checkpoints, load_training_state, save_checkpoint, save_model_atomic
 from protlm.train.config import TrainConfig, parse_duration
 from protlm.train.faults import fault
@@ -329,6 +330,4 @@ def _budget_reached(state: LoopState, cfg: TrainConfig, total: int, max_time: fl
 
 
 def _progress(total: int, initial: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True, mininterval=1.0)
+    return progress(total=total, initial=initial, unit="step", enabled=enabled)

@@ -145,3 +145,29 @@ def test_predict_sequence_residue_and_pair_tasks(pretrained, tmp_path, capsys):
         else:
             assert df.shape[0] == 50 and df.shape[1] == 2 + 10  # id, predicted, p_<10 DeepLoc classes>
             np.testing.assert_allclose(df.filter(like="p_").sum(axis=1), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5", ".parquet"])
+def test_hostile_ids_stay_inside_the_output_and_failures_leave_no_file(pretrained, tmp_path, capsys, suffix):
+    from urllib.parse import unquote
+
+    ids = ["sp/P1", "sp_P1", "../../x", "/etc/x", ".hidden"]
+    fasta = write(tmp_path / "in.fasta", "".join(f">{i}\nMKTAYIAKQRQISFVK\n" for i in ids))
+    out = tmp_path / f"e{suffix}"
+    code, _, err = run(["embed", str(fasta), "--model", str(pretrained), "--out", str(out)], capsys)
+    assert code in (0, None), err
+    if suffix == ".npz":
+        names = np.load(out).files
+        assert sorted(unquote(n) for n in names) == sorted(ids)  # reversible names, none with a '/'
+        assert not any("/" in n or n.startswith(".") for n in names)
+    elif suffix == ".h5":
+        with h5py.File(out) as f:
+            assert sorted(f[k].attrs["id"] for k in f) == sorted(ids) and len(f) == len(ids)
+    else:
+        assert sorted(pd.read_parquet(out)["id"]) == sorted(ids)
+    # a bad record part-way: exit 2, and neither the output nor a temporary file is left behind
+    bad = write(tmp_path / "bad.fasta", ">a\nMKTAYIAK\n>b\nMKT*1AY\n")
+    failed = tmp_path / f"f{suffix}"
+    code, _, err = run(["embed", str(bad), "--model", str(pretrained), "--out", str(failed)], capsys)
+    assert code == 2 and "bad.fasta" in err
+    assert not failed.exists() and not list(tmp_path.glob(f".f{suffix}.tmp-*"))

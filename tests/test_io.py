@@ -145,3 +145,17 @@ def test_token_cache_keys_do_not_collide_across_field_boundaries():
     tok = load_tokenizer(DATA / "tokenizer_bpe300")
     assert _digest(tok, ["a", "b"], ["MK", "VL"]) != _digest(tok, ["a\tMK\nb"], ["VL"])
     assert _digest(tok, ["a", "b"], ["MK", "VL"]) == _digest(tok, ["a", "b"], ["MK", "VL"])
+
+
+def test_atomic_open_publishes_only_a_complete_file(tmp_path):
+    from protlm.io.atomic import atomic_open
+
+    out = tmp_path / "r.tsv"
+    out.write_text("old\n")
+    with pytest.raises(RuntimeError), atomic_open(out) as fh:
+        fh.write("half a ")
+        raise RuntimeError("disk full")
+    assert out.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["r.tsv"]
+    with atomic_open(out) as fh:
+        fh.write("new\n")
+    assert out.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["r.tsv"]

@@ -66,8 +66,10 @@ def embed_cmd(
                 writer.write(emb)
                 bar.update(emb.length)
                 n += 1
-        finally:
-            writer.close()
+        except BaseException:  # a bad record, an interrupt: no partial file under the final name
+            writer.abort()
+            raise
+        writer.close()
     typer.echo(report.summary(), err=True)
     typer.echo(f"{n:,} embeddings ({', '.join(keys)}) written to {out}")
 
@@ -107,7 +109,9 @@ def predict_cmd(
     typer.echo(report.summary(), err=True)
     preds = lm.predict(inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w") as fh:
+    from protlm.io.atomic import atomic_open
+
+    with atomic_open(out) as fh:
         if spec.kind == "residue":
             fh.write("id\tlength\tpredicted\tmean_probability\n")
             for p in preds:

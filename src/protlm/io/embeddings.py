@@ -5,40 +5,81 @@
 - `.npz`: one array per protein and output, named `ID` when there is one output, else `OUTPUT/ID`;
   written entry by entry into the zip, so `numpy.load` reads it and memory stays flat.
 - `.h5` / `.hdf5`: one dataset per protein (as ProtTrans' embedder), at the root when there is one
-  output, else in a group per output. A `/` in an id becomes `_` (HDF5 paths).
+  output, else in a group per output; each dataset keeps the original id in its `id` attribute.
+
+Member names are the ids with `%`, `/`, `\`, control characters and a leading `.` percent-encoded
+(`member_name`; `urllib.parse.unquote` gives the id back), so an id such as `../../x` or `/etc/x` can
+never name a path outside the archive, and `sp/P1` and `sp_P1` stay two names. A name written twice
+is an error. Every writer writes a temporary file beside the output and renames it into place only
+when all records are written: a failure or a kill never leaves a partial file under the final name.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import temporary_sibling
 
 FORMATS = (".parquet", ".npz", ".h5", ".hdf5")
 
 
+_UNSAFE = re.compile(r"[%/\\\x00-\x1f\x7f]|^\.")
+
+
+def member_name(rid: str) -> str:
+    """An id as an archive / HDF5 member name: `%`, `/`, `\\`, control characters and a leading `.`
+    percent-encoded; reversible with `urllib.parse.unquote`."""
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode()), rid)
+
+
 def open_writer(path: str | Path, keys: list[str]):
     suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ProtlmError(f"{path}: unknown output format; use one of {', '.join(FORMATS)}")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".parquet":
-        return ParquetWriter(path, keys)
-    if suffix == ".npz":
-        return NpzWriter(path, keys)
-    if suffix in (".h5", ".hdf5"):
-        return H5Writer(path, keys)
-    raise ProtlmError(f"{path}: unknown output format; use one of {', '.join(FORMATS)}")
+    cls = {".parquet": ParquetWriter, ".npz": NpzWriter}.get(suffix, H5Writer)
+    return cls(path, keys)
 
 
-class ParquetWriter:
+class _Atomic:
+    """Writes go to a temporary sibling; `close` renames it into place, `abort` removes it."""
+
+    def _start(self, path) -> Path:
+        self.path = Path(path)
+        self.tmp = temporary_sibling(self.path)
+        self.names: set[str] = set()
+        return self.tmp
+
+    def _claim(self, name: str, rid: str) -> None:
+        if name in self.names:
+            raise ProtlmError(f"{self.path}: id {rid!r} is written twice (output names must be unique)")
+        self.names.add(name)
+
+    def _publish(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self._close_file()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class ParquetWriter(_Atomic):
     def __init__(self, path, keys: list[str], rows_per_group: int = 1024):
-        self.path, self.keys, self.rows_per_group = Path(path), keys, rows_per_group
+        self._start(path)
+        self.keys, self.rows_per_group = keys, rows_per_group
         self.rows: list = []
         self.writer = None
 
     def write(self, emb) -> None:
+        self._claim(emb.id, emb.id)
         self.rows.append(emb)
         if len(self.rows) >= self.rows_per_group:
             self._flush()
@@ -61,45 +102,67 @@ class ParquetWriter:
                 columns[key] = pa.array([v.tolist() for v in values], pa.list_(pa.list_(pa.float32())))
         table = pa.table(columns)
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema)
+            self.writer = pq.ParquetWriter(self.tmp, table.schema)
         self.writer.write_table(table)
         self.rows = []
 
-    def close(self) -> None:
-        self._flush()
+    def _close_file(self) -> None:
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is None:  # no rows at all: still a valid (empty) table
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({"id": pa.array([], pa.string()), "length": pa.array([], pa.int32())}), self.tmp)
+        self._close_file()
+        self._publish()
 
 
-class NpzWriter:
+class NpzWriter(_Atomic):
     def __init__(self, path, keys: list[str]):
         self.keys = keys
-        self.zip = zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self.zip = zipfile.ZipFile(self._start(path), "w", compression=zipfile.ZIP_STORED, allowZip64=True)
 
     def write(self, emb) -> None:
+        name = member_name(emb.id)
+        self._claim(name, emb.id)
         for key in self.keys:
-            name = emb.id if len(self.keys) == 1 else f"{key}/{emb.id}"
-            with self.zip.open(name + ".npy", "w", force_zip64=True) as fh:
+            member = name if len(self.keys) == 1 else f"{key}/{name}"
+            with self.zip.open(member + ".npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(
                     fh, np.ascontiguousarray(emb.vectors[key], dtype=np.float32), allow_pickle=False
                 )
 
-    def close(self) -> None:
+    def _close_file(self) -> None:
         self.zip.close()
 
+    def close(self) -> None:
+        self._close_file()
+        self._publish()
 
-class H5Writer:
+
+class H5Writer(_Atomic):
     def __init__(self, path, keys: list[str]):
         import h5py
 
         self.keys = keys
-        self.file = h5py.File(path, "w")
+        self.file = h5py.File(self._start(path), "w")
 
     def write(self, emb) -> None:
-        name = emb.id.replace("/", "_")
+        name = member_name(emb.id)
+        self._claim(name, emb.id)
         for key in self.keys:
             where = name if len(self.keys) == 1 else f"{key}/{name}"
-            self.file.create_dataset(where, data=np.asarray(emb.vectors[key], dtype=np.float32))
+            dataset = self.file.create_dataset(where, data=np.asarray(emb.vectors[key], dtype=np.float32))
+            dataset.attrs["id"] = emb.id
+
+    def _close_file(self) -> None:
+        self.file.close()
 
     def close(self) -> None:
-        self.file.close()
+        self._close_file()
+        self._publish()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protlm.io.atomic import atomic_open
+
 
 def plot_confusion(y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> Path:
     """Row-normalised confusion matrix (rows: true class) with counts in the cells (up to 30 classes)."""
@@ -84,7 +86,7 @@ def plot_curves(y: np.ndarray, prob: np.ndarray, out: Path, stem: str, title: st
 
 def write_predictions(path: Path, ids: list[str], y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...]) -> Path:
     """One row per example: id, true label, predicted label, probability of the prediction."""
-    with open(path, "w") as fh:
+    with atomic_open(path) as fh:
         fh.write("id\tlabel\tpredicted\tprobability\n")
         for rid, t, p in zip(ids, y, prob, strict=True):
             k = int(p.argmax())
@@ -93,7 +95,9 @@ def write_predictions(path: Path, ids: list[str], y: np.ndarray, prob: np.ndarra
 
 
 def write_json(path: Path, obj: dict) -> Path:
-    path.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    text = json.dumps(obj, indent=2, default=_jsonable) + "\n"  # serialised first: a bad value writes nothing
+    with atomic_open(path) as fh:
+        fh.write(text)
     return path
 
 

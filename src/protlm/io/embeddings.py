@@ -7,7 +7,7 @@
 - `.h5` / `.hdf5`: one dataset per protein (as ProtTrans' embedder), at the root when there is one
   output, else in a group per output; each dataset keeps the original id in its `id` attribute.
 
-Member names are the ids with `%`, `/`, `\`, control characters and a leading `.` percent-encoded
+Member names are the ids with `%`, `/`, backslash, control characters and a leading `.` percent-encoded
 (`member_name`; `urllib.parse.unquote` gives the id back), so an id such as `../../x` or `/etc/x` can
 never name a path outside the archive, and `sp/P1` and `sp_P1` stay two names. A name written twice
 is an error. Every writer writes a temporary file beside the output and renames it into place only

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from conftest import DATA, run_cli, write
 from protlm.errors import InputError
-from protlm.io import ResiduePolicy, SeqRecord, SkipReport, read_sequences, write_fasta
+from protlm.io import ResiduePolicy, SeqRecord, SkipReport, iter_fasta, read_sequences, write_fasta
 
 
 def ids_seqs(path, **kw):
@@ -159,3 +160,91 @@ def test_atomic_open_publishes_only_a_complete_file(tmp_path):
     with atomic_open(out) as fh:
         fh.write("new\n")
     assert out.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["r.tsv"]
+
+
+def test_a_huge_line_is_read_in_bounded_memory_and_skipped_as_too_long(tmp_path):
+    """One 64 MiB sequence line in a 65 KB .fa.gz, read with a length limit: never held whole (the issue saw
+    194 MiB), the record skipped and counted as too long, the next one read."""
+    import tracemalloc
+
+    path = tmp_path / "big.fa.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(">huge\n" + "M" * (64 << 20) + "\n>ok\nMKTAYIAK\n")
+    assert path.stat().st_size < 200_000
+    report = SkipReport(str(path))
+    tracemalloc.start()
+    records = list(read_sequences(path, ResiduePolicy(max_length=1000), report))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [r.id for r in records] == ["ok"]
+    assert report.summary().endswith("2 records read, 1 used, 1 skipped (1 longer than 1000 residues)")
+    assert peak < 16 << 20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_record_and_header_length_limits(tmp_path, monkeypatch):
+    from protlm.io import fasta
+
+    monkeypatch.setattr(fasta, "MAX_RECORD", 1000)
+    long = write(tmp_path / "long.fa", ">a\nMKT\n>b desc\n" + "M" * 600 + "\n" + "K" * 600 + "\n")
+    with pytest.raises(InputError, match=r"long.fa line 3 \(record b\): a record of over 1,000 characters"):
+        list(iter_fasta(long))
+    assert [len(r.seq) for r in iter_fasta(long, keep=10)] == [3, 10]  # cut short, never an error
+    assert [r.truncated for r in iter_fasta(long, keep=10)] == [False, True]
+    header = write(tmp_path / "header.fa", ">" + "x" * (fasta.LINE_PIECE + 5) + "\nMKT\n")
+    with pytest.raises(InputError, match="line 1: a header line of over 1,048,576 characters"):
+        list(iter_fasta(header))
+
+
+def test_lines_longer_than_a_piece_read_exactly(tmp_path, monkeypatch):
+    """Lines are read in pieces: a sequence line, a comment line and one holding '>' mid-line split across
+    pieces read as one line would."""
+    from protlm.io import fasta
+
+    monkeypatch.setattr(fasta, "LINE_PIECE", 8)
+    text = ">a d\nMKTAYIAKQRQISF\n;comment that is long >x\nVKSHF\n>b\nMK\n"
+    recs = list(iter_fasta(write(tmp_path / "p.fa", text)))
+    assert [(r.id, r.seq, r.line) for r in recs] == [("a", "MKTAYIAKQRQISFVKSHF", 1), ("b", "MK", 5)]
+    assert [r.seq for r in iter_fasta(write(tmp_path / "q.fa", ">a\nMKTAYIA>KQRQ\n"))] == ["MKTAYIA>KQRQ"]
+
+
+@pytest.mark.parametrize(
+    "seq, nucleotide",
+    [("ACGT" * 5, True), ("acgu" * 5 + "n", True), ("ACGT" * 5 + "*", True), ("ACGT" * 4 + "ACG", False),
+     ("ACGT" * 10 + "M", False), ("MKTAYIAKQRQISFVKSHFS", False), ("N" * 19, False)],
+)  # fmt: skip
+def test_nucleotide_sequences_warn_or_fail_under_strict(tmp_path, seq, nucleotide):
+    from protlm.io import looks_nucleotide
+
+    assert looks_nucleotide(seq) is nucleotide
+    path = write(tmp_path / "n.fa", f">n1\n{seq}\n>p1\nMKTAYIAK\n")
+    report = SkipReport(str(path))
+    assert len(list(read_sequences(path, ResiduePolicy(), report))) == 2 and report.nucleotide == int(nucleotide)
+    if nucleotide:
+        assert report.summary().endswith("warning: 1 record looks like a nucleotide sequence (only A, C, G, T, "
+                                         "U, N; first: line 1 (record n1)); --strict rejects them")  # fmt: skip
+        with pytest.raises(InputError, match=r"line 1 \(record n1\): looks like a nucleotide sequence"):
+            list(read_sequences(path, ResiduePolicy(strict=True)))
+    else:
+        assert "warning" not in report.summary()
+        assert len(list(read_sequences(path, ResiduePolicy(strict="U" not in seq.upper())))) == 2
+
+
+def test_pair_store_counts_and_strict_rejects_nucleotide_pairs(tmp_path):
+    """The pair store's SQL path applies the same rule as the Python readers."""
+    from protlm.store.pairs import prepare_pair_store
+
+    dna = "ACGTTGCAACGTAGCTAGCTAGG"
+    table = write(tmp_path / "p.tsv", f"id_a\tid_b\tseq_a\tseq_b\nP1\tP2\tMKTAYIAK\t{dna}\nP3\tP4\tMKV\tMKL\n")
+    tok = Path(__file__).parent / "data" / "tokenizer_bpe300"
+    meta = prepare_pair_store(table, tok, tmp_path / "s", ResiduePolicy())
+    assert meta["skip_report"]["nucleotide"] == 1 and meta["skip_report"]["nucleotide_first"] == "line 2 (record P1|P2)"
+    with pytest.raises(InputError, match=r"p.tsv line 2 \(record P1\|P2\): looks like a nucleotide sequence"):
+        prepare_pair_store(table, tok, tmp_path / "t", ResiduePolicy(strict=True))
+
+
+@pytest.mark.parametrize("value, label", [(1, 1), (0, 0), (True, 1), (1.0, 1), ("1", 1), (" 0 ", 0), ("yes", None),
+                                          (2, None), (0.5, None), (None, None), ([1], None), (b"1", 1)])  # fmt: skip
+def test_lmdb_interaction_values(value, label):
+    from protlm.pairs.lmdb_ppi import _binary
+
+    assert _binary(value) == label

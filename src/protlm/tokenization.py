@@ -26,6 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import write_json
 from protlm.io.hf_dirs import read_json_object, refuse_remote_code
 from protlm.io.validate import ALPHABET, RARE
 
@@ -157,7 +158,7 @@ def save_tokenizer(tokenizer: ProteinTokenizer, out: str | Path, info: Tokenizer
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(out)
-    (out / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n")
+    write_json(out / INFO_FILE, asdict(info))
     return out
 
 
@@ -382,6 +383,8 @@ def train_from_corpus(
 
     seqs = list(islice(corpus.sequences(policy or ResiduePolicy(), report), max_sequences))
     if not seqs:
+        if report is not None:
+            report.require_used()
         raise ProtlmError(f"{corpus.spec}: no usable sequences to train a tokenizer on")
     tok = train_tokenizer(seqs, kind=kind, vocab_size=vocab_size)
     info = TokenizerInfo(kind, len(tok), corpus.spec, len(seqs), sum(map(len, seqs)))

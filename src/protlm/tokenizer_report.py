@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protlm.io.atomic import save_figure
+
 THRESHOLDS = (512, 1000, 2048)
 
 
@@ -105,6 +107,6 @@ def plot_lengths(tok_len: np.ndarray, res_len: np.ndarray, out: str | Path, titl
     ax.set_title(title or "sequence length: characters vs tokens")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     return out

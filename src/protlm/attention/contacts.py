@@ -22,6 +22,7 @@ import numpy as np
 from protlm.attention.maps import AttentionModel
 from protlm.attention.structures import Chain, contact_map
 from protlm.errors import ProtlmError
+from protlm.io.atomic import write_json
 
 MIN_SEPARATION = 6
 RANGES = {"short": (6, 11), "medium": (12, 23), "long": (24, None)}
@@ -91,7 +92,7 @@ class ContactRegression:
         save_file(
             {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}, directory / f"{REGRESSION}.safetensors"
         )
-        (directory / f"{REGRESSION}.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+        write_json(directory / f"{REGRESSION}.json", self.meta)
         return directory / f"{REGRESSION}.safetensors"
 
     @classmethod

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import atomic_open
 from protlm.models.loading import load_safetensors_model, model_max_tokens, open_model, quiet_hf
 from protlm.models.longformer import is_longformer
 from protlm.tasks.align import residue_map
@@ -150,5 +151,6 @@ def export(model: AttentionModel, inputs: list[tuple[str, tuple[str, ...], tuple
         "each row sums to 1 - special",
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, _meta=np.array(json.dumps(meta)), **arrays)
+    with atomic_open(out, "wb") as fh:
+        np.savez(fh, _meta=np.array(json.dumps(meta)), **arrays)
     return out

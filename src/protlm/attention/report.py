@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from protlm.attention.sites import DIRECTIONS, SitesResult
+from protlm.io.atomic import atomic_open, write_text
 
 _ERRORS = "<script>window.protlmErrors = 0; window.addEventListener('error', function () { window.protlmErrors++; });</script>"
 _CHECK = """<script>
@@ -66,7 +67,8 @@ class Report:
         png = buf.getvalue()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # names come from chain ids: never a path
-        self.path.with_name(f"{self.path.stem}_{safe}.png").write_bytes(png)
+        with atomic_open(self.path.with_name(f"{self.path.stem}_{safe}.png"), "wb") as fh:
+            fh.write(png)
         data = base64.b64encode(png).decode()
         self.parts.append(
             f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
@@ -80,7 +82,7 @@ class Report:
             f"{_ERRORS}{_STYLE}</head><body><h1>{html.escape(self.title)}</h1>\n{body}\n{_CHECK}</body></html>\n"
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(page)
+        write_text(self.path, page)
         return self.path
 
 

@@ -114,7 +114,14 @@ def read_structure(path: str | Path) -> Structure:
             continue
         if ch.name in chains:  # a chain split by ligands reappears: keep the first (polymer) part
             continue
-        chains[ch.name] = _chain(ch.name, polymer)
+        chain = _chain(ch.name, polymer)
+        bad = np.flatnonzero(~np.isfinite(chain.atoms).all(axis=1))
+        if len(bad):
+            residue = chain.numbers[chain.atom_residue[bad[0]]]
+            raise InputError(
+                path, f"chain {ch.name} residue {residue}: an atom has a non-finite coordinate (nan or inf)"
+            )
+        chains[ch.name] = chain
     if not chains:
         raise InputError(path, "no protein chains (no L-peptide polymer in model 1)")
     return Structure(entry_id(path), str(path), chains)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from protlm.cli.options import StrictOpt
 from protlm.errors import ProtlmError
 
 attention_app = typer.Typer(help="Attention maps: export them, score them against binding interfaces.")
@@ -48,6 +48,7 @@ def export_cmd(
     pdb: Annotated[Path | None, typer.Option(help="A PDB / mmCIF file: its chains (--chains) as one input.")] = None,
     chains: Annotated[str | None, typer.Option(help="Chains of --pdb, e.g. A,B (default: all protein chains).")] = None,
     half: Annotated[bool, typer.Option("--half", help="Store maps as float16 (default float32).")] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """All layers x heads of attention, mapped from BPE tokens to residues, for sequences, pairs or a complex."""
     import numpy as np
@@ -59,7 +60,7 @@ def export_cmd(
         raise ProtlmError("give exactly one input: --fasta FILE, --pair A.fasta B.fasta or --pdb FILE")
     attention_model = AttentionModel(model)  # first: a bad model dir fails before inputs are read
     inputs, extra = [], {}
-    policy = ResiduePolicy()
+    policy = ResiduePolicy(strict=strict)
     if fasta is not None:
         from protlm.io.inference import read_inputs
 
@@ -70,10 +71,15 @@ def export_cmd(
                 (rec.id, seqs, tuple(f"{rec.id}:{k + 1}" for k in range(len(seqs))) if len(seqs) > 1 else (rec.id,))
             )
         _log(report.summary())
+        report.require_used()
     elif pair is not None:
         from protlm.io import read_sequences
 
-        a, b = (list(read_sequences(p, policy)) for p in pair)
+        reports = [SkipReport(str(p)) for p in pair]
+        a, b = (list(read_sequences(p, policy, r)) for p, r in zip(pair, reports, strict=True))
+        for r in reports:
+            _log(r.summary())
+            r.require_used()
         if len(a) != len(b):
             raise ProtlmError(f"--pair: {pair[0]} has {len(a)} records, {pair[1]} has {len(b)}; they pair by order")
         inputs = [(f"{x.id}|{y.id}", (x.seq, y.seq), (x.id, y.id)) for x, y in zip(a, b, strict=True)]
@@ -111,6 +117,7 @@ def sites_cmd(
     from protlm.attention.maps import AttentionModel
     from protlm.attention.sites import analyse
     from protlm.attention.structures import load_structures
+    from protlm.io.atomic import write_json
 
     structures = load_structures(pdb, _log)
     pair = _chains(chains, 2)
@@ -130,7 +137,7 @@ def sites_cmd(
     typer.echo(f"best head over all cases (chosen and scored on the same cases): {best['head']} AUC {best['auc']:.3f}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(out, summary)
         typer.echo(f"results: {out}")
     if report is not None:
         from protlm.attention.report import sites_report
@@ -159,6 +166,7 @@ def contacts_cmd(
     from protlm.attention import contacts as C
     from protlm.attention.maps import AttentionModel
     from protlm.attention.structures import contact_map, read_structure
+    from protlm.io.atomic import write_json
 
     lm = AttentionModel(model)
     reg = C.ContactRegression.load(regression or lm.path)
@@ -181,8 +189,7 @@ def contacts_cmd(
         typer.echo(f"report: {report}")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"structure": st.path, "model": str(model), "scores": note, "chains": results},
-                                  indent=2) + "\n")  # fmt: skip
+        write_json(out, {"structure": st.path, "model": str(model), "scores": note, "chains": results})
         typer.echo(f"results: {out}")
 
 

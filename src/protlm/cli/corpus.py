@@ -68,9 +68,9 @@ def info_cmd(store: Annotated[Path, typer.Argument(help="Corpus store or pair st
 
 
 def _print_summary(out: Path, meta: dict) -> None:
-    rep = meta["skip_report"]
-    skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
-    typer.echo(f"{out}: {rep['read']:,} records read, {rep['used']:,} used, {sum(rep['skipped'].values()):,} skipped"
-               + (f" ({skipped})" if skipped else ""), err=True)  # fmt: skip
+    from protlm.io import SkipReport
+
+    inputs = ", ".join(i["spec"] for i in meta["fingerprint"]["inputs"])  # the skip report names the input files
+    typer.echo(SkipReport.from_dict(inputs, meta["skip_report"]).summary(), err=True)
     typer.echo(f"store {out}: {meta['usable_records']:,} proteins, {meta['tokens']:,} tokens, "
                f"{meta['residues']:,} residues in {meta['shards']:,} shards")  # fmt: skip

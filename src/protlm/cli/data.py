@@ -78,14 +78,14 @@ def tokenizer_stats(
     """Compression report: residues per token, length reduction, share of long sequences, throughput."""
     from protlm.corpora import open_corpus
     from protlm.io import SkipReport
+    from protlm.io.atomic import write_json
     from protlm.tokenization import load_tokenizer
     from protlm.tokenizer_report import compression_report, plot_lengths
 
     tok = load_tokenizer(tokenizer)
     skips = SkipReport(corpus)
     seqs = list(open_corpus(corpus, id_col, seq_col).sequences(residue_policy(strict, max_length), skips))
-    if not seqs:
-        raise ProtlmError(f"{corpus}: no usable sequences")
+    skips.require_used()
     typer.echo(skips.summary(), err=True)
     report, tok_len, res_len = compression_report(tok, seqs)
     typer.echo(f"tokenizer {tokenizer} ({len(tok):,} tokens) on {corpus}")
@@ -96,7 +96,7 @@ def tokenizer_stats(
         )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json(json_out, report.to_dict())
         typer.echo(f"report written to {json_out}")
 
 
@@ -119,6 +119,7 @@ def pairs_build(
     report = build_pairs(
         pairs, sequences, out, split, negatives_per_positive, seed, residue_policy(strict, None), groups
     )
+    typer.echo(report["sequences_read"], err=True)
     typer.echo(report["read"], err=True)
     for reason, n in report["dropped"].items():
         typer.echo(f"dropped {n:,} {reason}", err=True)
@@ -154,6 +155,7 @@ def pairs_build_string(
     report = build_string_pairs(links, sequences, out, min_score, species, negatives_per_positive, split,
                                 tokenizer=tok, max_tokens=max_tokens, seed=seed, memory_limit=memory_limit,
                                 groups=groups, policy=residue_policy(strict, None))  # fmt: skip
+    typer.echo(report["sequences_read"], err=True)
     typer.echo(json.dumps(report, indent=2))
     typer.echo(f"pairs written to {out}", err=True)
 
@@ -175,14 +177,12 @@ def pairs_prepare(
     max_length: MaxLenOpt = None,
 ) -> None:
     """Prepare a pair table once into a pair store: pairs as protein indices, proteins tokenized once."""
+    from protlm.io import SkipReport
     from protlm.store.pairs import prepare_pair_store
 
     meta = prepare_pair_store(table, tokenizer, out, residue_policy(strict, max_length), workers=workers,
                               memory_limit=memory_limit, log=lambda s: typer.echo(s, err=True))  # fmt: skip
-    rep = meta["skip_report"]
-    skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
-    typer.echo(f"{table}: {rep['read']:,} pairs read, {rep['used']:,} used, {sum(rep['skipped'].values()):,} skipped"
-               + (f" ({skipped})" if skipped else ""), err=True)  # fmt: skip
+    typer.echo(SkipReport.from_dict(str(table), meta["skip_report"]).summary(), err=True)
     typer.echo(json.dumps(meta["sizes"]))
     typer.echo(f"pair store {out}: {meta['pairs']:,} pairs of {meta['proteins']:,} proteins")
 

@@ -66,7 +66,8 @@ def embed_cmd(
                 writer.write(emb)
                 bar.update(emb.length)
                 n += 1
-        except BaseException:  # a bad record, an interrupt: no partial file under the final name
+            report.require_used()
+        except BaseException:  # a bad record, an interrupt, no records: no file under the final name
             writer.abort()
             raise
         writer.close()
@@ -107,6 +108,7 @@ def predict_cmd(
     else:
         inputs = list(read_sequences(input, policy, report))
     typer.echo(report.summary(), err=True)
+    report.require_used()
     preds = lm.predict(inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     from protlm.io.atomic import atomic_open

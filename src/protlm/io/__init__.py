@@ -14,7 +14,7 @@ from pathlib import Path
 from protlm.io.fasta import iter_fasta, open_text, write_fasta
 from protlm.io.records import RawRecord, SeqRecord, validated
 from protlm.io.tables import iter_table, iter_table_rows, table_kind
-from protlm.io.validate import ALPHABET, RARE, STANDARD, ResiduePolicy, SkipReport
+from protlm.io.validate import ALPHABET, RARE, STANDARD, ResiduePolicy, SkipReport, looks_nucleotide
 
 FASTA_SUFFIXES = (".fa", ".fasta", ".faa", ".fas", ".fna", ".seq")
 
@@ -31,7 +31,7 @@ def read_sequences(
     seq_col: str = "sequence",
 ) -> Iterator[SeqRecord]:
     """Stream validated records from a FASTA, TSV/CSV or Parquet file (format from the name)."""
-    raw = iter_fasta(path) if is_fasta(path) else iter_table(path, id_col=id_col, seq_col=seq_col)
+    raw = iter_fasta(path, policy.keep()) if is_fasta(path) else iter_table(path, id_col=id_col, seq_col=seq_col)
     return validated(raw, path, policy, report)
 
 
@@ -47,6 +47,7 @@ __all__ = [
     "iter_fasta",
     "iter_table",
     "iter_table_rows",
+    "looks_nucleotide",
     "open_text",
     "read_sequences",
     "table_kind",

@@ -51,37 +51,71 @@ def read_errors(path: str | Path, line: Callable[[], int | None]):
         raise InputError(path, f"malformed table ({e})", line=line()) from None
 
 
-def iter_fasta(path: str | Path) -> Iterator[RawRecord]:
+LINE_PIECE = 1 << 20  # lines are read in pieces of at most this many characters
+MAX_HEADER = LINE_PIECE
+MAX_RECORD = 1 << 26  # 67,108,864 residues: no protein or assembly comes near (titin: 34,350)
+
+
+def iter_fasta(path: str | Path, keep: int | None = None) -> Iterator[RawRecord]:
     """Yield raw FASTA records; header line numbers are 1-based.
 
-    The id is the header's first word; the rest is the description.
+    The id is the header's first word; the rest is the description. Memory stays bounded whatever the
+    file holds: lines are read in pieces, and a record keeps at most `keep` characters (callers that skip
+    sequences over a length pass that length + 1: the rest is read past, never stored). A record over
+    `MAX_RECORD` characters, or a header over `MAX_HEADER`, is an error.
     """
+    keep = MAX_RECORD + 1 if keep is None else min(keep, MAX_RECORD + 1)
     header: str | None = None
-    header_line = 0
+    header_line = kept = 0
     chunks: list[str] = []
     lineno = 0
     with open_text(path) as fh, read_errors(path, lambda: lineno + 1):
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\n").rstrip("\r").strip()
-            if line.startswith(">"):
+        sequence_line = False
+        for lineno, piece, first in _lines(fh, path):
+            line = piece.strip()
+            if not first:  # the rest of a long line: sequence, or a comment's (a header must fit one piece)
+                if not sequence_line:
+                    continue
+            elif line.startswith(">"):
                 if header is not None:
-                    yield _raw(path, header, header_line, chunks)
-                header, header_line, chunks = line[1:].strip(), lineno, []
+                    yield _raw(path, header, header_line, chunks, kept > keep)
+                header, header_line, chunks, kept, sequence_line = line[1:].strip(), lineno, [], 0, False
+                continue
             elif not line or line.startswith(";"):
+                sequence_line = False
                 continue  # blank lines and old-style comments
             elif header is None:
                 raise InputError(path, "sequence data before the first '>' header; not a FASTA file?", line=lineno)
-            else:
-                chunks.append(line)
+            sequence_line = True
+            line = line.replace(" ", "")
+            if kept < keep:
+                chunks.append(line[: keep - kept])
+            kept += len(line)
+            if kept > MAX_RECORD and keep > MAX_RECORD:
+                raise InputError(path, f"a record of over {MAX_RECORD:,} characters: not a protein",
+                                 line=header_line, record=header.partition(" ")[0])  # fmt: skip
     if header is not None:  # the last record: the seed code dropped it
-        yield _raw(path, header, header_line, chunks)
+        yield _raw(path, header, header_line, chunks, kept > keep)
 
 
-def _raw(path: str | Path, header: str, line: int, chunks: list[str]) -> RawRecord:
+def _lines(fh: TextIO, path) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text without its line ending, first piece of its line?); a line longer than
+    `LINE_PIECE` comes as several pieces of one number. A header must fit in one piece."""
+    lineno, first = 0, True
+    while piece := fh.readline(LINE_PIECE):
+        lineno += first
+        ends = piece.endswith("\n")
+        if first and not ends and len(piece) == LINE_PIECE and piece.startswith(">"):
+            raise InputError(path, f"a header line of over {MAX_HEADER:,} characters", line=lineno)
+        yield lineno, piece.rstrip("\n").rstrip("\r"), first
+        first = ends
+
+
+def _raw(path: str | Path, header: str, line: int, chunks: list[str], truncated: bool) -> RawRecord:
     if not header:
         raise InputError(path, "empty FASTA header '>' (no record id)", line=line)
     rid, _, description = header.partition(" ")
-    return RawRecord(id=rid, seq="".join(chunks).replace(" ", ""), line=line, description=description.strip())
+    return RawRecord(id=rid, seq="".join(chunks), line=line, description=description.strip(), truncated=truncated)
 
 
 def write_fasta(records: Iterable[SeqRecord], path: str | Path, width: int = 60) -> int:

@@ -49,13 +49,18 @@ def raw_chains(path, policy: ResiduePolicy, report: SkipReport, id_col: str = "i
     """(raw record, validated chains) of a FASTA or table; a record without ':' is one chain.
     Duplicate ids and empty records are skipped and counted; every record is counted as read."""
     seen: set[str] = set()
-    raw = iter_fasta(path) if is_fasta(path) else iter_table(path, id_col=id_col, seq_col=seq_col)
+    raw = iter_fasta(path, policy.keep(chains=True)) if is_fasta(path) else iter_table(path, id_col, seq_col)
     for rec in raw:
         report.n_read += 1
         if rec.id in seen:
             report.skip("duplicate id", rec.id, rec.line)
+        elif rec.truncated:
+            seen.add(rec.id)
+            report.skip(f"longer than {policy.max_length} residues", rec.id, rec.line)
         elif not rec.seq.strip():
             report.skip("empty sequence", rec.id, rec.line)
         else:
             seen.add(rec.id)
-            yield rec, split_chains(rec.seq, policy, path, rec.line, rec.id)
+            chains = split_chains(rec.seq, policy, path, rec.line, rec.id)
+            report.note(rec.seq, rec.id, rec.line)
+            yield rec, chains

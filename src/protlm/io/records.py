@@ -12,12 +12,14 @@ from protlm.io.validate import ResiduePolicy, SkipReport
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """A record as read from a file, before validation. `line` is 1-based (header or row)."""
+    """A record as read from a file, before validation. `line` is 1-based (header or row). `truncated`:
+    the reader kept only the start of a sequence longer than the caller's length limit."""
 
     id: str
     seq: str
     line: int
     description: str = ""
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,9 @@ def validated(
             report.skip("duplicate id", rec.id, rec.line)
             continue
         seen.add(rec.id)
+        if rec.truncated:
+            report.skip(f"longer than {policy.max_length} residues", rec.id, rec.line)
+            continue
         try:
             seq = policy.clean(rec.seq)
         except ValueError as e:
@@ -54,6 +59,7 @@ def validated(
         if not seq:
             report.skip("empty sequence", rec.id, rec.line)
             continue
+        report.note(rec.seq, rec.id, rec.line)
         if policy.max_length is not None and len(seq) > policy.max_length:
             report.skip(f"longer than {policy.max_length} residues", rec.id, rec.line)
             continue

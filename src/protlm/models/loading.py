@@ -64,13 +64,14 @@ def model_dir(path: str | Path) -> Path:
 
 def load_config(path: str | Path):
     """The HF config of a model directory."""
+    from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
 
     path = model_dir(path)
     model_type = read_json_object(path / "config.json").get("model_type")
     try:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
-    except (ValueError, KeyError, TypeError) as e:  # unknown model_type, or fields of the wrong type
+    except (ValueError, KeyError, TypeError, StrictDataclassError) as e:  # unknown model_type, fields of wrong type
         raise ProtlmError(f"{path / 'config.json'}: not a config transformers can load (model_type "
                           f"{model_type!r}: {str(e).splitlines()[0][:160]})") from None  # fmt: skip
 
@@ -79,11 +80,15 @@ def load_safetensors_model(model_cls, path: str | Path, **kwargs):
     """`model_cls.from_pretrained(path)` from safetensors weights only, never remote code.
 
     SDPA attention by default, except for Longformer (its own sliding-window kernel)."""
+    from safetensors import SafetensorError
+
+    from protlm.progress import no_hf_bars
+
     path = model_dir(path)
     model_type = read_json_object(path / "config.json").get("model_type")
     attention = {} if model_type == "longformer" else {"attn_implementation": "sdpa"}
-    from protlm.progress import no_hf_bars
-
+    if "config" not in kwargs:
+        load_config(path)  # a damaged config.json is named as such
     try:
         with no_hf_bars():  # no "Loading weights" bar per model load
             return model_cls.from_pretrained(
@@ -98,6 +103,8 @@ def load_safetensors_model(model_cls, path: str | Path, **kwargs):
         raise ProtlmError(
             f"{path / 'config.json'}: cannot build a model from it ({str(e).splitlines()[0][:160]})"
         ) from None
+    except SafetensorError as e:  # a truncated or corrupt weights file
+        raise ProtlmError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(e)[:160]})") from None
 
 
 def check_backbone(config, path) -> str:
@@ -146,6 +153,8 @@ class ModelDir:
     def tokenizer(self):
         from protlm.tokenization import load_tokenizer
 
+        if (self.path / "config.json").is_file():
+            load_config(self.path)  # transformers reads it too: a damaged one is named as such, first
         return load_tokenizer(self.path)
 
     def encoder(self, **kwargs):

@@ -9,12 +9,12 @@ model computes exactly what the RoBERTa computed (tested); longer inputs then tr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import write_json
 from protlm.models.loading import load_safetensors_model
 from protlm.models.presets import POSITION_OFFSET
 from protlm.tokenization import load_tokenizer
@@ -120,7 +120,7 @@ def convert_roberta_to_longformer(
     tokenizer.save_pretrained(out)
     info = {"source": str(source), "max_length": max_length, "attention": "longformer", "window": window,
             "source_max_tokens": len(old) - POSITION_OFFSET, "global_separators": global_separators}  # fmt: skip
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_json(out / INFO_FILE, info)
     return out
 
 
@@ -148,5 +148,5 @@ def _extend_roberta(roberta, tokenizer, source: Path, out: Path, max_length: int
     tokenizer.hf.model_max_length = max_length
     tokenizer.save_pretrained(out)
     info = {"source": str(source), "max_length": max_length, "attention": "dense", "source_max_tokens": len(old) - 2}
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    write_json(out / INFO_FILE, info)
     return out

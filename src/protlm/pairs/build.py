@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from importlib import resources
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
+from protlm.io.atomic import write_json
 from protlm.pairs.generic import read_id_pairs
 from protlm.pairs.splits import sample_negatives, split_pairs
 from protlm.pairs.table import SPLITS, Pair, read_pairs, write_pairs
@@ -37,8 +37,9 @@ def build_pairs(
 
     `groups`: TSV `representative<TAB>member` (mmseqs cluster.tsv) kept on one side of a strict split.
     """
-    report = SkipReport(str(pairs_path))
-    positives = [p for p in read_id_pairs(pairs_path, sequences_path, policy, report) if p.label == 1]
+    report, seq_report = SkipReport(str(pairs_path)), SkipReport(str(sequences_path))
+    positives = [p for p in read_id_pairs(pairs_path, sequences_path, policy, report, seq_report=seq_report)
+                 if p.label == 1]  # fmt: skip
     if not positives:
         raise ProtlmError(f"{pairs_path}: no usable positive pairs ({report.summary()})")
     group_map = read_groups(groups) if groups else None
@@ -49,6 +50,7 @@ def build_pairs(
     result = {
         "source": {"pairs": str(pairs_path), "sequences": str(sequences_path)},
         "read": report.summary(),
+        "sequences_read": seq_report.summary(),
         "skip_examples": report.examples,
         "split": split,
         "dropped": dict(dropped),
@@ -63,7 +65,7 @@ def build_pairs(
         "negative_rule": "random pairs of proteins of the same split, never a known positive, never a self-pair",
         "seed": seed,
     }
-    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "report.json", result)
     return result
 
 

@@ -16,13 +16,19 @@ from protlm.pairs.table import Pair
 
 
 def load_sequences(
-    path: str | Path, wanted: set[str] | None = None, policy: ResiduePolicy = ResiduePolicy()
+    path: str | Path,
+    wanted: set[str] | None = None,
+    policy: ResiduePolicy = ResiduePolicy(),
+    report: SkipReport | None = None,
 ) -> dict[str, str]:
-    """id -> sequence from FASTA/TSV/Parquet, keeping only `wanted` ids when given."""
+    """id -> sequence from FASTA/TSV/Parquet, keeping only `wanted` ids when given; a file without a usable
+    record is an error."""
     out = {}
-    for rec in read_sequences(path, policy):
+    report = report if report is not None else SkipReport(str(path))
+    for rec in read_sequences(path, policy, report):
         if wanted is None or rec.id in wanted:
             out[rec.id] = rec.seq
+    report.require_used()
     return out
 
 
@@ -34,13 +40,15 @@ def read_id_pairs(
     id_a: str = "id_a",
     id_b: str = "id_b",
     label_col: str | None = None,
+    seq_report: SkipReport | None = None,
 ) -> Iterator[Pair]:
-    """Pairs (split 'train' until a splitter assigns one) with sequences looked up by id."""
+    """Pairs (split 'train' until a splitter assigns one) with sequences looked up by id; `seq_report` counts
+    the sequence file's records."""
     report = report if report is not None else SkipReport(str(pairs_path))
     columns = [id_a, id_b] + ([label_col] if label_col else [])
     rows = list(iter_table_rows(pairs_path, columns))
     wanted = {r[c] for _, r in rows for c in (id_a, id_b)}
-    seqs = load_sequences(sequences_path, wanted, policy)
+    seqs = load_sequences(sequences_path, wanted, policy, seq_report)
     seen: set[tuple[str, str]] = set()
     for line, row in rows:
         report.n_read += 1

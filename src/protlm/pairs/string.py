@@ -38,7 +38,7 @@ import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.hashing import sql_unit
-from protlm.io import ResiduePolicy, open_text, read_sequences
+from protlm.io import ResiduePolicy, SkipReport, open_text, read_sequences
 from protlm.io.duck import check_memory_limit, connect, write_parquet
 
 OVERSAMPLE = 4  # candidate partners drawn per wanted negative before rejection
@@ -141,17 +141,21 @@ def _load_links(con, links: Path, header: list[str], opts: StringOptions) -> Non
 
 def _load_proteins(
     con, sequences, groups: Path | None, tokenizer, policy: ResiduePolicy, opts: StringOptions
-) -> tuple[int, int]:
+) -> tuple[int, int, SkipReport]:
     """`prot`: id, sequence, token count, organism and split of each protein in a positive; returns
-    (proteins with a sequence, proteins in the positives)."""
+    (proteins with a sequence, proteins in the positives, the sequence file's skip report)."""
     import pyarrow as pa
 
     wanted = {r[0] for r in con.execute("SELECT a FROM pos UNION SELECT b FROM pos").fetchall()}
     ids, seqs = [], []
-    for rec in read_sequences(sequences, policy):
+    report = SkipReport(str(sequences))
+    for rec in read_sequences(sequences, policy, report):
         if rec.id in wanted:
             ids.append(rec.id)
             seqs.append(rec.seq)
+    report.require_used()
+    if not ids:
+        raise InputError(sequences, f"no sequence for any of the {len(wanted):,} proteins in the positive pairs")
     con.register("prot_tbl", pa.table({"id": ids, "seq": seqs, "ntok": _token_lengths(tokenizer, seqs)}))
     if groups:
         con.execute(
@@ -173,7 +177,7 @@ def _load_proteins(
         {"seed": str(opts.seed), "train": cut_train, "dev": cut_dev},
     )
     con.unregister("prot_tbl")
-    return len(ids), len(wanted)
+    return len(ids), len(wanted), report
 
 
 def _keep_positives(con, opts: StringOptions, overhead: int) -> None:
@@ -310,7 +314,8 @@ def _build(
     if report["positives_at_threshold"] == 0:
         for_species = f" for species {opts.species}" if opts.species else ""
         raise ProtlmError(f"{links}: no pairs with combined_score >= {opts.min_score}{for_species}")
-    with_seq, wanted = _load_proteins(con, sequences, groups, tokenizer, policy, opts)
+    with_seq, wanted, read = _load_proteins(con, sequences, groups, tokenizer, policy, opts)
+    report["sequences_read"] = read.summary()
     report["proteins_without_sequence"] = wanted - with_seq
     report["positives_missing_sequence"] = con.execute(
         "SELECT count(*) FROM pos WHERE a NOT IN (SELECT id FROM prot) OR b NOT IN (SELECT id FROM prot)"

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protlm.errors import InputError
-from protlm.io import ResiduePolicy, SkipReport, iter_table_rows
+from protlm.io import ResiduePolicy, SkipReport, iter_table_rows, looks_nucleotide
+from protlm.io.atomic import atomic_open
 from protlm.io.tables import table_header
 
 PAIR_COLUMNS = ("id_a", "id_b", "seq_a", "seq_b", "label", "split")
@@ -70,6 +71,7 @@ def read_pairs(
             report.skip("duplicate pair", rid, line)
         else:
             seen.add(key)
+            report.note(row["seq_a"] if looks_nucleotide(row["seq_a"]) else row["seq_b"], rid, line)
             report.n_used += 1
             yield Pair(row["id_a"], row["id_b"], seq_a, seq_b, int(label in ("1", "1.0", "True", "true")), split)
 
@@ -81,10 +83,13 @@ def write_pairs(pairs: Iterable[Pair], path: str | Path) -> int:
     df = pd.DataFrame([_asdict(p) for p in pairs], columns=list(PAIR_COLUMNS))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.name.endswith((".tsv", ".tsv.gz")):
-        df.to_csv(path, sep="\t", index=False)
-    else:
-        df.to_parquet(path, index=False)
+    with atomic_open(path, "wb") as fh:
+        if path.name.endswith(".tsv.gz"):
+            df.to_csv(fh, sep="\t", index=False, compression="gzip")
+        elif path.name.endswith(".tsv"):
+            df.to_csv(fh, sep="\t", index=False)
+        else:
+            df.to_parquet(fh, index=False)
     return len(df)
 
 

@@ -19,15 +19,16 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
+from protlm.io.atomic import write_json
 from protlm.io.hf_dirs import read_json_object
-from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir, write_json_atomic
+from protlm.io.lock import build_lock
+from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir
 
 ASM_FORMAT = "protlm-assembly-store"
 ASM_VERSION = 1
@@ -68,7 +69,7 @@ def assembly_fingerprint(spec, sequences, tokenizer_sha: str, vocab: int, policy
         if not f.is_file():
             raise InputError(f, "file not found")
     return {"format": ASM_FORMAT, "version": ASM_VERSION, "tokenizer_sha256": tokenizer_sha, "vocab_size": vocab,
-            "policy": asdict(policy), "inputs": _identity(files)}  # fmt: skip
+            "policy": policy.identity(), "inputs": _identity(files)}  # fmt: skip
 
 
 def prepare_assembly_store(
@@ -81,7 +82,13 @@ def prepare_assembly_store(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Build the assembly store of `spec` into `out` (renamed into place when complete); returns
-    assemblies.json. An existing store of the same fingerprint is kept; one of another is an error."""
+    assemblies.json. An existing store of the same fingerprint is kept; one of another is an error.
+    Two processes building one store take turns: the later one finds it built."""
+    with build_lock(Path(out), log):
+        return _prepare_assembly_store(spec, sequences, tokenizer_dir, out, policy, workers, log)
+
+
+def _prepare_assembly_store(spec, sequences, tokenizer_dir, out, policy, workers, log) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -112,6 +119,7 @@ def prepare_assembly_store(
         names.extend(asm.member_ids)
     if not sizes:
         shutil.rmtree(tmp, ignore_errors=True)
+        report.require_used()
         raise InputError(spec, f"no usable assemblies ({report.summary()})")
     ids = sorted(seqs)
     table = tmp / ".work" / "proteins.parquet"
@@ -136,9 +144,8 @@ def prepare_assembly_store(
     np.save(tmp / "members.npy", members.astype(dtype), allow_pickle=False)
     np.save(tmp / "offsets.npy", offsets, allow_pickle=False)
     result = {"format": ASM_FORMAT, "version": ASM_VERSION, "fingerprint": meta, "assemblies": len(offsets) - 1,
-              "proteins": len(proteins), "skip_report": {"read": report.n_read, "used": report.n_used,
-              "skipped": dict(report.skipped), "examples": report.examples}}  # fmt: skip
-    write_json_atomic(tmp / "assemblies.json", result)
+              "proteins": len(proteins), "skip_report": report.as_dict()}  # fmt: skip
+    write_json(tmp / "assemblies.json", result)
     publish(tmp, out)
     return result
 

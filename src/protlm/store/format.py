@@ -48,12 +48,6 @@ def shard_name(k: int) -> str:
     return f"{k:05d}"
 
 
-def write_json_atomic(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def cache_path(kind: str, fingerprint: dict, cache_dir: str | Path | None) -> Path:
     """`cache_dir/<kind>-<key>`, the key a hash of the fingerprint: where a spec is prepared once."""
     import hashlib

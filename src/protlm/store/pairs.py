@@ -26,17 +26,19 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy
+from protlm.io.atomic import write_json
 from protlm.io.hf_dirs import read_json_object
+from protlm.io.lock import build_lock
 from protlm.io.tables import table_header, table_kind
+from protlm.io.validate import NUCLEOTIDE_PATTERN
 from protlm.pairs.table import PAIR_COLUMNS, SPLITS
-from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir, write_json_atomic
+from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir
 
 PAIR_FORMAT = "protlm-pair-store"
 PAIR_VERSION = 1
@@ -99,7 +101,7 @@ def pair_table_files(spec: str | Path) -> list[Path]:
 def pair_fingerprint(files: list[Path], tokenizer_sha: str, vocab: int, policy: ResiduePolicy) -> dict:
     ident = [{"path": str(f), "bytes": f.stat().st_size, "mtime_ns": f.stat().st_mtime_ns} for f in files]
     return {"format": PAIR_FORMAT, "version": PAIR_VERSION, "tokenizer_sha256": tokenizer_sha, "vocab_size": vocab,
-            "policy": asdict(policy), "inputs": ident}  # fmt: skip
+            "policy": policy.identity(), "inputs": ident}  # fmt: skip
 
 
 def _tsv_to_parquet(path: Path, out: Path, columns: list[str]) -> Path:
@@ -160,9 +162,10 @@ def _first_bad_row(con, files: list[Path], scan: str, params: dict, policy: Resi
     row = con.execute(
         f"""SELECT file, line, id_a, id_b, seq_a, seq_b, label, split FROM ({scan})
         WHERE NOT regexp_full_match(seq_a, $pattern) OR NOT regexp_full_match(seq_b, $pattern)
+              OR ($strict AND (regexp_full_match(seq_a, $nucleotide) OR regexp_full_match(seq_b, $nucleotide)))
               OR label NOT IN ({labels}) OR split NOT IN ({splits})
         ORDER BY file, line LIMIT 1""",
-        params | {"pattern": policy.pattern()},
+        params | {"pattern": policy.pattern(), "strict": policy.strict, "nucleotide": NUCLEOTIDE_PATTERN},
     ).fetchall()
     if not row:
         return
@@ -188,14 +191,15 @@ def _load_rows(con, files: list[Path], work: Path, policy: ResiduePolicy) -> Non
         SELECT file, line, id_a, id_b, {policy.sql_clean("seq_a")} AS seq_a, {policy.sql_clean("seq_b")} AS seq_b,
                CAST(label IN ({labels_1}) AS UTINYINT) AS label,
                CAST(CASE split WHEN 'dev' THEN 1 WHEN 'test' THEN 2 ELSE 0 END AS UTINYINT) AS split,
-               CASE WHEN seq_a = '' OR seq_b = '' THEN 'empty sequence' WHEN id_a = id_b THEN 'self-pair' END AS skip
+               CASE WHEN seq_a = '' OR seq_b = '' THEN 'empty sequence' WHEN id_a = id_b THEN 'self-pair' END AS skip,
+               regexp_full_match(seq_a, $nucleotide) OR regexp_full_match(seq_b, $nucleotide) AS nucleotide
         FROM ({scan})""",
-        params,
+        params | {"nucleotide": NUCLEOTIDE_PATTERN},
     )
     # A later copy of an unordered pair is a duplicate (only among rows not skipped already, as read_pairs).
     con.execute("""
         CREATE TABLE rows AS
-        SELECT file, line, id_a, id_b, seq_a, seq_b, label, split,
+        SELECT file, line, id_a, id_b, seq_a, seq_b, label, split, nucleotide,
                CASE WHEN skip IS NULL AND row_number() OVER (
                         PARTITION BY skip IS NULL, least(id_a, id_b), greatest(id_a, id_b) ORDER BY file, line) > 1
                     THEN 'duplicate pair' ELSE skip END AS skip
@@ -229,7 +233,13 @@ def _skip_report(con, files: list[Path]) -> dict:
     ).fetchall()
     name = (lambda k: f"{files[k].name} ") if len(files) > 1 else (lambda k: "")
     examples = [f"{name(k)}line {line} (record {a}|{b}): {why}" for k, line, a, b, why in head]
-    return {"read": int(read), "used": int(read) - sum(counts.values()), "skipped": counts, "examples": examples}
+    nucleotide = con.execute(
+        "SELECT file, line, id_a, id_b, count(*) OVER () FROM rows WHERE skip IS NULL AND nucleotide "
+        "ORDER BY file, line LIMIT 1"
+    ).fetchall()
+    first = [f"{name(k)}line {line} (record {a}|{b})" for k, line, a, b, _ in nucleotide]
+    return {"read": int(read), "used": int(read) - sum(counts.values()), "skipped": counts, "examples": examples,
+            "nucleotide": int(nucleotide[0][4]) if nucleotide else 0, "nucleotide_first": "".join(first)}  # fmt: skip
 
 
 def _register_store_ids(con, proteins: TokenStore) -> None:
@@ -302,7 +312,13 @@ def prepare_pair_store(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Build the pair store of a pair table into `out` (renamed into place when complete); returns
-    pairs.json. An existing store of the same fingerprint is kept; one of another is an error."""
+    pairs.json. An existing store of the same fingerprint is kept; one of another is an error.
+    Two processes building one store take turns: the later one finds it built."""
+    with build_lock(Path(out), log):
+        return _prepare_pair_store(spec, tokenizer_dir, out, policy, workers, memory_limit, log)
+
+
+def _prepare_pair_store(spec, tokenizer_dir, out, policy, workers, memory_limit, log) -> dict:
     from protlm.io.duck import check_memory_limit, connect
     from protlm.store.prepare import Inputs, prepare_store, tokenizer_fingerprint
 
@@ -349,7 +365,7 @@ def prepare_pair_store(
     result = {"format": PAIR_FORMAT, "version": PAIR_VERSION, "fingerprint": meta, "pairs": counts["pairs"],
               "proteins": len(proteins), "known_binding_pairs": counts["known"], "sizes": counts["sizes"],
               "skip_report": report}  # fmt: skip
-    write_json_atomic(tmp / "pairs.json", result)
+    write_json(tmp / "pairs.json", result)
     publish(tmp, out)
     return result
 

@@ -27,7 +27,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,13 +35,14 @@ import numpy as np
 from protlm.errors import InputError, ProtlmError
 from protlm.hashing import holdout_keys
 from protlm.io import RawRecord, ResiduePolicy, SkipReport
+from protlm.io.atomic import write_json
 from protlm.io.hf_dirs import read_json_object
+from protlm.io.lock import build_lock
 from protlm.store.format import (
     FORMAT,
     VERSION,
     read_shard_meta,
     shard_name,
-    write_json_atomic,
     write_shard,
 )
 
@@ -85,8 +86,9 @@ class Inputs:
                 ident.append({"spec": str(Path(spec).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
         return ident
 
-    def raw_records(self) -> Iterator[tuple[str, RawRecord]]:
-        """(source name, raw record) for every record of every input, in order (no validation yet)."""
+    def raw_records(self, keep: int | None = None) -> Iterator[tuple[str, RawRecord]]:
+        """(source name, raw record) for every record of every input, in order (no validation yet); FASTA
+        sequences longer than `keep` characters are cut short and flagged (see `iter_fasta`)."""
         from protlm.corpora import DEFAULT_SCL_SPLIT, load_scl2205
         from protlm.io import is_fasta, iter_fasta, iter_table
 
@@ -96,7 +98,7 @@ class Inputs:
                 source = f"{spec} (scldata/data/scl2205.csv)"
                 yield from ((source, RawRecord(e.id, e.seq, line=e.index + 2)) for e in entries)
             else:
-                raw = iter_fasta(spec) if is_fasta(spec) else iter_table(spec, id_col=self.id_col, seq_col=self.seq_col)
+                raw = iter_fasta(spec, keep) if is_fasta(spec) else iter_table(spec, self.id_col, self.seq_col)
                 yield from ((spec, r) for r in raw)
 
 
@@ -128,7 +130,7 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> tuple[str, str, int]:
 
 def fingerprint(inputs: Inputs, tokenizer_sha: str, vocab: int, policy: ResiduePolicy, shard_size: int) -> dict:
     return {"format": FORMAT, "version": VERSION, "tokenizer_sha256": tokenizer_sha, "vocab_size": vocab,
-            "policy": asdict(policy), "shard_size": shard_size, "inputs": inputs.identity(),
+            "policy": policy.identity(), "shard_size": shard_size, "inputs": inputs.identity(),
             "id_col": inputs.id_col, "seq_col": inputs.seq_col}  # fmt: skip
 
 
@@ -181,7 +183,7 @@ def _tokenize(seqs: list[str], dtype, batch: int = 4096) -> tuple[np.ndarray, np
     return (np.concatenate(parts) if parts else np.zeros(0, dtype)), offsets
 
 
-def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], policy: ResiduePolicy, meta: dict,
+def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str | None]], policy: ResiduePolicy, meta: dict,
                 vocab: int) -> dict:  # fmt: skip
     """Validate, tokenize and write shard k; returns its metadata (or {'error': message})."""
     report = SkipReport("")
@@ -192,8 +194,11 @@ def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], polic
             report.skip("duplicate id", pid, line)
             continue
         seen.add(pid)
+        if seq is None:  # cut short by the reader: over the length limit
+            report.skip(f"longer than {policy.max_length} residues", pid, line)
+            continue
         try:
-            seq = policy.clean(seq)
+            seq = policy.clean(raw := seq)
         except ValueError as e:
             return {"error": str(InputError(source, str(e), line=line, record=pid))}
         if not seq:
@@ -202,6 +207,7 @@ def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], polic
         if policy.max_length is not None and len(seq) > policy.max_length:
             report.skip(f"longer than {policy.max_length} residues", pid, line)
             continue
+        report.note(raw, pid, line)
         report.n_used += 1
         ids.append(pid)
         seqs.append(seq)
@@ -217,8 +223,8 @@ def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], polic
         "id_offsets": id_offsets,
     }  # fmt: skip
     shard_meta = {"index": k, "records_read": report.n_read, "records": len(ids), "tokens": int(offsets[-1]),
-                  "residues": int(arrays["residues"].sum()), "skipped": dict(report.skipped),
-                  "examples": report.examples, "fingerprint": meta}  # fmt: skip
+                  "residues": int(arrays["residues"].sum()), "skip_report": report.as_dict(),
+                  "fingerprint": meta}  # fmt: skip
     write_shard(Path(root), k, arrays, shard_meta)
     return shard_meta
 
@@ -226,10 +232,11 @@ def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str]], polic
 # ----------------------------------------------------------------------------- prepare
 
 
-def _chunks(inputs: Inputs, size: int) -> Iterator[list[tuple[str, str, int, str]]]:
-    chunk: list[tuple[str, str, int, str]] = []
-    for source, r in inputs.raw_records():
-        chunk.append((source, r.id, r.line, r.seq))
+def _chunks(inputs: Inputs, size: int, keep: int | None) -> Iterator[list[tuple[str, str, int, str | None]]]:
+    """Raw records in chunks of `size`; a sequence the reader cut short (over the length limit) is None."""
+    chunk: list[tuple[str, str, int, str | None]] = []
+    for source, r in inputs.raw_records(keep):
+        chunk.append((source, r.id, r.line, None if r.truncated else r.seq))
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -238,11 +245,15 @@ def _chunks(inputs: Inputs, size: int) -> Iterator[list[tuple[str, str, int, str
 
 
 def _check_fingerprint(out: Path, meta: dict) -> None:
-    """A store directory belongs to one fingerprint: another tokenizer or input is an error, never a rebuild."""
+    """A store directory belongs to one fingerprint: another tokenizer or input is an error, never a rebuild
+    (unless no shard was finished under the old one, as after an input error: then nothing is lost)."""
     f = out / "prepare.json"
     if out.exists() and not out.is_dir():
         raise ProtlmError(f"{out}: exists and is not a directory; --out names the store directory")
-    if f.is_file():
+    shards = out / "shards"
+    if f.is_file() and not (shards.is_dir() and any(not p.name.startswith(".") for p in shards.iterdir())):
+        write_json(f, meta)
+    elif f.is_file():
         old = read_json_object(f)
         if old != meta:
             what = [k for k in meta if old.get(k) != meta[k]]
@@ -252,7 +263,7 @@ def _check_fingerprint(out: Path, meta: dict) -> None:
         raise ProtlmError(f"{out}: exists and is not a corpus store; give an empty or new directory")
     else:
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(f, meta)
+        write_json(f, meta)
 
 
 def prepare_store(
@@ -266,7 +277,15 @@ def prepare_store(
     log: Callable[[str], None] = lambda s: None,
 ) -> dict:
     """Prepare the chunks k % N == I of `inputs` into `out` (all of them by default) and, when this run
-    covers every chunk, index the store. Returns {'shards_written', 'shards_kept', 'chunks', 'indexed'}."""
+    covers every chunk, index the store. Returns {'shards_written', 'shards_kept', 'chunks', 'indexed'}.
+    Two processes preparing the same part of one store take turns: the later one keeps every shard."""
+    out = Path(out)
+    part = out if shard[1] == 1 else out.with_name(f"{out.name}.part-{shard[0]}-of-{shard[1]}")
+    with build_lock(part, log):
+        return _prepare_store(inputs, tokenizer_dir, out, policy, workers, shard, shard_size, log)
+
+
+def _prepare_store(inputs, tokenizer_dir, out: Path, policy, workers, shard, shard_size, log) -> dict:
     part, n_parts = shard
     if not (n_parts >= 1 and 0 <= part < n_parts):
         raise ProtlmError(f"--shard {part}/{n_parts}: give I/N with 0 <= I < N")
@@ -276,6 +295,10 @@ def prepare_store(
     tok_json, tok_sha, vocab = tokenizer_fingerprint(tokenizer_dir)
     meta = fingerprint(inputs, tok_sha, vocab, policy, shard_size)
     _check_fingerprint(out, meta)
+    done = read_json_object(out / "store.json") if (out / "store.json").is_file() else {}
+    if n_parts == 1 and done.get("fingerprint") == meta:  # finished already (by an earlier or a concurrent run)
+        return {"shards_written": 0, "shards_kept": done["shards"], "chunks": done["shards"], "indexed": True,
+                "index": done}  # fmt: skip
     for tmp in (out / "shards").glob(".*.tmp-*") if (out / "shards").is_dir() else ():
         shutil.rmtree(tmp, ignore_errors=True)  # half-written shards of a killed run never count
     written = kept = chunks = 0
@@ -283,7 +306,7 @@ def prepare_store(
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(tok_json,)) as pool:
         pending: deque[Future] = deque()
-        for k, chunk in enumerate(_chunks(inputs, shard_size)):
+        for k, chunk in enumerate(_chunks(inputs, shard_size, policy.keep())):
             chunks += 1
             if k % n_parts != part:
                 continue
@@ -297,9 +320,9 @@ def prepare_store(
         while pending:
             written += _collect(pending.popleft(), log)
     if chunks == 0:
-        raise InputError(", ".join(inputs.specs), "no records: the corpus is empty")
+        raise InputError(", ".join(inputs.specs), "no records (an empty file?)")
     (out / "parts").mkdir(exist_ok=True)
-    write_json_atomic(out / "parts" / f"part-{part}-of-{n_parts}.json", {"chunks": chunks, "fingerprint": meta})
+    write_json(out / "parts" / f"part-{part}-of-{n_parts}.json", {"chunks": chunks, "fingerprint": meta})
     result = {"chunks": chunks, "shards_written": written, "shards_kept": kept, "indexed": False}
     if n_parts == 1:
         result["index"] = index_store(out)
@@ -361,10 +384,7 @@ def index_store(out: str | Path) -> dict:
     del hashes
     report = SkipReport("")
     for m in shard_metas:
-        report.n_read += m["records_read"]
-        report.n_used += m["records"]
-        report.skipped.update(m["skipped"])
-        report.examples.extend(m["examples"][: max(0, report.max_examples - len(report.examples))])
+        report.merge(SkipReport.from_dict("", m["skip_report"]))
     if len(duplicates):
         report.skipped["duplicate id"] += len(duplicates)
         report.n_used -= len(duplicates)
@@ -377,9 +397,8 @@ def index_store(out: str | Path) -> dict:
              "records": int(starts[-1]), "usable_records": int(starts[-1]) - len(duplicates),
              "tokens": int(sum(m["tokens"] for m in shard_metas)),
              "residues": int(sum(m["residues"] for m in shard_metas)),
-             "skip_report": {"read": report.n_read, "used": report.n_used, "skipped": dict(report.skipped),
-                             "examples": report.examples}}  # fmt: skip
-    write_json_atomic(out / "store.json", store)
+             "skip_report": report.as_dict()}  # fmt: skip
+    write_json(out / "store.json", store)
     return store
 
 

@@ -19,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 from protlm.errors import ProtlmError
 from protlm.io import STANDARD
+from protlm.io.atomic import write_json
 from protlm.tasks.data import IGNORE, Example
 
 _AA = {c: i for i, c in enumerate(STANDARD)}
@@ -117,7 +118,7 @@ class Baseline:
             {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}, path / "baseline.safetensors"
         )
         meta = {"kind": self.kind, "n_classes": self.n_classes, "symmetric": self.symmetric}
-        (path / "protlm_task.json").write_text(json.dumps({**info, "baseline": meta}, indent=2) + "\n")
+        write_json(path / "protlm_task.json", {**info, "baseline": meta})
 
     @classmethod
     def load(cls, path: Path) -> Baseline:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import write_json
 from protlm.io.hf_dirs import read_json_object
 from protlm.models.loading import TASK_FILE, model_max_tokens, open_model
 from protlm.tasks import metrics as M
@@ -14,7 +15,7 @@ from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import build_taskset
 from protlm.tasks.data import TaskData
 from protlm.tasks.predict import predict
-from protlm.tasks.report import plot_confusion, plot_curves, write_json, write_predictions
+from protlm.tasks.report import plot_confusion, plot_curves, write_predictions
 from protlm.tasks.table import get_task, load_task_data
 
 

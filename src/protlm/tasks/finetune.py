@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import write_json
+from protlm.io.lock import run_lock
 from protlm.models import model_max_tokens
 from protlm.models.loading import TASK_FILE, open_model, quiet_hf
 from protlm.models.lora import configure, head_prefixes, load_lora_checkpoint
@@ -33,7 +35,6 @@ from protlm.tasks.data import TaskData, subsample
 from protlm.tasks.evaluate import evaluate_model, load_finetuned
 from protlm.tasks.model import task_model_class
 from protlm.tasks.predict import predict
-from protlm.tasks.report import write_json
 from protlm.tasks.table import TaskSpec, get_task, load_task_data
 from protlm.tokenization import load_tokenizer
 from protlm.train.checkpoint import checkpoints
@@ -275,15 +276,25 @@ def train_one(
 
 def finetune(cfg: FinetuneConfig, log: Callable[[str], None] = print) -> dict:
     """Train and evaluate every seed into `out/seed-K`; write `out/summary.json` (mean +- std)."""
+    with run_lock(cfg.out, "finetune"):  # one run per --out
+        return _finetune(cfg, log)
+
+
+def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
     spec = get_task(cfg.task)
     data = load_task_data(spec, cfg.data, cfg.split_seed, cfg.strict, cfg.background, cfg.sequences)
     for r in data.reports:
         log(r.summary())
     log(f"{spec.name} splits: " + ", ".join(f"{k} {len(v):,}" for k, v in data.splits.items()))
-    if not data.split("train"):
-        raise ProtlmError(f"{data.source}: the training split is empty")
+    for r in data.reports:
+        if not r.n_read:
+            r.require_used()  # an empty file
+    empty = [name for name in data.splits if not data.split(name)]
+    if empty:
+        sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits.items())
+        raise ProtlmError(f"{data.source}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
+                          f"empty ({sizes}); every split needs examples to train and score")  # fmt: skip
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "data_summary.json", data.summary())
     per_seed = {}
     for seed in cfg.seeds:

@@ -52,9 +52,11 @@ class Collector:
 
     def clean(self, seq: str, line: int | None, record: str) -> str:
         try:
-            return self.policy.clean(seq.strip())
+            cleaned = self.policy.clean(seq.strip())
         except ValueError as e:
             raise InputError(self.path, str(e), line=line, record=record) from None
+        self.report.note(seq.strip(), record, line)
+        return cleaned
 
     def keep(self, rid: str, parts: tuple[str, ...], line: int | None) -> bool:
         """Count a record; False (skipped, with the reason) when empty, duplicate or too long."""

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from protlm.io.atomic import atomic_open
+from protlm.io.atomic import atomic_open, save_figure
 
 
 def plot_confusion(y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> Path:
@@ -46,7 +45,7 @@ def plot_confusion(y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...], pat
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
     return path
 
@@ -79,7 +78,7 @@ def plot_curves(y: np.ndarray, prob: np.ndarray, out: Path, stem: str, title: st
         ax.legend(loc="lower right" if name == "roc" else "lower left")
         fig.tight_layout()
         paths.append(out / f"{name}_{stem}.png")
-        fig.savefig(paths[-1], dpi=120)
+        save_figure(fig, paths[-1], dpi=120)
         plt.close(fig)
     return paths
 
@@ -92,16 +91,3 @@ def write_predictions(path: Path, ids: list[str], y: np.ndarray, prob: np.ndarra
             k = int(p.argmax())
             fh.write(f"{rid}\t{labels[int(t)]}\t{labels[k]}\t{p[k]:.4f}\n")
     return path
-
-
-def write_json(path: Path, obj: dict) -> Path:
-    text = json.dumps(obj, indent=2, default=_jsonable) + "\n"  # serialised first: a bad value writes nothing
-    with atomic_open(path) as fh:
-        fh.write(text)
-    return path
-
-
-def _jsonable(x):
-    if isinstance(x, np.integer | np.floating):
-        return x.item()
-    raise TypeError(type(x).__name__)

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import write_text
 
 _TIME = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -187,4 +188,4 @@ def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False))

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from protlm.io.atomic import save_figure, write_text
+
 
 class MetricsLogger:
     """Appends metrics to `run_dir/metrics.jsonl` and TensorBoard (`run_dir/tensorboard`)."""
@@ -50,7 +52,7 @@ def truncate_metrics(run_dir: Path, after_step: int) -> None:
     path = Path(run_dir) / "metrics.jsonl"
     if path.is_file():
         keep = [r for r in read_metrics(run_dir) if r.get("step", 0) <= after_step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def plot_run(run_dir: Path, out: Path | None = None) -> Path:
@@ -81,6 +83,6 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     ax2.set_ylabel("held-out perplexity")
     fig.suptitle(str(run_dir))
     fig.tight_layout()
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     return out

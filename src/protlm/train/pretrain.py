@@ -18,7 +18,9 @@ import torch
 
 from protlm.batching import plan_batches
 from protlm.errors import ProtlmError
-from protlm.io import ResiduePolicy
+from protlm.io import ResiduePolicy, SkipReport
+from protlm.io.atomic import write_json
+from protlm.io.lock import run_lock
 from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import open_model
 from protlm.models.lora import configure, load_lora_checkpoint
@@ -113,10 +115,8 @@ def open_assembly_store(cfg: PretrainConfig, tokenizer, log: Callable[[str], Non
 
 
 def _summary(name: str, rep: dict) -> str:
-    """One line from a store's skip report: read, used, skipped by reason."""
-    skipped = ", ".join(f"{n:,} {why}" for why, n in rep["skipped"].items())
-    return (f"{name}: {rep['read']:,} records read, {rep['used']:,} used, {sum(rep['skipped'].values()):,} skipped"
-            + (f" ({skipped})" if skipped else ""))  # fmt: skip
+    """One line from a store's skip report: read, used, skipped by reason, the nucleotide warning."""
+    return SkipReport.from_dict(name, rep).summary()
 
 
 def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[str], None]):
@@ -237,14 +237,20 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    say = log if accelerator.is_main_process else (lambda _msg: None)
     run_dir = Path(cfg.out)
+    with run_lock(run_dir, "pretrain", enabled=accelerator.is_main_process):  # one run per --out
+        return _pretrain(cfg, accelerator, run_dir, log if accelerator.is_main_process else (lambda _msg: None))
+
+
+def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[str], None]) -> LoopState:
     if not cfg.resume and checkpoints(run_dir):
         raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.tokenizer:  # continued pre-training: the model's own tokenizer
-        cfg.tokenizer = str(open_model(cfg.model).path)
-    tokenizer = load_tokenizer(cfg.tokenizer)
+        source = open_model(cfg.model)
+        cfg.tokenizer, tokenizer = str(source.path), source.tokenizer()
+    else:
+        tokenizer = load_tokenizer(cfg.tokenizer)
     model = load_model(cfg, tokenizer, run_dir, say)
     limit = model_max_tokens(model.config)
     if cfg.max_tokens is not None and cfg.max_tokens > limit:
@@ -267,7 +273,7 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
     total = cfg.max_steps if cfg.max_steps is not None else math.ceil(epochs * steps_per_epoch)
     if accelerator.is_main_process:
         save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "data_report.json").write_text(json.dumps(reports, indent=2) + "\n")
+        write_json(run_dir / "data_report.json", reports)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     say(

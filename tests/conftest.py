@@ -35,6 +35,21 @@ def write(path: Path, text: str, newline: str = "\n") -> Path:
     return path
 
 
+def write_lmdb(path: Path, records: list[bytes]) -> Path:
+    """A TAPE / PEER style LMDB: `num_examples` and records under keys '0', '1', ... (bytes as given)."""
+    import pickle
+
+    import lmdb
+
+    env = lmdb.open(str(path), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        txn.put(b"num_examples", pickle.dumps(len(records)))
+        for i, value in enumerate(records):
+            txn.put(str(i).encode(), value)
+    env.close()
+    return path
+
+
 def run_cli(args: list[str], capsys) -> tuple[int | None, str, str]:
     """Run `protlm ARGS` in-process: (exit code, stdout, stderr)."""
     from protlm.cli import main

@@ -248,3 +248,28 @@ def test_lmdb_interaction_values(value, label):
     from protlm.pairs.lmdb_ppi import _binary
 
     assert _binary(value) == label
+
+
+def test_parquet_of_one_long_string_repeated_is_read_in_bounded_memory(tmp_path):
+    """A 24 KB Parquet file holding one 256 KiB sequence 2,000 times (dictionary-encoded, 500 MiB decoded):
+    read in batches sized from its longest dictionary value, not 8,192 rows at once (1.6 GiB before)."""
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dict.parquet"
+    pq.write_table(pa.table({"id": [f"P{i}" for i in range(2000)], "sequence": ["M" * (256 << 10)] * 2000}), path)
+    assert path.stat().st_size < 100_000
+    code = (
+        "import resource, sys\nfrom protlm.io import iter_table\n"
+        "n = sum(len(r.seq) for r in iter_table(sys.argv[1]))\n"
+        "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
+    )
+    base = subprocess.run([sys.executable, "-c", code.replace("iter_table(sys.argv[1])", "[]")], text=True,
+                          capture_output=True, check=True)  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code, str(path)], text=True, capture_output=True, check=True)
+    residues, peak = map(int, run.stdout.split())
+    assert residues == 2000 * (256 << 10)
+    assert peak - int(base.stdout.split()[1]) < 256, f"{peak} MiB peak"

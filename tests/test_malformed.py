@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DATA, run_cli
+from conftest import DATA, run_cli, write_lmdb
 
 TOK = DATA / "tokenizer_bpe300"
 LOC = DATA / "protlm_0.1" / "localization"  # a fine-tuned model (localization head)
@@ -81,6 +81,7 @@ def fasta_commands(tmp: Path, micro: Path) -> dict[str, callable]:
             "--cache-dir",
             tmp / "cache",
         ],  # fmt: skip
+        "evaluate": lambda p: ["evaluate", "--model", LOC, "--data", p, "--out", out / "ev"],
         "embed": lambda p: ["embed", p, "--model", micro, "--out", out / "e.parquet"],
         "predict": lambda p: ["predict", p, "--model", LOC, "--out", out / "p.tsv"],
         "attention export --fasta": lambda p: [
@@ -153,12 +154,14 @@ def run(argv: list, capsys, monkeypatch=None) -> tuple[int, str]:
 
 FASTA_COMMANDS = [
     "tokenizer train", "tokenizer stats", "corpus prepare", "pretrain --corpus", "pretrain --assemblies", "finetune",
-    "embed", "predict", "attention export --fasta", "attention export --pair", "pairs build", "pairs build-string",
+    "evaluate", "embed", "predict", "attention export --fasta", "attention export --pair", "pairs build", "pairs build-string",
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(FASTA_ERRORS))
-@pytest.mark.parametrize("command", FASTA_COMMANDS)
+@pytest.mark.parametrize(
+    "command, case",
+    [(c, k) for c in FASTA_COMMANDS for k in sorted(FASTA_ERRORS) if (c, k) != ("evaluate", "nucleotide-strict")],
+)  # evaluate reads --data under the policy the model was trained with: no --strict of its own
 def test_malformed_fasta(command, case, tmp_path, micro, capsys):
     data, message = FASTA_ERRORS[case]
     name = f"in-{case}.fa" + (".gz" if case == "truncated-gzip" else "")
@@ -461,18 +464,6 @@ def test_damaged_tokenizer_dir(command, damage, tmp_path, capsys):
 
 
 # --- LMDB records (TAPE / PEER) -------------------------------------------------------------------------------
-def lmdb_file(path: Path, records: list[bytes]) -> Path:
-    import lmdb
-
-    env = lmdb.open(str(path), map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        txn.put(b"num_examples", pickle.dumps(len(records)))
-        for i, value in enumerate(records):
-            txn.put(str(i).encode(), value)
-    env.close()
-    return path
-
-
 PPI = {"primary_1": A, "primary_2": B}
 LMDB_ERRORS = {
     "os-system": (b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R.", "record 0"),
@@ -487,7 +478,7 @@ LMDB_ERRORS = {
 @pytest.mark.parametrize("case", sorted(LMDB_ERRORS))
 def test_malformed_lmdb(case, tmp_path, capsys):
     record, message = LMDB_ERRORS[case]
-    db = lmdb_file(tmp_path / "ppi.lmdb", [pickle.dumps({**PPI, "interaction": 1}), record][::-1])
+    db = write_lmdb(tmp_path / "ppi.lmdb", [pickle.dumps({**PPI, "interaction": 1}), record][::-1])
     code, err = run(["pairs", "from-lmdb", db, "--out", tmp_path / "out" / "p.tsv"], capsys)
     assert_one_line_error(code, err, str(db), message)
     assert not finished_outputs(tmp_path / "out")
@@ -501,7 +492,7 @@ def test_crafted_lmdb_in_a_task_split_dir(tmp_path, capsys):
         shutil.copytree(DATA / "tasks" / "secondary_structure" / f"secondary_structure_{split}.lmdb",
                         d / f"secondary_structure_{split}.lmdb")  # fmt: skip
     shutil.rmtree(d / "secondary_structure_valid.lmdb")
-    lmdb_file(d / "secondary_structure_valid.lmdb", [b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R."])
+    write_lmdb(d / "secondary_structure_valid.lmdb", [b"\x80\x02cos\nsystem\nX\x04\x00\x00\x00echo\x85R."])
     code, err = run(["finetune", "--task", "ss3", "--data", d, "--model", MLM, "--out", tmp_path / "out",
                      "--max-steps", 1, "--cache-dir", tmp_path / "cache"], capsys)  # fmt: skip
     assert_one_line_error(code, err, "secondary_structure_valid.lmdb", "record 0")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATA, run_cli
+from conftest import DATA, run_cli, write_lmdb
 
 
 def protlm(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -111,18 +111,6 @@ def test_string_groups_path_and_ids_are_bound(tmp_path, capsys):
 # ----------------------------------------------------------------------------- pickled LMDB records
 
 
-def _lmdb(path: Path, records: list[bytes]) -> Path:
-    import lmdb
-
-    env = lmdb.open(str(path), map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        txn.put(b"num_examples", pickle.dumps(len(records)))
-        for i, value in enumerate(records):
-            txn.put(str(i).encode(), value)
-    env.close()
-    return path
-
-
 def _object_dtype_scalar() -> bytes:
     """numpy.dtype('O8') with flags=0 via BUILD, then `scalar(dtype, 8 attacker bytes)`: numpy would read
     the bytes as a PyObject* (SIGSEGV before the fix)."""
@@ -166,7 +154,7 @@ def _reduce(module: bytes, name: bytes) -> bytes:
     ],
 )
 def test_lmdb_records_cannot_corrupt_memory_or_run_code(tmp_path, record, reason):
-    db = _lmdb(tmp_path / "evil.lmdb", [record])
+    db = write_lmdb(tmp_path / "evil.lmdb", [record])
     res = protlm("pairs", "from-lmdb", str(db), "--out", str(tmp_path / "p.tsv"))
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
     line = one_line_error(res.stderr)

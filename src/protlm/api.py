@@ -23,8 +23,7 @@ from protlm.embed import Embedder, Embedding, EmbedOptions
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SeqRecord
 from protlm.io.inference import CHAIN_SEP
-from protlm.models import model_max_tokens
-from protlm.models.loading import TASK_FILE, open_model
+from protlm.models.loading import TASK_FILE, open_model, window_tokens
 from protlm.pairs.table import Pair
 from protlm.tasks import get_task
 from protlm.tasks.baseline import Baseline
@@ -133,7 +132,8 @@ class ProtLM:
             else:
                 probs = list(prob)
         else:
-            max_tokens = model_max_tokens(self.task_model.config)
+            trained = (self.info.get("config") or {}).get("max_tokens")  # the windows it was trained on
+            max_tokens = window_tokens(self.task_model.config, trained)
             ts = build_taskset(spec.kind, examples, self.tokenizer, max_tokens)
             probs = [softmax(z) for z in predict_logits(self.task_model, ts, tokens_per_batch, batch_size)]
         out = []

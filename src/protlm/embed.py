@@ -26,7 +26,7 @@ from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
 from protlm.io.inference import CHAIN_SEP
-from protlm.models import model_max_tokens
+from protlm.models.loading import window_tokens
 from protlm.models.longformer import encoder_kwargs
 from protlm.train.loop import autocast_dtype
 
@@ -77,8 +77,7 @@ class Embedder:
         n_hidden = encoder.config.num_hidden_layers + 1
         options.validate(n_hidden)
         self.layers = [layer % n_hidden for layer in options.layers]
-        limit = model_max_tokens(encoder.config)
-        self.max_tokens = min(options.max_tokens or limit, limit)
+        self.max_tokens = window_tokens(encoder.config, options.max_tokens)
         self.template = tokenizer.template
         self.width = self.max_tokens - self.template.overhead(1)
         self.stride = options.stride or max(1, self.width // 2)

@@ -32,6 +32,10 @@ def embed_cmd(
     stride: Annotated[
         int | None, typer.Option(help="Tokens between windows over long proteins (default half a window).")
     ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(help="Window length in tokens (default: the model's positions, at most 2,048 for dense attention)."),
+    ] = None,
     precision: Annotated[str, typer.Option(help="auto (bf16 only where faster), fp32 or bf16.")] = "auto",
     id_col: IdColOpt = "id",
     seq_col: SeqColOpt = "sequence",
@@ -50,7 +54,7 @@ def embed_cmd(
     except ValueError:
         raise ProtlmError(f"--layers {layers!r}: use e.g. -1 or -1,-4") from None
     options = {"pools": tuple(pool or ["mean"]), "layers": layer_ids, "tokens_per_batch": tokens_per_batch,
-               "stride": stride, "precision": precision}  # fmt: skip
+               "stride": stride, "max_tokens": max_tokens, "precision": precision}  # fmt: skip
     keys = EmbedOptions(**options).keys()
     lm = load(model)
     embedder = lm.embedder(**options)

@@ -71,7 +71,13 @@ def _column_index(path: str | Path, header: list[str], columns: list[str]) -> di
     return {c: header.index(c) for c in columns}
 
 
+BATCH_BYTES = 32 << 20  # Parquet rows are decoded about this many bytes at a time, at most
+
+
 def _iter_parquet(path: str | Path, columns: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a Parquet file in bounded memory: each row group is read in batches sized from its bytes per
+    row and from its longest dictionary value (a small file of one long string repeated stays small)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -82,11 +88,37 @@ def _iter_parquet(path: str | Path, columns: list[str]) -> Iterator[tuple[int, d
         raise InputError(path, f"not a readable Parquet file ({e})") from None
     _column_index(path, pf.schema_arrow.names, columns)
     row = 1
-    for batch in pf.iter_batches(columns=columns, batch_size=8192):
-        cols = [batch.column(c).to_pylist() for c in columns]
-        for values in zip(*cols, strict=True):
-            row += 1
-            yield row, {c: "" if v is None else str(v) for c, v in zip(columns, values, strict=True)}
+    try:
+        for g in range(pf.metadata.num_row_groups):
+            size = _rows_per_batch(path, pf, g, columns)
+            for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=columns):
+                cols = [batch.column(c).to_pylist() for c in columns]
+                for values in zip(*cols, strict=True):
+                    row += 1
+                    yield row, {c: "" if v is None else str(v) for c, v in zip(columns, values, strict=True)}
+    except (OSError, pa.ArrowException) as e:  # a damaged page or column chunk
+        raise InputError(path, f"unreadable Parquet data ({str(e)[:200]})", line=row + 1) from None
+
+
+def _rows_per_batch(path, pf, g: int, columns: list[str]) -> int:
+    """Rows per batch of row group `g`: `BATCH_BYTES` over the larger of its uncompressed bytes per row and
+    its longest dictionary values (read from the dictionary pages alone: one row decoded as a dictionary)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    rg = pf.metadata.row_group(g)
+    chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
+    per_row = sum(chunks[c].total_uncompressed_size for c in columns if c in chunks) / max(1, rg.num_rows)
+    coded = [c for c in columns if c in chunks and chunks[c].has_dictionary_page]
+    longest = 0
+    if coded:
+        peek = pq.ParquetFile(path, read_dictionary=coded)
+        first = next(peek.iter_batches(batch_size=1, row_groups=[g], columns=coded), None)
+        for c in coded if first is not None else ():
+            col = first.column(c)
+            if hasattr(col, "dictionary") and len(col.dictionary):
+                longest += int(pc.max(pc.binary_length(col.dictionary)).as_py() or 0)
+    return int(min(8192, max(1, BATCH_BYTES // max(per_row, longest, 1))))
 
 
 def iter_table(path: str | Path, id_col: str = "id", seq_col: str = "sequence") -> Iterator[RawRecord]:

@@ -120,6 +120,18 @@ def model_max_tokens(config) -> int:
     return config.max_position_embeddings - POSITION_OFFSETS.get(config.model_type, 0)
 
 
+DENSE_WINDOW = 2048  # default window of dense attention: ProtBERT allows 40,000 positions, O(L^2) memory
+
+
+def window_tokens(config, requested: int | None = None) -> int:
+    """Tokens per window over long inputs: `requested` (at most the model's positions), else the model's
+    positions, capped at `DENSE_WINDOW` for dense attention (Longformer's sliding window is linear)."""
+    limit = model_max_tokens(config)
+    if requested:
+        return min(requested, limit)
+    return limit if config.model_type == "longformer" else min(limit, DENSE_WINDOW)
+
+
 def mlm_head(model):
     """The masked-LM head of an HF `*ForMaskedLM` (`lm_head` for RoBERTa / Longformer / ESM, `cls` for BERT)."""
     head = getattr(model, "lm_head", None)

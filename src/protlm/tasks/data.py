@@ -49,6 +49,18 @@ class TaskData:
     def test_splits(self) -> list[str]:
         return [s for s in self.splits if s not in ("train", "dev")]
 
+    def require(self, names: list[str]) -> None:
+        """One-line errors for an empty input file, or an empty split among `names` (nothing to train or score)."""
+        for r in self.reports:
+            if not r.n_read:
+                r.require_used()
+        empty = [name for name in names if not self.split(name)]
+        if empty:
+            sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items())
+            are = "splits are" if len(empty) > 1 else "split is"
+            raise ProtlmError(f"{self.source}: the {' and '.join(empty)} {are} empty ({sizes}); every split needs "
+                              "examples to train and score")  # fmt: skip
+
     def class_counts(self, name: str) -> dict[str, int]:
         """Examples (or scored residues) per class in a split: the class-imbalance report."""
         counts: Counter = Counter()

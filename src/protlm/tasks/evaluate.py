@@ -9,7 +9,7 @@ from pathlib import Path
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_json
 from protlm.io.hf_dirs import read_json_object
-from protlm.models.loading import TASK_FILE, model_max_tokens, open_model
+from protlm.models.loading import TASK_FILE, open_model, window_tokens
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import build_taskset
@@ -45,20 +45,23 @@ def evaluate_model(
     if data is None:
         d = info["data"]
         data = load_task_data(spec, d["data"], d["split_seed"], d["strict"], d["background"], d.get("sequences"))
+    splits = splits or ["dev", *data.test_splits]
+    data.require(splits)
     if list(data.labels) != info["labels"]:
         raise ProtlmError(
             f"{model_dir}: the model's label space ({len(info['labels'])} classes) differs from the data's ({len(data.labels)})"
         )
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"task": spec.name, "model": str(model_dir), "model_source": info.get("model_source"), "splits": {}}
-    for split in splits or ["dev", *data.test_splits]:
+    for split in splits:
         examples = data.split(split)
         t0 = time.perf_counter()
         if kind == "baseline":
             y, prob = model.predict_proba(examples)
             ids = [ex.id for ex in examples] if spec.kind != "residue" else [""] * len(y)
         else:
-            ts = build_taskset(spec.kind, examples, tokenizer, model_max_tokens(model.config))
+            trained = (info.get("config") or {}).get("max_tokens")  # the windows the model was trained on
+            ts = build_taskset(spec.kind, examples, tokenizer, window_tokens(model.config, trained))
             y, prob, ids = predict(model, ts, tokens_per_batch, 64)
         scores = M.compute(spec.metrics, y, prob)
         results["splits"][split] = {

@@ -24,8 +24,7 @@ from torch import nn
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_json
 from protlm.io.lock import run_lock
-from protlm.models import model_max_tokens
-from protlm.models.loading import TASK_FILE, open_model, quiet_hf
+from protlm.models.loading import TASK_FILE, open_model, quiet_hf, window_tokens
 from protlm.models.lora import configure, head_prefixes, load_lora_checkpoint
 from protlm.models.presets import load_preset
 from protlm.tasks import metrics as M
@@ -230,8 +229,7 @@ def train_one(
     if ckpts and cfg.lora_rank:
         load_lora_checkpoint(model, ckpts[-1])
         source = f"{cfg.model} (LoRA, resumed from {ckpts[-1].name})"
-    limit = model_max_tokens(model.config)
-    max_tokens = min(cfg.max_tokens or limit, limit)
+    max_tokens = window_tokens(model.config, cfg.max_tokens)
     ts_train = build_taskset(spec.kind, train, tokenizer, max_tokens, cfg.cache_dir)
     ts_dev = build_taskset(spec.kind, data.split("dev"), tokenizer, max_tokens, cfg.cache_dir)
     batch_size = cfg.batch_size or spec.batch_size
@@ -286,14 +284,7 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
     for r in data.reports:
         log(r.summary())
     log(f"{spec.name} splits: " + ", ".join(f"{k} {len(v):,}" for k, v in data.splits.items()))
-    for r in data.reports:
-        if not r.n_read:
-            r.require_used()  # an empty file
-    empty = [name for name in data.splits if not data.split(name)]
-    if empty:
-        sizes = ", ".join(f"{k} {len(v):,}" for k, v in data.splits.items())
-        raise ProtlmError(f"{data.source}: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} "
-                          f"empty ({sizes}); every split needs examples to train and score")  # fmt: skip
+    data.require(list(data.splits))
     out = Path(cfg.out)
     write_json(out / "data_summary.json", data.summary())
     per_seed = {}

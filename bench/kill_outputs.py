@@ -1,8 +1,9 @@
 """Kill commands at random moments while they write; count partial outputs (the goal: none).
 
-Each round starts one command in its own process and SIGKILLs it at a random time between its start and
-the end of a reference run, then checks what is left under the final output name: nothing, or a
-complete output (the kill came after the rename). Commands: `embed` to Parquet, NPZ and HDF5, and
+Each round starts one command in its own process, waits until it has begun writing (a temporary file
+beside the output, or shards of a store), SIGKILLs it at a random moment of what is left of a reference
+run's time, then checks what is left under the final output name: nothing, or a complete output (the
+kill came after the rename); never a partial one. Commands: `embed` to Parquet, NPZ and HDF5, and
 `corpus prepare` (a store is complete when its store.json is there, and then it opens and holds
 every record).
 
@@ -47,6 +48,13 @@ def complete(out: Path, n: int) -> bool:
         return len(f) == n
 
 
+def writing(out: Path) -> bool:
+    """Is an output under way: a temporary sibling (files), or shards written but no store.json (a store)?"""
+    if out.name == "store":
+        return (out / "shards").is_dir() and not (out / "store.json").exists()
+    return any(out.parent.glob(f".{out.name}.tmp-*"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=10, help="Kills per command.")
@@ -68,19 +76,24 @@ def main() -> None:
             for s in (".parquet", ".npz", ".h5")
         } | {"corpus prepare": (["corpus", "prepare", fasta, "--tokenizer", TOK, "--shard-size", "200", "--out"],
                                 work / "store")}  # fmt: skip
-        totals = {"kills": 0, "partial": 0, "complete": 0, "absent": 0}
+        totals = {"kills": 0, "partial": 0, "complete": 0, "absent": 0, "mid-write": 0}
         for name, (argv, out) in commands.items():
             cmd = [sys.executable, "-m", "protlm", *map(str, argv), str(out)]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, capture_output=True, env=env)
             span = time.perf_counter() - t0
-            counts = {"partial": 0, "complete": 0, "absent": 0}
+            counts = {"partial": 0, "complete": 0, "absent": 0, "mid-write": 0}
             for _ in range(args.rounds):
                 shutil.rmtree(out, ignore_errors=True) if out.is_dir() else out.unlink(missing_ok=True)
                 proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-                time.sleep(pick.uniform(0.3, 1.0) * span)
+                start = time.perf_counter()
+                while not writing(out) and time.perf_counter() - start < span:  # wait for the writing phase
+                    time.sleep(0.005)
+                time.sleep(pick.uniform(0.0, 0.5) * (span - (time.perf_counter() - start)))
+                mid = writing(out)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
+                counts["mid-write"] += mid
                 final = out / "store.json" if name == "corpus prepare" else out
                 state = "absent" if not final.exists() else "complete" if complete(out, args.records) else "partial"
                 counts[state] += 1
@@ -90,7 +103,8 @@ def main() -> None:
             print(f"{name}: run {span:.1f}s, {args.rounds} kills: {counts}", file=sys.stderr)
             proc = subprocess.run(cmd, capture_output=True, env=env)  # a rerun after the last kill finishes
             assert proc.returncode == 0 and complete(out, args.records), proc.stderr[-500:]
-        print(f"{totals['kills']} kills at random times: {totals['partial']} partial outputs, "
+        print(f"{totals['kills']} kills at random times, {totals['mid-write']} of them while an output was being "
+              f"written: {totals['partial']} partial outputs, "
               f"{totals['complete']} complete (killed after the rename), {totals['absent']} absent; "
               "every rerun finished")  # fmt: skip
 

@@ -120,3 +120,16 @@ def test_killed_embed_leaves_no_partial_output(tmp_path):
     out = outs[0]
     proc = protlm("embed", DATA / "swissprot_50.fasta", "--model", MLM, "--out", out, "--precision", "fp32")
     assert proc.wait(timeout=300) == 0 and out.is_file()  # a killed run's leftovers do not stand in the way
+
+
+def test_attention_export_refuses_an_input_longer_than_the_model_in_one_line(tmp_path, capsys):
+    """Maps are L x L per head and not windowed: a clear refusal naming file, record and limit, no output."""
+    fasta = tmp_path / "in.fa"
+    fasta.write_text(">short\nMKTAYIAKQR\n>long\n" + "MKTAYIAKQR" * 300 + "\n")
+    out = tmp_path / "a.npz"
+    code, _, err = run_cli(
+        ["attention", "export", "--fasta", str(fasta), "--model", str(MLM), "--out", str(out)], capsys
+    )
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith(f"protlm: error: {fasta} (record long): ")
+    assert "tokens, the model takes 128; attention maps are not windowed" in err and not out.exists()

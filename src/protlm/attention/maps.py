@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protlm.errors import ProtlmError
+from protlm.errors import InputError, ProtlmError
 from protlm.io.atomic import atomic_open
 from protlm.models.loading import load_safetensors_model, model_max_tokens, open_model, quiet_hf
 from protlm.models.longformer import is_longformer
@@ -115,10 +115,8 @@ class AttentionModel:
     def __call__(self, sequences: tuple[str, ...], rid: str = "input", names: tuple[str, ...] | None = None):
         ids, token_pos = self.encode(tuple(sequences))
         if len(ids) > self.max_tokens:
-            raise ProtlmError(
-                f"{rid}: {len(ids)} tokens, the model takes {self.max_tokens}; attention maps are not windowed "
-                "(choose shorter chains or a model with longer positions)"
-            )
+            raise TooLong(rid, f"{len(ids)} tokens, the model takes {self.max_tokens}; attention maps are not "
+                               "windowed (choose shorter chains or a model with longer positions)")  # fmt: skip
         out = self.model(input_ids=torch.from_numpy(ids)[None], output_attentions=True)
         att = torch.stack(out.attentions, 0)[:, 0].float().numpy()  # (L, H, T, T)
         per_position = self.lengths[ids]
@@ -128,29 +126,51 @@ class AttentionModel:
         return ResidueAttention(rid, tuple(names), tuple(sequences), residue, special, chain_index, len(ids))
 
 
-def export(model: AttentionModel, inputs: list[tuple[str, tuple[str, ...], tuple[str, ...]]], out: Path,
-           half: bool = False, extra: dict[str, dict[str, np.ndarray]] | None = None) -> Path:  # fmt: skip
-    """Write `OUT.npz`: per input id, `ID.attention` (L, H, N, N), `ID.special` (L, H, N),
-    `ID.chain_index` (N,), `ID.chains`, `ID.sequences`, plus any `extra[ID]` arrays; `_meta` (JSON)."""
-    import json
+class TooLong(ProtlmError):
+    """An input longer than the model: attention maps are L x L per head, never windowed."""
 
-    arrays: dict[str, np.ndarray] = {}
-    for rid, seqs, names in inputs:
-        att = model(seqs, rid, names)
-        dtype = np.float16 if half else np.float32
-        arrays |= {
-            f"{rid}.attention": att.attention.astype(dtype), f"{rid}.special": att.special.astype(dtype),
-            f"{rid}.chain_index": att.chain_index, f"{rid}.chains": np.array(att.chains),
-            f"{rid}.sequences": np.array(att.sequences),
-        }  # fmt: skip
-        for key, value in (extra or {}).get(rid, {}).items():
-            arrays[f"{rid}.{key}"] = value
+    def __init__(self, rid: str, reason: str):
+        self.rid, self.reason = rid, reason
+        super().__init__(f"{rid}: {reason}")
+
+
+def export(model: AttentionModel, inputs: list[tuple[str, tuple[str, ...], tuple[str, ...]]], out: Path,
+           half: bool = False, extra: dict[str, dict[str, np.ndarray]] | None = None,
+           source: str | Path | None = None) -> Path:  # fmt: skip
+    """Write `OUT.npz`: per input id, `ID.attention` (L, H, N, N), `ID.special` (L, H, N),
+    `ID.chain_index` (N,), `ID.chains`, `ID.sequences`, plus any `extra[ID]` arrays; `_meta` (JSON).
+    Each input's maps are written as soon as they are computed (memory: one input's maps), into a
+    temporary file renamed into place at the end. `source` names the input file in errors."""
+    import json
+    import zipfile
+
+    dtype = np.float16 if half else np.float32
     meta = {
         "model": str(model.path), "layers": model.n_layers, "heads": model.n_heads, "ids": [i[0] for i in inputs],
         "mapping": "residue rows copy their token's row; a token's column is split equally among its residues; "
         "each row sums to 1 - special",
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(out, "wb") as fh:
-        np.savez(fh, _meta=np.array(json.dumps(meta)), **arrays)
+    with atomic_open(out, "wb") as fh, zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
+        for rid, seqs, names in inputs:
+            try:
+                att = model(seqs, rid, names)
+            except TooLong as e:
+                raise (InputError(source, e.reason, record=rid) if source is not None else e) from None
+            arrays = {
+                f"{rid}.attention": att.attention.astype(dtype), f"{rid}.special": att.special.astype(dtype),
+                f"{rid}.chain_index": att.chain_index, f"{rid}.chains": np.array(att.chains),
+                f"{rid}.sequences": np.array(att.sequences),
+            }  # fmt: skip
+            arrays |= {f"{rid}.{key}": value for key, value in (extra or {}).get(rid, {}).items()}
+            for name, value in arrays.items():
+                _write_member(zf, name, value)
+            del att, arrays
+        _write_member(zf, "_meta", np.array(json.dumps(meta)))
     return out
+
+
+def _write_member(zf, name: str, value: np.ndarray) -> None:
+    """One `.npy` member of an NPZ, as `np.savez` writes it (readable by `np.load`)."""
+    with zf.open(name + ".npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

@@ -95,7 +95,7 @@ def export_cmd(
         if len(picked) == 2:
             ia, ib = interface(*picked)
             extra[rid]["interface"] = np.concatenate([ia, ib])
-    export(attention_model, inputs, out, half, extra)
+    export(attention_model, inputs, out, half, extra, source=fasta or (pair and pair[0]) or pdb)
     typer.echo(f"{len(inputs):,} attention maps written to {out}")
 
 

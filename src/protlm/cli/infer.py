@@ -34,7 +34,9 @@ def embed_cmd(
     ] = None,
     max_tokens: Annotated[
         int | None,
-        typer.Option(help="Window length in tokens (default: the model's positions, at most 2,048 for dense attention)."),
+        typer.Option(
+            help="Window length in tokens (default: the model's positions, at most 2,048 for dense attention)."
+        ),
     ] = None,
     precision: Annotated[str, typer.Option(help="auto (bf16 only where faster), fp32 or bf16.")] = "auto",
     id_col: IdColOpt = "id",

@@ -73,9 +73,13 @@ def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float) -> dict:
     }
 
 
+WARMUP = 3  # HF Trainer steps not timed
+
+
 def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float) -> dict:
     """What a user would pick today: HF `Trainer`, SDPA, fp32, dynamic padding, `group_by_length` sampling,
-    `DataCollatorForLanguageModeling` (15%), AdamW, no logging / saving; stopped after `seconds` of steps."""
+    `DataCollatorForLanguageModeling` (15%), AdamW, no logging / saving; timed over `seconds` of steps after
+    `WARMUP` steps (its sampler puts the longest batch first on purpose, to fail early on memory)."""
     import tempfile
 
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
@@ -98,11 +102,13 @@ def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float) -> dict:
         return batch
 
     class Budget(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            self.start = getattr(self, "start", None) or time.perf_counter()
+        start = None
 
         def on_step_end(self, args, state, control, **kw):
-            control.should_training_stop = time.perf_counter() - self.start >= seconds
+            if state.global_step == WARMUP:
+                self.start = time.perf_counter()
+            elif self.start is not None:
+                control.should_training_stop = time.perf_counter() - self.start >= seconds
 
     budget = Budget()
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,8 +120,8 @@ def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float) -> dict:
                           callbacks=[budget])  # fmt: skip
         state = trainer.train()
     dt = time.perf_counter() - budget.start
-    steps = state.global_step
-    tokens = sum(counts[:steps])  # the collator may have built one batch ahead
+    steps = state.global_step - WARMUP
+    tokens = sum(counts[WARMUP : state.global_step])  # the collator may have built one batch ahead
     return {"tokens_per_s": tokens / dt, "steps": steps, "pad_waste_pct": float("nan"),
             "context": float(tokens / max(1, steps) / batch_size)}  # fmt: skip
 
@@ -152,9 +158,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seed-batch-size", type=int, default=8)
     ap.add_argument("--tokens-per-batch", type=int, default=8192)
-    ap.add_argument(
-        "--hf-batch-size", type=int, help="HF Trainer batch size (default: protlm fp32's real tokens per step)"
-    )
+    ap.add_argument("--hf-batch-size", type=int, help="HF Trainer batch size (default: --tokens-per-batch / 512)")
     args = ap.parse_args()
     torch.manual_seed(0)
 
@@ -176,9 +180,8 @@ def main() -> None:
     init = build_mlm(args.preset, tok, seed=0).state_dict()
     mean_len = float(np.mean(np.minimum(tset.lengths, 510) + tok.template.overhead(1)))
 
-    def hf_batch_size() -> int:  # as many real tokens per batch as protlm fp32 trained on
-        r = results["protlm fp32"]
-        return args.hf_batch_size or max(1, round(r["tokens_per_s"] * r["seconds"] / r["steps"] / mean_len))
+    def hf_batch_size() -> int:  # at most protlm's padded token budget, at the longest (512-token) batch
+        return args.hf_batch_size or max(1, args.tokens_per_batch // 512)
 
     for name, fn in [
         (

@@ -93,7 +93,8 @@ def _prepare_assembly_store(spec, sequences, tokenizer_dir, out, policy, workers
     import pyarrow.parquet as pq
 
     from protlm.pairs.assemblies import read_assemblies
-    from protlm.store.prepare import Inputs, prepare_store, tokenizer_fingerprint
+    from protlm.store.inputs import Inputs, tokenizer_fingerprint
+    from protlm.store.prepare import prepare_store
 
     _, tok_sha, vocab = tokenizer_fingerprint(tokenizer_dir)
     meta = assembly_fingerprint(spec, sequences, tok_sha, vocab, policy)
@@ -159,7 +160,7 @@ def ensure_assembly_store(
     log: Callable[[str], None] = lambda s: None,
 ) -> Path:
     """An assembly store as given, or `spec` prepared once into `cache_dir/assemblies-<key>`."""
-    from protlm.store.prepare import tokenizer_fingerprint
+    from protlm.store.inputs import tokenizer_fingerprint
 
     if is_assembly_store(spec):
         return Path(spec)

@@ -320,7 +320,8 @@ def prepare_pair_store(
 
 def _prepare_pair_store(spec, tokenizer_dir, out, policy, workers, memory_limit, log) -> dict:
     from protlm.io.duck import check_memory_limit, connect
-    from protlm.store.prepare import Inputs, prepare_store, tokenizer_fingerprint
+    from protlm.store.inputs import Inputs, tokenizer_fingerprint
+    from protlm.store.prepare import prepare_store
 
     check_memory_limit(memory_limit)
     files = pair_table_files(spec)
@@ -381,7 +382,7 @@ def ensure_pair_store(
     """The pair store for a spec: a pair store as given; a pair table (or `builtin`) prepared once into
     `cache_dir/pairs-<key>`, the key a hash of the fingerprint (tokenizer, policy, each file's path,
     size and modification time)."""
-    from protlm.store.prepare import tokenizer_fingerprint
+    from protlm.store.inputs import tokenizer_fingerprint
 
     if is_pair_store(spec):
         return Path(spec)

@@ -1,4 +1,5 @@
-"""`protlm corpus prepare` / `index`: any corpus + a tokenizer -> a sharded, memory-mappable store.
+"""`protlm corpus prepare`: any corpus + a tokenizer -> a sharded, memory-mappable store (the inputs and
+their fingerprint are in `store/inputs.py`, the final index step in `store/index.py`).
 
 Stages: one reader streams the inputs' raw records in order and cuts them into chunks of
 `shard_size` records; chunk k becomes shard k. Worker processes validate (the one `ResiduePolicy`),
@@ -11,15 +12,12 @@ reads the inputs to find chunk boundaries, which costs a fraction of tokenizing 
 runs have finished, `protlm corpus index STORE` checks that every shard is present and writes the
 index: global lengths, held-out keys, duplicates across shards, and store.json.
 
-Memory: the reader holds at most 2 x workers chunks in flight; the index step holds 8 bytes per
-record for the duplicate check (id hashes), and 8 for lengths and held-out keys.
+Memory: the reader holds at most 2 x workers chunks in flight.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import shutil
@@ -27,111 +25,25 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.hashing import holdout_keys
-from protlm.io import RawRecord, ResiduePolicy, SkipReport
+from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
 from protlm.io.hf_dirs import read_json_object
 from protlm.io.lock import build_lock
 from protlm.store.format import (
-    FORMAT,
-    VERSION,
     read_shard_meta,
     shard_name,
     write_shard,
 )
+from protlm.store.index import index_store
+from protlm.store.inputs import Inputs, fingerprint, tokenizer_fingerprint
 
 DEFAULT_SHARD_SIZE = 100_000
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The corpus specs of one store, in order, with what identifies their content."""
-
-    specs: tuple[str, ...]
-    id_col: str = "id"
-    seq_col: str = "sequence"
-
-    @staticmethod
-    def expand(specs: list[str] | tuple[str, ...], id_col: str = "id", seq_col: str = "sequence") -> Inputs:
-        """Files, globs (sorted) or `scl2205[:split]`; a glob that matches nothing is an error."""
-        out: list[str] = []
-        for spec in specs:
-            if spec == "scl2205" or spec.startswith("scl2205:") or Path(spec).exists():
-                out.append(spec)
-                continue
-            matches = sorted(glob.glob(spec))
-            if not matches:
-                raise InputError(spec, "file not found (and no file matches it as a glob)")
-            out.extend(matches)
-        if not out:
-            raise ProtlmError("no corpus inputs given")
-        return Inputs(tuple(out), id_col, seq_col)
-
-    def identity(self) -> list[dict]:
-        """Path, size and modification time of each file (the builtin corpus: its package version)."""
-        from importlib.metadata import version
-
-        ident = []
-        for spec in self.specs:
-            if spec == "scl2205" or spec.startswith("scl2205:"):
-                ident.append({"spec": spec, "p-scldata": version("p-scldata")})
-            else:
-                st = Path(spec).stat()
-                ident.append({"spec": str(Path(spec).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
-        return ident
-
-    def raw_records(self, keep: int | None = None) -> Iterator[tuple[str, RawRecord]]:
-        """(source name, raw record) for every record of every input, in order (no validation yet); FASTA
-        sequences longer than `keep` characters are cut short and flagged (see `iter_fasta`)."""
-        from protlm.corpora import DEFAULT_SCL_SPLIT, load_scl2205
-        from protlm.io import is_fasta, iter_fasta, iter_table
-
-        for spec in self.specs:
-            if spec == "scl2205" or spec.startswith("scl2205:"):
-                entries = load_scl2205().split(spec.partition(":")[2] or DEFAULT_SCL_SPLIT)
-                source = f"{spec} (scldata/data/scl2205.csv)"
-                yield from ((source, RawRecord(e.id, e.seq, line=e.index + 2)) for e in entries)
-            else:
-                raw = iter_fasta(spec, keep) if is_fasta(spec) else iter_table(spec, self.id_col, self.seq_col)
-                yield from ((spec, r) for r in raw)
-
-
-def tokenizer_fingerprint(tokenizer_dir: str | Path) -> tuple[str, str, int]:
-    """(serialised residue tokenizer, its sha256, vocabulary size incl. added tokens) of a tokenizer or
-    model directory. A `tokenizer.json` that splits raw protein strings (protlm's, byte-level BPE) is read
-    with `tokenizers` alone (no transformers / torch import: prepare stays small); any other (ESM-2,
-    ProtBERT) goes through `ProteinTokenizer`, whose residue tokenizer the workers then run."""
-    from tokenizers import Tokenizer
-
-    from protlm.io.hf_dirs import refuse_remote_code
-    from protlm.tokenization import load_tokenizer, splits_residues
-
-    directory = Path(tokenizer_dir)
-    path = directory / "tokenizer.json"
-    tok = None
-    if path.is_file():
-        refuse_remote_code(tokenizer_dir)
-        read_json_object(path)
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as e:  # tokenizers raises plain Exception on a malformed file
-            raise ProtlmError(f"{tokenizer_dir}: not a tokenizer tokenizers can load ({str(e)[:160]})") from None
-    if tok is None or not splits_residues(tok):
-        tok = load_tokenizer(directory).backend  # e.g. ESM-2's vocab.txt, ProtBERT's spaced WordPiece
-    text = tok.to_str()
-    return text, hashlib.sha256(text.encode()).hexdigest(), tok.get_vocab_size(with_added_tokens=True)
-
-
-def fingerprint(inputs: Inputs, tokenizer_sha: str, vocab: int, policy: ResiduePolicy, shard_size: int) -> dict:
-    return {"format": FORMAT, "version": VERSION, "tokenizer_sha256": tokenizer_sha, "vocab_size": vocab,
-            "policy": policy.identity(), "shard_size": shard_size, "inputs": inputs.identity(),
-            "id_col": inputs.id_col, "seq_col": inputs.seq_col}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- workers
@@ -341,90 +253,6 @@ def _collect(future: Future, log: Callable[[str], None]) -> int:
 # ----------------------------------------------------------------------------- index
 
 
-def _chunk_count(out: Path, meta: dict) -> int:
-    parts = sorted((out / "parts").glob("part-*-of-*.json")) if (out / "parts").is_dir() else []
-    if not parts:
-        raise ProtlmError(f"{out}: no prepare run has finished its pass yet (no parts/*.json)")
-    counts = {json.loads(p.read_text())["chunks"] for p in parts}
-    if len(counts) != 1:
-        raise ProtlmError(f"{out}: prepare runs disagree on the number of chunks ({sorted(counts)}): inputs changed")
-    return counts.pop()
-
-
-def index_store(out: str | Path) -> dict:
-    """Check every shard and write the global arrays and store.json (atomically, store.json last)."""
-    out = Path(out)
-    if not (out / "prepare.json").is_file():
-        raise ProtlmError(f"{out}: not a corpus store (no prepare.json)")
-    meta = read_json_object(out / "prepare.json")
-    n_chunks = _chunk_count(out, meta)
-    shard_metas = []
-    for k in range(n_chunks):
-        m = read_shard_meta(out, k)
-        if m is None or m.get("fingerprint") != meta:
-            missing = [
-                shard_name(j) for j in range(n_chunks) if (read_shard_meta(out, j) or {}).get("fingerprint") != meta
-            ]
-            raise ProtlmError(f"{out}: {len(missing)} of {n_chunks} shards missing or stale (first: {missing[0]}); "
-                              "run the missing `protlm corpus prepare --shard I/N` parts again")  # fmt: skip
-        shard_metas.append(m)
-    counts = np.array([m["records"] for m in shard_metas], dtype=np.int64)
-    starts = np.zeros(n_chunks + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    lengths = np.empty(int(starts[-1]), dtype=np.int32)
-    holdout = np.empty(int(starts[-1]), dtype=np.uint32)
-    hashes = np.empty(int(starts[-1]), dtype=np.uint64)
-    for k in range(n_chunks):
-        d = out / "shards" / shard_name(k)
-        lo, hi = starts[k], starts[k + 1]
-        lengths[lo:hi] = np.diff(np.load(d / "offsets.npy", allow_pickle=False))
-        holdout[lo:hi] = np.load(d / "holdout.npy", allow_pickle=False)
-        hashes[lo:hi] = np.load(d / "id_hash.npy", allow_pickle=False)
-    duplicates = _duplicates(out, hashes, starts)
-    del hashes
-    report = SkipReport("")
-    for m in shard_metas:
-        report.merge(SkipReport.from_dict("", m["skip_report"]))
-    if len(duplicates):
-        report.skipped["duplicate id"] += len(duplicates)
-        report.n_used -= len(duplicates)
-    for name, arr in (("lengths", lengths), ("holdout", holdout), ("starts", starts), ("duplicates", duplicates)):
-        tmp = out / f".{name}.npy.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, arr, allow_pickle=False)
-        os.replace(tmp, out / f"{name}.npy")
-    store = {"format": FORMAT, "version": VERSION, "fingerprint": meta, "shards": n_chunks,
-             "records": int(starts[-1]), "usable_records": int(starts[-1]) - len(duplicates),
-             "tokens": int(sum(m["tokens"] for m in shard_metas)),
-             "residues": int(sum(m["residues"] for m in shard_metas)),
-             "skip_report": report.as_dict()}  # fmt: skip
-    write_json(out / "store.json", store)
-    return store
-
-
-def _duplicates(out: Path, hashes: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Global indices whose id equals an earlier record's (across shards: within one, the worker
-    already skipped them). Records with equal 64-bit hashes are compared on their id bytes, so a
-    hash collision never drops a record."""
-    from protlm.store.format import ShardMaps
-
-    order = np.argsort(hashes, kind="stable")  # equal hashes stay in corpus order: the first is kept
-    sorted_h = hashes[order]
-    cuts = np.flatnonzero(sorted_h[1:] != sorted_h[:-1]) + 1
-    run_start, run_end = np.r_[0, cuts], np.r_[cuts, len(hashes)]
-    multi = run_end - run_start > 1
-    maps, dup = ShardMaps(out, starts), []
-    for s, e in zip(run_start[multi], run_end[multi], strict=True):  # only runs of equal hashes: rare
-        first: dict[str, int] = {}
-        for j in order[s:e]:
-            pid = maps.id(int(j))
-            if pid in first:
-                dup.append(int(j))
-            else:
-                first[pid] = int(j)
-    return np.array(sorted(dup), dtype=np.int64)
-
-
 def ensure_store(
     spec: str,
     tokenizer_dir: str | Path,
@@ -460,4 +288,4 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(i), int(n)
 
 
-__all__ = ["DEFAULT_SHARD_SIZE", "Inputs", "ensure_store", "index_store", "parse_shard", "prepare_store"]
+__all__ = ["DEFAULT_SHARD_SIZE", "ensure_store", "parse_shard", "prepare_store"]

@@ -27,8 +27,8 @@ from protlm.models.lora import configure, load_lora_checkpoint
 from protlm.pairs.negatives import NegativePool
 from protlm.store import TokenStore, ensure_store
 from protlm.store.assemblies import AssemblyStore, ensure_assembly_store
+from protlm.store.inputs import tokenizer_fingerprint
 from protlm.store.pairs import PairStore, ensure_pair_store
-from protlm.store.prepare import tokenizer_fingerprint
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import ConcatTokens
 from protlm.train.checkpoint import checkpoints

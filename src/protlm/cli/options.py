@@ -56,6 +56,10 @@ LoraAlphaOpt = Annotated[float | None, typer.Option(help="LoRA scale numerator (
 LoraTargetsOpt = Annotated[
     str | None, typer.Option(help="Comma-separated linear layers that get adapters (default query,value).")
 ]
+KernelsOpt = Annotated[
+    str | None,
+    typer.Option(help="on (default): chunked attention dropout and cheaper dropout masks on the CPU; off: plain HF."),
+]
 CheckpointingOpt = Annotated[
     bool, typer.Option("--gradient-checkpointing", help="Recompute activations in the backward pass: less memory.")
 ]

@@ -10,6 +10,7 @@ import typer
 
 from protlm.cli.options import (
     CheckpointingOpt,
+    KernelsOpt,
     LoraAlphaOpt,
     LoraRankOpt,
     LoraTargetsOpt,
@@ -96,6 +97,7 @@ def pretrain_cmd(
     lora_alpha: LoraAlphaOpt = None,
     lora_targets: LoraTargetsOpt = None,
     gradient_checkpointing: CheckpointingOpt = False,
+    kernels: KernelsOpt = None,
 ) -> None:
     """Masked-LM pre-training on single proteins and label-agnostic binding / non-binding pairs: a fresh
     model from a preset, or continued pre-training of a pre-trained one (ESM-2, ProtBERT, RoBERTa; dir or Hub id)."""
@@ -165,6 +167,7 @@ def finetune_cmd(
     lora_alpha: LoraAlphaOpt = None,
     lora_targets: LoraTargetsOpt = None,
     gradient_checkpointing: CheckpointingOpt = False,
+    kernels: KernelsOpt = None,
 ) -> None:
     """Fine-tune a pre-trained model (or the scratch / composition references) on a downstream task."""
     from protlm.tasks.finetune import FinetuneConfig, finetune

@@ -48,6 +48,7 @@ class TrainConfig:
     max_time: str | None = None
     precision: str = "auto"  # auto | bf16 | fp32
     prefetch: str = "off"  # on | off: build the next micro-batch in a thread (no measured gain: bench/RESULTS.md)
+    kernels: str = "on"  # on | off: protlm's CPU training kernels (models/kernels.py: chunked attention dropout)
     log_every: int = 10
     eval_every: int = 200
     save_every: int = 500
@@ -67,8 +68,9 @@ class TrainConfig:
             raise ProtlmError("invalid config: warmup_steps, weight_decay and max_grad_norm must be >= 0")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
             raise ProtlmError("invalid config: Adam betas must be in [0, 1)")
-        if self.prefetch not in ("on", "off"):
-            raise ProtlmError(f"invalid config: prefetch must be on or off, got {self.prefetch!r}")
+        for name in ("prefetch", "kernels"):
+            if getattr(self, name) not in ("on", "off"):
+                raise ProtlmError(f"invalid config: {name} must be on or off, got {getattr(self, name)!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ProtlmError(f"invalid config: precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.lora_rank < 0:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from protlm.heap import HeapTrim
+from protlm.models.kernels import training_kernels
 from protlm.models.lora import adapter_files, has_lora, merge_lora
 from protlm.progress import progress
 from protlm.train.checkpoint import checkpoints, load_training_state, save_checkpoint, save_model_atomic
@@ -133,6 +134,14 @@ class Prefetch:
             self.pool.shutdown(wait=True)
 
 
+def to_device(fields: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch's tensors on `device`; to a GPU from pinned memory without blocking the host, so the
+    next batch is built while this one is copied and trained on."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in fields.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in fields.items()}
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; no weight decay on biases and LayerNorm weights (as in BERT/RoBERTa)."""
     decay, no_decay = [], []
@@ -164,7 +173,13 @@ class Fit:
 
 
 def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None] = print) -> LoopState:
-    """Train until a budget is reached; returns the final loop state."""
+    """Train until a budget is reached; returns the final loop state. The HF model trains with protlm's
+    CPU kernels (`--kernels on`, models/kernels.py) and is saved as the plain HF model it was."""
+    with training_kernels(f.hf_model, enabled=f.cfg.kernels == "on"):
+        return _fit(f, total_steps, steps_per_epoch, log)
+
+
+def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None]) -> LoopState:
     cfg, acc = f.cfg, f.accelerator
     heap = HeapTrim()  # batch shapes change every step: free heap pages go back to the system (heap.py)
     world, rank = acc.num_processes, acc.process_index
@@ -209,7 +224,11 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
         evaluate()
     progress = _progress(total_steps, state.step, acc.is_main_process)
     objective.train()
-    window = {"loss": 0.0, "n": 0, "tokens": 0, "padded": 0, "t": time.perf_counter()}
+
+    def new_window() -> dict:  # the loss is summed on the device and read once per log line: no sync per step
+        return {"loss": torch.zeros((), device=acc.device), "n": 0, "tokens": 0, "padded": 0, "t": time.perf_counter()}
+
+    window = new_window()
     segment_start = time.perf_counter() - state.elapsed
     plan = f.source.epoch_batches(state.epoch)
     prefetch = Prefetch(f.source.make_batch, cfg.prefetch == "on")
@@ -221,7 +240,7 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
         # Budgets, decided identically on every rank.
         state.elapsed = time.perf_counter() - segment_start
         stop = _budget_reached(state, cfg, total_steps, max_time, steps_per_epoch)
-        if world > 1:  # one rank over its time budget stops them all at the same step
+        if world > 1 and max_time is not None:  # one rank over its time budget stops them all at the same step
             flag = torch.tensor([1.0 if stop else 0.0], device=acc.device)
             if acc.reduce(flag, reduction="sum").item() > 0 and not stop:
                 stop = "max_time"
@@ -244,7 +263,7 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
             sync = contextlib.nullcontext() if k == len(mine) - 1 else acc.no_sync(objective)
             with sync:
                 with torch.autocast(acc.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    loss, _ = objective(**{k2: v.to(acc.device) for k2, v in f.batch_fields(batch).items()})
+                    loss, _ = objective(**to_device(f.batch_fields(batch), acc.device))
                 acc.backward(loss / cfg.grad_accum)
             step_loss += loss.detach() / cfg.grad_accum
             window["tokens"] += batch.n_tokens
@@ -257,11 +276,9 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         heap.step()
-        if world > 1:
-            step_loss = acc.reduce(step_loss, reduction="mean")
         state.step += 1
         state.batch += per_step
-        window["loss"] += float(step_loss)
+        window["loss"] += step_loss
         window["n"] += 1
         progress.update(1)
 
@@ -276,7 +293,8 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
             record = {
                 "step": state.step,
                 "epoch": state.epoch + state.batch / max(1, len(plan)),
-                "loss": window["loss"] / window["n"],
+                "loss": float(acc.reduce(window["loss"], reduction="mean") if world > 1 else window["loss"])
+                / window["n"],
                 "lr": lr,
                 "tokens_per_s": tokens / max(dt, 1e-9),
                 "pad_waste_pct": 100.0 * (1 - window["tokens"] / max(1, window["padded"])),
@@ -285,7 +303,7 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
             }
             metrics.log(record)
             progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
-            window = {"loss": 0.0, "n": 0, "tokens": 0, "padded": 0, "t": time.perf_counter()}
+            window = new_window()
         if state.step % cfg.eval_every == 0:
             evaluate()
         fault("step", state.step)

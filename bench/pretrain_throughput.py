@@ -5,8 +5,10 @@ distribution, one optimizer step after another, for the same wall-clock budget e
 
 - seed recipe (paccmann_proteomics / HF run_language_modeling of 2020): eager attention, fp32,
   every sequence truncated/padded to 512 tokens, fixed batch size, logits for every position;
+- HF Trainer: what a user would pick today (SDPA, dynamic padding, group_by_length);
 - protlm: SDPA attention, fp32 and bf16 autocast (both measured), length-bucketed
-  token-budget batches, LM head on masked positions only, random crops of long proteins.
+  token-budget batches, LM head on masked positions only, random crops of long proteins, and its
+  training kernels (chunked attention dropout, cheaper dropout masks; `--kernels off` row: without).
 
 Reported: non-pad training tokens/s (the only tokens that teach the model), the ratio, padding
 waste, and model FLOPs utilisation (MFU) against this machine's fp32 and bf16 matmul peak
@@ -14,6 +16,10 @@ measured in the same run. Model FLOPs per non-pad token use the same formula for
 6 x non-embedding parameters + 12 x layers x context x hidden (attention) + 6 x hidden x vocab x 0.15.
 
     .venv/bin/python bench/pretrain_throughput.py --preset esm-size --seconds 60
+    python bench/pretrain_throughput.py --device cuda --preset roberta-base --tokens-per-batch 65536
+
+On CUDA the rows run in bf16 autocast (HF Trainer with `bf16=True`), and MFU is against the GPU's
+measured bf16 matmul peak.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ import torch.nn.functional as F
 from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch
 from protlm.corpora import open_corpus
 from protlm.models import build_mlm
+from protlm.models.kernels import training_kernels
 from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokenizer
 from protlm.tokenized import tokenize
 from protlm.train.config import TrainConfig
 from protlm.train.data import PretrainData
-from protlm.train.loop import autocast_dtype, make_optimizer, matmul_flops
+from protlm.train.loop import autocast_dtype, make_optimizer, matmul_flops, to_device
 from protlm.train.objective import MaskedLMObjective
 
 
@@ -42,7 +49,12 @@ def flops_per_token(config, context: float) -> float:
     return 6 * non_embedding + 12 * layers * context * h + 6 * h * v * 0.15
 
 
-def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float) -> dict:
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float, device: str = "cpu") -> dict:
     """Every sequence padded to 512, eager attention, fp32, full-vocabulary logits."""
     model.config._attn_implementation = "eager"
     opt = make_optimizer(model, TrainConfig(max_steps=1))
@@ -58,12 +70,14 @@ def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float) -> dict:
         ids = F.pad(ids, (0, 512 - ids.shape[1]), value=1)
         attn = F.pad(attn, (0, 512 - attn.shape[1]), value=0)
         inputs, labels = mask_for_mlm(ids, vocab, gen)
-        loss = model(input_ids=inputs, attention_mask=attn, labels=labels).loss
+        fields = to_device({"input_ids": inputs, "attention_mask": attn, "labels": labels}, torch.device(device))
+        loss = model(**fields).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(attn.sum())
         steps += 1
+    sync(device)
     dt = time.perf_counter() - start
     return {
         "tokens_per_s": tokens / dt,
@@ -76,7 +90,7 @@ def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float) -> dict:
 WARMUP = 3  # HF Trainer steps not timed
 
 
-def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float) -> dict:
+def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float, device: str = "cpu") -> dict:
     """What a user would pick today: HF `Trainer`, SDPA, fp32, dynamic padding, `group_by_length` sampling,
     `DataCollatorForLanguageModeling` (15%), AdamW, no logging / saving; timed over `seconds` of steps after
     `WARMUP` steps (its sampler puts the longest batch first on purpose, to fail early on memory)."""
@@ -113,7 +127,8 @@ def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float) -> dict:
     budget = Budget()
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(output_dir=tmp, per_device_train_batch_size=batch_size, max_steps=10**6,
-                                 train_sampling_strategy="group_by_length", use_cpu=True, report_to=[],
+                                 train_sampling_strategy="group_by_length", use_cpu=device == "cpu",
+                                 bf16=device != "cpu", report_to=[],
                                  save_strategy="no", logging_strategy="no", disable_tqdm=True,
                                  dataloader_num_workers=0, learning_rate=1e-4, seed=0)  # fmt: skip
         trainer = Trainer(model=model, args=args, train_dataset=Proteins(), data_collator=counting,
@@ -126,88 +141,99 @@ def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float) -> dict:
             "context": float(tokens / max(1, steps) / batch_size)}  # fmt: skip
 
 
-def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float, precision: str) -> dict:
+def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float, precision: str,
+               kernels: bool = True, device: str = "cpu") -> dict:  # fmt: skip
     model.config._attn_implementation = "sdpa"
+    dev = torch.device(device)
     objective = MaskedLMObjective(model)
     opt = make_optimizer(objective, TrainConfig(max_steps=1))
-    dtype = autocast_dtype(precision, torch.device("cpu"))
+    dtype = autocast_dtype(precision, dev)
     plan = data.epoch_batches(0, tokens_per_batch)
     tokens = padded = steps = 0
     ctx = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        batch = data.make_batch(plan[steps % len(plan)], torch.Generator().manual_seed(steps))
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss, _ = objective(batch.input_ids, batch.attention_mask, batch.labels)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += batch.n_tokens
-        padded += batch.n_padded
-        ctx.append(batch.input_ids.shape[1])
-        steps += 1
-    dt = time.perf_counter() - start
+    with training_kernels(model, enabled=kernels):
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            batch = data.make_batch(plan[steps % len(plan)], torch.Generator().manual_seed(steps))
+            fields = to_device({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                                "labels": batch.labels}, dev)  # fmt: skip
+            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                loss, _ = objective(**fields)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            tokens += batch.n_tokens
+            padded += batch.n_padded
+            ctx.append(batch.input_ids.shape[1])
+            steps += 1
+        sync(device)
+        dt = time.perf_counter() - start
     return {"tokens_per_s": tokens / dt, "steps": steps, "pad_waste_pct": 100 * (1 - tokens / padded), "seconds": dt,
             "context": float(np.mean(ctx)), "precision": "bf16" if dtype else "fp32"}  # fmt: skip
+
+
+SEED, HF = "seed recipe (eager, fp32, pad to 512)", "HF Trainer (SDPA, dynamic padding, group_by_length)"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="esm-size")
     ap.add_argument("--tokenizer", default=None, help="tokenizer dir (default: train the default BPE on SCL2205 train)")
+    ap.add_argument("--proteins", type=int, default=0, help="the first N SCL2205 train proteins (default: all)")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--seed-batch-size", type=int, default=8)
     ap.add_argument("--tokens-per-batch", type=int, default=8192)
     ap.add_argument("--hf-batch-size", type=int, help="HF Trainer batch size (default: --tokens-per-batch / 512)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--rows", default="seed,hf,protlm,protlm-plain,protlm-bf16", help="which rows to run")
     args = ap.parse_args()
     torch.manual_seed(0)
+    cuda = args.device.startswith("cuda")
 
-    records = list(open_corpus("scl2205:train").records())
+    records = list(open_corpus("scl2205:train").records())[: args.proteins or None]
     seqs = [r.seq for r in records]
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else train_tokenizer(seqs, vocab_size=DEFAULT_VOCAB_SIZE)
     tset = tokenize(tok, [r.id for r in records], seqs)
-    print(
-        f"SCL2205 train: {len(tset):,} proteins, mean {tset.lengths.mean():.0f} tokens; preset {args.preset}; torch threads {torch.get_num_threads()}"
-    )
-    peaks = {"fp32": matmul_flops(torch.float32, 2048, 5.0), "bf16": matmul_flops(torch.bfloat16, 2048, 5.0)}
-    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    print(f"SCL2205 train: {len(tset):,} proteins, mean {tset.lengths.mean():.0f} tokens; preset {args.preset}; "
+          f"device {args.device}; torch threads {torch.get_num_threads()}")  # fmt: skip
+    size = 8192 if cuda else 2048
+    peaks = {d: matmul_flops(getattr(torch, d), size, 5.0, args.device) for d in ("float32", "bfloat16")}
+    print(f"matmul peak: fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
 
     empty = np.zeros((0, 2), dtype=np.int64)
     data = PretrainData(tset, 512, np.arange(len(tset)), empty, empty, None, {"singles": 1.0}, tok)
-    auto = autocast_dtype("auto", torch.device("cpu"))
+    auto = autocast_dtype("auto", torch.device(args.device))
     print(f"--precision auto picks {'bf16' if auto else 'fp32'} on this machine")
-    results = {}
     init = build_mlm(args.preset, tok, seed=0).state_dict()
     mean_len = float(np.mean(np.minimum(tset.lengths, 510) + tok.template.overhead(1)))
-
-    def hf_batch_size() -> int:  # at most protlm's padded token budget, at the longest (512-token) batch
-        return args.hf_batch_size or max(1, args.tokens_per_batch // 512)
-
-    for name, fn in [
-        (
-            "seed recipe (eager, fp32, pad to 512)",
-            lambda m: run_seed_recipe(m, tset, tok, args.seed_batch_size, args.seconds),
-        ),
-        ("protlm fp32", lambda m: run_protlm(m, data, args.tokens_per_batch, args.seconds, "fp32")),
-        (
-            "HF Trainer (SDPA, fp32, dynamic padding, group_by_length)",
-            lambda m: run_hf_trainer(m, tset, tok, hf_batch_size(), args.seconds),
-        ),
-        ("protlm bf16 autocast", lambda m: run_protlm(m, data, args.tokens_per_batch, args.seconds, "bf16")),
-    ]:
+    hf_batch = args.hf_batch_size or max(1, args.tokens_per_batch // 512)  # within protlm's padded budget
+    precision = "bf16" if cuda else "fp32"
+    tpb, secs, dev = args.tokens_per_batch, args.seconds, args.device
+    rows = {
+        "seed": (SEED, lambda m: run_seed_recipe(m, tset, tok, args.seed_batch_size, secs, dev)),
+        "hf": (HF, lambda m: run_hf_trainer(m, tset, tok, hf_batch, secs, dev)),
+        "protlm": (f"protlm {precision}", lambda m: run_protlm(m, data, tpb, secs, precision, True, dev)),
+        "protlm-plain": (f"protlm {precision}, --kernels off",
+                         lambda m: run_protlm(m, data, tpb, secs, precision, False, dev)),  # fmt: skip
+        "protlm-bf16": ("protlm bf16 autocast", lambda m: run_protlm(m, data, tpb, secs, "bf16", True, dev)),
+    }
+    results = {}
+    for key in args.rows.split(","):
+        if cuda and key == "protlm-bf16":
+            continue  # the protlm row is bf16 already
+        name, fn = rows[key]
         model = build_mlm(args.preset, tok, seed=0)
         model.load_state_dict(init)
-        model.train()
+        model.to(args.device).train()
         results[name] = r = fn(model)
         flops = flops_per_token(model.config, r["context"]) * r["tokens_per_s"]
-        r["mfu_fp32_pct"], r["mfu_bf16_pct"] = 100 * flops / peaks["fp32"], 100 * flops / peaks["bf16"]
-    base = results["seed recipe (eager, fp32, pad to 512)"]["tokens_per_s"]
-    hf = results["HF Trainer (SDPA, fp32, dynamic padding, group_by_length)"]["tokens_per_s"]
-    print(f"HF Trainer batch size {hf_batch_size()} (mean {mean_len:.0f} tokens a protein)")
-    print(
-        "\n| run | non-pad tokens/s | x seed | x HF Trainer | padding waste | steps | MFU vs fp32 peak | MFU vs bf16 peak |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        r["mfu_fp32_pct"], r["mfu_bf16_pct"] = 100 * flops / peaks["float32"], 100 * flops / peaks["bfloat16"]
+        print(f"{name}: {r['tokens_per_s']:,.0f} tokens/s", flush=True)
+    base = results.get(SEED, {}).get("tokens_per_s", float("nan"))
+    hf = results.get(HF, {}).get("tokens_per_s", float("nan"))
+    print(f"HF Trainer batch size {hf_batch} (mean {mean_len:.0f} tokens a protein)")
+    print("\n| run | non-pad tokens/s | x seed | x HF Trainer | padding waste | steps | MFU vs fp32 peak "
+          "| MFU vs bf16 peak |\n|---|---:|---:|---:|---:|---:|---:|---:|")  # fmt: skip
     for name, r in results.items():
         print(
             f"| {name} | {r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base:.2f} | {r['tokens_per_s'] / hf:.2f} "

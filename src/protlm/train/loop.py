@@ -73,14 +73,19 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def matmul_flops(dtype: torch.dtype, n: int = 512, seconds: float = 0.2) -> float:
-    """Measured FLOP/s of an n x n matmul in `dtype` on the CPU."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_flops(dtype: torch.dtype, n: int = 512, seconds: float = 0.2, device: str = "cpu") -> float:
+    """Measured FLOP/s of an n x n matmul in `dtype` on the CPU (or `device`)."""
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.mm(a, b)
+    sync()
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         torch.mm(a, b)
         reps += 1
+        if reps % 16 == 0:
+            sync()
+    sync()
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 

@@ -31,6 +31,8 @@ MODES = {
     "lora r=8": ["--lora-rank", "8"],
     "lora r=8 + checkpointing": ["--lora-rank", "8", "--gradient-checkpointing"],
     "frozen": ["--freeze"],
+    "full (kernels off)": ["--kernels", "off"],  # issue 17: the training kernels in fine-tuning
+    "lora r=8 (kernels off)": ["--lora-rank", "8", "--kernels", "off"],
 }
 
 

@@ -23,7 +23,7 @@ from protlm.train.pretrain import pretrain
 
 
 def run(out: Path, args, kernels: str, dropout_seed: int) -> dict:
-    cfg = PretrainConfig(out=str(out), model=args.preset, tokenizer=args.tokenizer, corpus=f"scl2205:train",
+    cfg = PretrainConfig(out=str(out), model=args.preset, tokenizer=args.tokenizer, corpus="scl2205:train",
                          tokens_per_batch=args.tokens_per_batch, max_steps=args.steps, warmup_steps=args.steps // 10,
                          lr=args.lr, log_every=1, eval_every=10**9, save_every=10**9, precision="fp32", seed=0,
                          kernels=kernels, max_tokens=args.max_tokens, cache_dir=str(out.parent / "cache"))  # fmt: skip

@@ -213,8 +213,10 @@ def main() -> None:
         "seed": (SEED, lambda m: run_seed_recipe(m, tset, tok, args.seed_batch_size, secs, dev)),
         "hf": (HF, lambda m: run_hf_trainer(m, tset, tok, hf_batch, secs, dev)),
         "protlm": (f"protlm {precision}", lambda m: run_protlm(m, data, tpb, secs, precision, True, dev)),
-        "protlm-plain": (f"protlm {precision}, --kernels off",
-                         lambda m: run_protlm(m, data, tpb, secs, precision, False, dev)),  # fmt: skip
+        "protlm-plain": (
+            f"protlm {precision}, --kernels off",
+            lambda m: run_protlm(m, data, tpb, secs, precision, False, dev),
+        ),  # fmt: skip
         "protlm-bf16": ("protlm bf16 autocast", lambda m: run_protlm(m, data, tpb, secs, "bf16", True, dev)),
     }
     results = {}

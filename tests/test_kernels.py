@@ -143,3 +143,20 @@ def test_training_without_dropout_is_the_sdpa_model():
     with training_kernels(model):
         fast = model(input_ids=ids, labels=ids).loss
     torch.testing.assert_close(fast, plain)
+
+
+def test_kernels_option_is_on_or_off():
+    from protlm.errors import ProtlmError
+    from protlm.train.config import TrainConfig
+
+    TrainConfig(kernels="off").validate()
+    with pytest.raises(ProtlmError, match="kernels must be on or off"):
+        TrainConfig(kernels="fast").validate()
+
+
+def test_to_device_on_cpu_keeps_the_tensors():
+    from protlm.train.loop import to_device
+
+    fields = {"input_ids": torch.arange(6).view(2, 3), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
+    moved = to_device(fields, torch.device("cpu"))
+    assert all(moved[k] is fields[k] for k in fields)  # no copy, no pinning without CUDA

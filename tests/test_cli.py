@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -96,3 +97,17 @@ def test_strict_flag(tmp_path, capsys):
         ["tokenizer", "train", "--corpus", str(f), "--kind", "char", "--strict", "--out", str(tmp_path / "t")], capsys
     )
     assert code == 2 and "rare residue 'U' at position 3 rejected by --strict" in err
+
+
+def test_doctor_prints_the_install_check_on_one_screen(tmp_path, monkeypatch, capsys):
+    from conftest import run_cli
+
+    monkeypatch.setenv("PROTLM_CACHE", str(tmp_path / "cache"))
+    code, out, err = run_cli(["doctor"], capsys)
+    assert code in (None, 0), err
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.splitlines())
+    assert len(rows) <= 30
+    assert rows["torch"].startswith("2.") and rows["transformers"] != "not installed"
+    assert "GFLOP/s" in rows["matmul (measured)"]
+    assert rows["--precision auto"] in ("bf16", "fp32")
+    assert rows["protlm cache"] == str(tmp_path / "cache")

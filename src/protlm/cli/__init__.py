@@ -39,6 +39,17 @@ app.command("plot")(train.plot_cmd)
 app.command("demo")(train.demo)
 
 
+@app.command("doctor")
+def doctor() -> None:
+    """The install check: versions, the device, bf16 support measured, and the cache locations."""
+    from protlm.doctor import report
+
+    rows = report()
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        typer.echo(f"{label:<{width}}  {value}")
+
+
 @app.callback()
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show the Python traceback of an unexpected (internal) error."),

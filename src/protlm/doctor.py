@@ -1,0 +1,62 @@
+"""`protlm doctor`: the install check on one screen. Versions of protlm, Python and the libraries it runs on,
+the device training would use, bf16 support *measured* (a matmul timed in bf16 and fp32, since CPUs with the
+instructions can still run bf16 slower), and where the caches are."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "peft", "safetensors", "numpy",
+             "pandas", "pyarrow", "duckdb", "scikit-learn", "p-scldata")  # fmt: skip
+
+
+def _version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def report(measure_seconds: float = 0.2) -> list[tuple[str, str]]:
+    """(label, value) rows, in display order."""
+    import torch
+
+    from protlm import __version__
+    from protlm.tokenized import default_cache_dir
+    from protlm.train.loop import autocast_dtype, cpu_has_bf16, matmul_flops
+
+    rows = [("protlm", __version__), ("python", f"{platform.python_version()} ({sys.executable})")]
+    rows += [(name, _version(name)) for name in LIBRARIES]
+    cuda = torch.cuda.is_available()
+    rows.append(("torch build", f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"))
+    if cuda:
+        device = torch.device("cuda")
+        rows.append(("device", f"cuda: {torch.cuda.get_device_name(0)} (x{torch.cuda.device_count()})"))
+    else:
+        device = torch.device("cpu")
+        rows.append(("device", f"cpu: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"))
+    fp32 = matmul_flops(torch.float32, 1024, measure_seconds, device.type)
+    bf16 = matmul_flops(torch.bfloat16, 1024, measure_seconds, device.type)
+    flags = "" if cuda else f"; CPU flags {'have' if cpu_has_bf16() else 'lack'} AVX512-BF16/AMX"
+    rows.append(("matmul (measured)", f"fp32 {fp32 / 1e9:,.0f} GFLOP/s, bf16 {bf16 / 1e9:,.0f} GFLOP/s{flags}"))
+    auto = autocast_dtype("auto", device)
+    rows.append(("--precision auto", "bf16" if auto else "fp32"))
+    from huggingface_hub import constants
+
+    rows.append(("protlm cache", str(default_cache_dir())))
+    rows.append(("HF cache", str(constants.HF_HUB_CACHE)))
+    rows.append(("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "unset")))
+    return rows

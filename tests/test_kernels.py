@@ -149,9 +149,9 @@ def test_kernels_option_is_on_or_off():
     from protlm.errors import ProtlmError
     from protlm.train.config import TrainConfig
 
-    TrainConfig(kernels="off").validate()
+    TrainConfig(kernels="off", max_steps=1).validate()
     with pytest.raises(ProtlmError, match="kernels must be on or off"):
-        TrainConfig(kernels="fast").validate()
+        TrainConfig(kernels="fast", max_steps=1).validate()
 
 
 def test_to_device_on_cpu_keeps_the_tensors():
@@ -160,3 +160,15 @@ def test_to_device_on_cpu_keeps_the_tensors():
     fields = {"input_ids": torch.arange(6).view(2, 3), "attention_mask": torch.ones(2, 3, dtype=torch.long)}
     moved = to_device(fields, torch.device("cpu"))
     assert all(moved[k] is fields[k] for k in fields)  # no copy, no pinning without CUDA
+
+
+def test_causal_or_special_attention_goes_to_hf(monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "chunked_dropout_attention", lambda *a, **kw: calls.append(1))
+    q = torch.randn(1, 2, 4, 8)
+    causal = nn.Module()
+    causal.is_causal = True
+    with torch.enable_grad():
+        out, _ = kernels.attention(causal, q, q, q, None, dropout=0.1)
+        kernels.attention(nn.Module(), q, q, q, None, dropout=0.1, position_bias=torch.zeros(1, 2, 4, 4))
+    assert calls == [] and out.shape == (1, 4, 2, 8)

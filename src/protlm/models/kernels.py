@@ -154,7 +154,9 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     cpu_dropout = dropout > 0 and query.device.type == "cpu" and torch.is_grad_enabled()
-    if not cpu_dropout or kwargs.get("output_attentions") or getattr(module, "num_key_value_groups", 1) > 1:
+    special = any(kwargs.get(k) is not None for k in ("softcap", "position_bias", "sliding_window", "s_aux"))
+    other = special or kwargs.get("output_attentions") or getattr(module, "num_key_value_groups", 1) > 1
+    if not cpu_dropout or other or getattr(module, "is_causal", False):  # decoders, GQA, extras: HF's own
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)  # fmt: skip
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5

@@ -1,16 +1,16 @@
 """Training kernels for the CPU: attention with dropout in cache-sized pieces, and a cheaper dropout mask.
 
-Why (bench/attention_kernels.py, esm-size, 8,192 tokens a batch, 2 cores): with attention dropout on,
+Why (bench/RESULTS.md, issue 17; esm-size, 8,192 tokens a batch, 2 cores): with attention dropout on,
 PyTorch's SDPA leaves its flash kernel (which has no dropout on the CPU) for the math path. That path
 writes every (batch, head, L, L) score tensor to memory several times over (scores, probabilities,
 a float dropout mask drawn with `bernoulli_`, dropped probabilities) and keeps them for backward:
 about two thirds of a training step, and several GB of activations.
 
 `chunked_dropout_attention` computes the same function (softmax, then dropout on the probabilities,
-then the weighted sum of values) in pieces of a few heads that stay in cache, keeps nothing of size
-L x L for backward, and recomputes scores, probabilities and the dropout mask there, as
-FlashAttention does. The mask comes from a generator seeded once per call from torch's global RNG, so
-a step is a pure function of the seed as before (resume and DDP parity hold).
+then the weighted sum of values) in pieces of about 2^20 scores that stay in cache. For backward it
+keeps the inputs, the output and the 1-byte dropout masks, and recomputes scores and probabilities
+piece by piece, as FlashAttention does. The masks come from a generator seeded once per call from
+torch's global RNG, so a step is a pure function of the seed as before (resume stays bitwise).
 
 `keep_mask` draws 16 random bits an element (`random_` on int64 words, viewed as four int16 lanes)
 and compares them with a threshold: one generator call per four elements instead of a float per
@@ -19,7 +19,7 @@ element. The drop probability is rounded to a multiple of 1/65,536 (0.1 becomes 
 `training_kernels(model)` turns both on for the duration of training: it registers the attention
 function with transformers' `AttentionInterface` (any model that dispatches through it: BERT,
 RoBERTa, ESM) and swaps `nn.Dropout` modules for `FastDropout`; it restores both on exit, so what is
-saved is the plain HF model. On CUDA, and without dropout, attention is the ordinary SDPA kernel.
+saved is the plain HF model. On CUDA, in evaluation, and without dropout, attention is HF's SDPA.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 NAME = "protlm_sdpa"
-CHUNK_ELEMENTS = 1 << 20  # scores per piece: 4 MB in fp32, within a core's L2 + L3 share here
+CHUNK_ELEMENTS = 1 << 20  # scores per piece: 4 MB in fp32 (2^18 to 2^22 measured within noise)
 LANES = 65536
 
 

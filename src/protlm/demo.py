@@ -26,10 +26,13 @@ STEPS = 400  # schedule horizon of the demo run; --max-time stops it earlier on 
 MINUTES = 3
 FINETUNE_STEPS = 150  # per neural model; --max-time caps each at FINETUNE_MINUTES
 FINETUNE_MINUTES = 2
+QUICK_STEPS, QUICK_FINETUNE_STEPS = 20, 10  # `protlm demo --quick`: every stage runs, the numbers mean nothing
 
 
-def run_demo(out: str | Path, echo: Callable[[str], None] = print, minutes: float = MINUTES) -> None:
+def run_demo(out: str | Path, echo: Callable[[str], None] = print, minutes: float = MINUTES, quick: bool = False) -> None:
+    """The three stages; `quick` shrinks pre-training and fine-tuning to a smoke run (the install check)."""
     out = Path(out)
+    steps, finetune_steps = (QUICK_STEPS, QUICK_FINETUNE_STEPS) if quick else (STEPS, FINETUNE_STEPS)
     t0 = time.perf_counter()
     tok_dir = out / "tokenizer"
     train_skips = SkipReport("scl2205 train+eval")
@@ -53,13 +56,13 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print, minutes: floa
         model="tiny",
         corpus="scl2205",
         pairs="builtin",  # shipped human binding pairs + sampled non-binding pairs (label-agnostic MLM)
-        max_steps=STEPS,
+        max_steps=steps,
         max_time=f"{minutes}m",
         tokens_per_batch=8192,
-        warmup_steps=40,
+        warmup_steps=steps // 10,
         lr=1e-3,
-        eval_every=100,
-        save_every=100,
+        eval_every=steps // 4,
+        save_every=steps // 4,
         log_every=10,
         resume=(run_dir / "checkpoints").is_dir(),
     )
@@ -77,14 +80,16 @@ def run_demo(out: str | Path, echo: Callable[[str], None] = print, minutes: floa
     )
     echo(f"model: {run_dir / 'model'}  (transformers.AutoModelForMaskedLM.from_pretrained loads it)")
 
-    finetune_localization(run_dir / "model", out / "localization", echo)
+    finetune_localization(run_dir / "model", out / "localization", echo, finetune_steps)
 
 
-def finetune_localization(model_dir: Path, out: Path, echo: Callable[[str], None] = print) -> dict:
+def finetune_localization(
+    model_dir: Path, out: Path, echo: Callable[[str], None] = print, steps: int = FINETUNE_STEPS
+) -> dict:
     """Composition baseline, scratch and pre-trained on SCL2205 localization; prints the heldout table."""
     echo(
         f"\n[3/3] fine-tuning on SCL2205 localization (13 classes; heldout = test): composition baseline, "
-        f"scratch and pre-trained, {FINETUNE_STEPS} steps each (at most {FINETUNE_MINUTES} min) -> {out}"
+        f"scratch and pre-trained, {steps} steps each (at most {FINETUNE_MINUTES} min) -> {out}"
     )
     import shutil
 
@@ -96,7 +101,7 @@ def finetune_localization(model_dir: Path, out: Path, echo: Callable[[str], None
         ("pre-trained", str(model_dir)),
     ):
         cfg = FinetuneConfig(
-            out=str(out / name.split()[0]), task="localization", model=model, max_steps=FINETUNE_STEPS,
+            out=str(out / name.split()[0]), task="localization", model=model, max_steps=steps,
             max_time=f"{FINETUNE_MINUTES}m", lr=1e-3, warmup_ratio=0.1, log_every=10,
         )  # fmt: skip
         cfg.validate()

@@ -242,8 +242,10 @@ def plot_cmd(
 
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory for everything the demo writes.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option(help="Smoke run: 20 pre-training and 10 fine-tuning steps (about 2 min); "
+                                        "checks an install, the numbers mean nothing.")] = False,
 ) -> None:
     """End-to-end demo on built-in data (no download): tokenizer, pre-training, localization fine-tuning."""
     from protlm.demo import run_demo
 
-    run_demo(out, echo=typer.echo)
+    run_demo(out, echo=typer.echo, quick=quick)

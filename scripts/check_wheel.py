@@ -60,6 +60,17 @@ def torch_stamp(python: Path) -> str:
     return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
 
 
+def footprint(python: Path) -> str:
+    """How many distributions the install holds and their size on disk, torch (the user's) left out."""
+    code = (
+        "import importlib.metadata as m, os\n"
+        "dists = [d for d in m.distributions() if d.metadata['Name'].lower() not in ('torch', 'pip')]\n"
+        "size = sum(os.path.getsize(f.locate()) for d in dists for f in (d.files or []) if os.path.isfile(f.locate()))\n"
+        "print(f'{len(dists)} distributions, {size / 1e6:,.0f} MB besides torch')"
+    )
+    return subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, help="keep the build, venv and demo run here (default: a temp dir)")
@@ -84,7 +95,7 @@ def main() -> None:
         log = step("pip install the wheel", [*pip, "install", str(wheels[0])], outside)
         if torch_stamp(python) != before or "Uninstalling torch" in log:
             fail(f"installing the wheel replaced torch: {before} -> {torch_stamp(python)}")
-        print(f"  torch kept: {before.split()[0]}", flush=True)
+        print(f"  torch kept: {before.split()[0]}; the install: {footprint(python)}", flush=True)
         step("pip check", [*pip, "check"], outside)
 
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

@@ -111,3 +111,10 @@ def test_doctor_prints_the_install_check_on_one_screen(tmp_path, monkeypatch, ca
     assert "GFLOP/s" in rows["matmul (measured)"]
     assert rows["--precision auto"] in ("bf16", "fp32")
     assert rows["protlm cache"] == str(tmp_path / "cache")
+    assert rows["transformers uses torch"] == "yes" and rows["tensorboard"]  # an extra: a version or "not installed"
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_torch_available", lambda: False)  # a torch below transformers' floor
+    from protlm.doctor import _transformers_sees_torch
+
+    assert _transformers_sees_torch().startswith("NO: transformers ")

@@ -9,8 +9,8 @@ import platform
 import sys
 from importlib import metadata
 
-LIBRARIES = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "peft", "safetensors", "numpy",
-             "pandas", "pyarrow", "duckdb", "scikit-learn", "p-scldata")  # fmt: skip
+LIBRARIES = ("torch", "transformers", "tokenizers", "huggingface-hub", "accelerate", "peft", "safetensors", "numpy",
+             "pandas", "pyarrow", "duckdb", "scikit-learn", "typer", "p-scldata", "tensorboard")  # fmt: skip
 
 
 def _version(name: str) -> str:
@@ -30,6 +30,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _transformers_sees_torch() -> str:
+    """transformers silently switches itself off below the torch it needs, which no resolver can see."""
+    from transformers.utils import is_torch_available
+
+    if is_torch_available():
+        return "yes"
+    return (f"NO: transformers {_version('transformers')} ignores torch {_version('torch')} (it needs a newer one): "
+            "upgrade torch, or install an older transformers")
+
+
 def report(measure_seconds: float = 0.2) -> list[tuple[str, str]]:
     """(label, value) rows, in display order."""
     import torch
@@ -40,6 +50,7 @@ def report(measure_seconds: float = 0.2) -> list[tuple[str, str]]:
 
     rows = [("protlm", __version__), ("python", f"{platform.python_version()} ({sys.executable})")]
     rows += [(name, _version(name)) for name in LIBRARIES]
+    rows.append(("transformers uses torch", _transformers_sees_torch()))
     cuda = torch.cuda.is_available()
     rows.append(("torch build", f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"))
     if cuda:

@@ -103,9 +103,12 @@ libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 def anon():
     return int(re.search(r"RssAnon:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) // 1024
-big, small = [], []
-for k in range(1000):  # 100 KB blocks (heap, under the mmap threshold), each followed by a live 32-byte one
-    p = libc.malloc(100_000); ctypes.memset(p, 1, 100_000); big.append(p); small.append(libc.malloc(32))
+big, live = [], []
+for k in range(1000):  # 100 KB blocks (heap, under the mmap threshold), each followed by a live one of the same
+    # size: a live block that small could come from a free list elsewhere and leave the freed ones at the top,
+    # where glibc returns them by itself (seen on Python 3.13)
+    p = libc.malloc(100_000); ctypes.memset(p, 1, 100_000); big.append(p)
+    q = libc.malloc(100_000); ctypes.memset(q, 1, 100_000); live.append(q)
 before = anon()
 for p in big:
     libc.free(p)

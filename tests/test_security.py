@@ -22,12 +22,12 @@ import pytest
 from conftest import DATA, run_cli, write_lmdb
 
 
-def protlm(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess:
+def protlm(*args: str, stdin: str = "", cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`protlm ARGS` in a fresh interpreter (stdin given, nothing inherited from this process)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "protlm", *args], input=stdin, capture_output=True, text=True, cwd=cwd, env=env,
-        timeout=300,
+        timeout=timeout,
     )  # fmt: skip
 
 
@@ -138,6 +138,52 @@ def _reduce(module: bytes, name: bytes) -> bytes:
     return b"\x80\x02c" + module + b"\n" + name + b"\n)R."
 
 
+DEEP = 1_000_000  # levels: hashing or printing this recursively overflows the C stack (SIGSEGV)
+
+
+def _deep_tuple_key() -> bytes:
+    """{((((...),),),): None}: 1M nested 1-tuples as a dict key, a byte a level."""
+    return b"\x80\x02}" + b")" + b"\x85" * DEEP + b"Ns."
+
+
+def _deep_frozenset() -> bytes:
+    """frozenset({(((...),),)}) (protocol 4): hashing the member recurses 1M levels."""
+    return b"\x80\x04(" + b")" + b"\x85" * DEEP + b"\x91."
+
+
+def _shared_tuple_key(levels: int = 80) -> bytes:
+    """A dict key x_80 where x_k = (x_(k-1), x_(k-1)) through the memo: hashing it takes 2**80 steps."""
+    body = b")q\x000"  # push, memoize, pop
+    for k in range(1, levels + 1):
+        body += b"h" + bytes([k - 1]) + b"h" + bytes([k - 1]) + b"\x86q" + bytes([k]) + b"0"
+    return b"\x80\x02}" + body + b"h" + bytes([levels]) + b"Ns."
+
+
+def _shared_list_value(levels: int = 80) -> bytes:
+    """{'primary': x_80} with x_k = [x_(k-1), x_(k-1)]: 2**80 values once expanded."""
+    body = b"]q\x000"
+    for k in range(1, levels + 1):
+        body += b"(h" + bytes([k - 1]) + b"h" + bytes([k - 1]) + b"lq" + bytes([k]) + b"0"
+    return b"\x80\x02}X\x07\x00\x00\x00primary" + body + b"h" + bytes([levels]) + b"s."
+
+
+def _deep_list_value() -> bytes:
+    """{'primary': [[[...]]]} nested 1M levels (appended, never hashed)."""
+    return b"\x80\x02}X\x07\x00\x00\x00primary" + b"]" * DEEP + b"a" * (DEEP - 1) + b"s."
+
+
+def _deep_in_message(where: bytes) -> bytes:
+    """A deep tuple where an error message used to print it: a dtype code, a codec name, a dtype state."""
+    deep = b")" + b"\x85" * DEEP
+    if where == b"dtype":
+        return b"\x80\x02cnumpy\ndtype\n" + deep + b"\x85R."
+    if where == b"codec":
+        return b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00x" + deep + b"\x86R."
+    # BUILD a dtype with state (3, DEEP, None, None, None, -1, -1, 0): the byte order used to be hashed
+    return (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00i8\x89\x88\x87R(K\x03" + deep
+            + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb.")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "record, reason",
     [
@@ -151,11 +197,23 @@ def _reduce(module: bytes, name: bytes) -> bytes:
         (pickle.dumps({1, 2}), "dict"),
         (b"\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00i8\x89\x88\x87R}b.", "dtype"),  # BUILD a dict into a dtype
         (b"not a pickle", "unreadable"),
+        (_deep_tuple_key(), "dict key of type tuple"),
+        (_deep_frozenset(), "set member of type tuple"),
+        (_shared_tuple_key(), "dict key of type tuple"),
+        (_shared_list_value(), "over 1,000,000 values"),
+        (_deep_list_value(), "nested over 100 levels"),
+        (b"\x80\x02ccollections\nOrderedDict\n]" + b")" + b"\x85" * DEEP + b"N\x86a\x85R.", "dict key"),
+        (_deep_in_message(b"dtype"), "refusing dtype tuple"),
+        (_deep_in_message(b"codec"), "refusing codec tuple"),
+        (_deep_in_message(b"state"), "refusing dtype"),
     ],
+    ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_lmdb_records_cannot_corrupt_memory_or_run_code(tmp_path, record, reason):
+    """Each record ends in one line and exit 2 within seconds: no code, no SIGSEGV from a recursive hash
+    or repr of a deep structure, no exponential walk of shared references."""
     db = write_lmdb(tmp_path / "evil.lmdb", [record])
-    res = protlm("pairs", "from-lmdb", str(db), "--out", str(tmp_path / "p.tsv"))
+    res = protlm("pairs", "from-lmdb", str(db), "--out", str(tmp_path / "p.tsv"), timeout=60)
     assert res.returncode == 2, (res.returncode, res.stderr[-2000:])
     line = one_line_error(res.stderr)
     assert "record 0" in line and reason in line

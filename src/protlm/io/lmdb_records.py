@@ -8,6 +8,15 @@ callable ever sees data from the file. `find_class` hands out our own constructo
 validate their arguments and build numeric arrays with `np.frombuffer` from a dtype *string* on an
 allowlist. The decoded record holds only None, bool, int, float, str, bytes, list, dict and
 numeric ndarrays (bool, int, uint, float; no object, record or sub-array dtypes).
+
+Nothing recursive ever runs on the file's structure before its depth and size are bounded. Hashing,
+comparing or printing a tuple recurses in C without a limit, so a dict key nested a few hundred
+thousand levels deep (a few bytes a level) crashes the interpreter, and one built from shared memo
+references (`x = (y, y)` a hundred times) takes 2**100 steps. So the stream is decoded by Python's
+own opcode loop (`pickle._Unpickler`, iterative) with the five opcodes that hash replaced: dict keys
+and set members must be scalars (str, bytes, int, float, bool, None) before anything hashes them.
+Messages describe a value by its type, never by `repr`. The result is then copied into plain data as a
+tree, at most 100 levels deep and `MAX_NODES` values in all.
 """
 
 from __future__ import annotations
@@ -25,12 +34,25 @@ from protlm.errors import InputError
 
 MAX_ARRAY_BYTES = 1 << 30  # one array; it must also match the bytes actually present in the record
 MAX_DIMS = 32
+MAX_DEPTH = 100  # nesting of lists / dicts in one record (TAPE / PEER records use 2 or 3)
+MAX_NODES = 1_000_000  # values in one decoded record, shared references counted each time they appear
+_SCALARS = (str, bytes, int, float, bool, type(None))
 _DTYPE = re.compile(r"(b1|[iu][1248]|f[248])")  # numpy's pickled dtype strings for numeric arrays
 _BYTEORDER = {"<": "<", ">": ">", "|": "=", "=": "="}
 
 
 class UnsafeRecord(pickle.UnpicklingError):
     """The record asks for something outside the plain-data allowlist."""
+
+
+def _describe(value) -> str:
+    """A short, bounded description of a value from the file: a short scalar's repr, else its type.
+    Never `repr` of a container (it recurses, and a shared structure prints exponentially)."""
+    if type(value) in (str, bytes) and len(value) <= 40:
+        return repr(value)
+    if type(value) in (bool, float, type(None)) or (type(value) is int and value.bit_length() <= 64):
+        return repr(value)
+    return type(value).__name__.strip("_")
 
 
 class _Stub:
@@ -49,14 +71,14 @@ class _DType(_Stub):
 
     def __init__(self, code=None, align=False, copy=True, *rest):
         if not isinstance(code, str) or not _DTYPE.fullmatch(code) or rest:
-            raise UnsafeRecord(f"refusing dtype {code!r}: only bool, int, uint and float arrays are read")
+            raise UnsafeRecord(f"refusing dtype {_describe(code)}: only bool, int, uint and float arrays are read")
         self.code, self.order, self.built = code, "=", False
 
     def __setstate__(self, state):
         # numpy's state: (version, byteorder, subarray, names, fields, elsize, alignment, flags)
         if self.built or not isinstance(state, tuple) or len(state) not in (8, 9) or state[0] not in (3, 4):
             raise UnsafeRecord("refusing dtype state: not numpy's simple-dtype form")
-        if state[1] not in _BYTEORDER or any(s is not None for s in state[2:5]):
+        if type(state[1]) is not str or state[1] not in _BYTEORDER or any(s is not None for s in state[2:5]):
             raise UnsafeRecord("refusing dtype with record fields or sub-arrays")
         self.order, self.built = _BYTEORDER[state[1]], True  # elsize / alignment / flags are never used
 
@@ -73,7 +95,7 @@ def _dtype(value) -> np.dtype:
 def _shape(value) -> tuple[int, ...]:
     shape = tuple(value) if isinstance(value, tuple | list) else (value,)
     if len(shape) > MAX_DIMS or not all(type(d) is int and 0 <= d < 1 << 40 for d in shape):
-        raise UnsafeRecord(f"refusing array shape {str(value)[:80]}")
+        raise UnsafeRecord(f"refusing array shape of {_describe(value)} (at most {MAX_DIMS} sizes below 2**40)")
     return shape
 
 
@@ -89,7 +111,7 @@ def _array(data, dtype, shape, order: str = "C") -> np.ndarray:
     if nbytes > MAX_ARRAY_BYTES or nbytes != len(data):
         raise UnsafeRecord(f"refusing array: shape {shape} x {dtype.itemsize} bytes does not match {len(data)} bytes")
     if order not in ("C", "F"):
-        raise UnsafeRecord(f"refusing array order {order!r}")
+        raise UnsafeRecord(f"refusing array order {_describe(order)}")
     return np.frombuffer(bytes(data), dtype=dtype).reshape(shape, order=order).copy()
 
 
@@ -131,7 +153,7 @@ def _frombuffer(buf=None, dtype=None, shape=None, order="C", *rest):
 def _codecs_encode(text=None, encoding=None, *rest):
     """Protocol 2 writes bytes as `_codecs.encode(latin-1 text, 'latin1')`; no other codec is run."""
     if rest or not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafeRecord(f"refusing codec {str(encoding)[:40]!r}: only latin1 byte strings are read")
+        raise UnsafeRecord(f"refusing codec {_describe(encoding)}: only latin1 byte strings are read")
     return text.encode("latin-1")
 
 
@@ -139,6 +161,24 @@ def _as_list(items=(), *rest):
     if rest or not isinstance(items, list | tuple):
         raise UnsafeRecord("refusing set() of a non-list")
     return list(items)
+
+
+def _scalar_keys(keys, what: str):
+    """Refuse dict keys / set members that are not scalars, before anything hashes them."""
+    for key in keys:
+        if type(key) not in _SCALARS:
+            raise UnsafeRecord(f"refusing a {what} of type {_describe(key)}: only str, bytes, int, float, bool or None")
+
+
+def _as_dict(items=(), *rest):
+    """`OrderedDict(list of pairs)`, as a dict with scalar keys."""
+    if rest or not isinstance(items, list | tuple):
+        raise UnsafeRecord("refusing OrderedDict() of a non-list")
+    pairs = [p for p in items if isinstance(p, list | tuple) and len(p) == 2]
+    if len(pairs) != len(items):
+        raise UnsafeRecord("refusing OrderedDict() items that are not pairs")
+    _scalar_keys([k for k, _ in pairs], "dict key")
+    return {k: v for k, v in pairs}
 
 
 class _Constructor(_Stub):
@@ -168,11 +208,15 @@ _GLOBALS = {
     ("builtins", "frozenset"): _Constructor(_as_list),
     ("__builtin__", "set"): _Constructor(_as_list),  # protocol 2 writes Python 2 names
     ("__builtin__", "frozenset"): _Constructor(_as_list),
-    ("collections", "OrderedDict"): _Constructor(dict),
+    ("collections", "OrderedDict"): _Constructor(_as_dict),
 }
 
 
-class _PlainUnpickler(pickle.Unpickler):
+class _PlainUnpickler(pickle._Unpickler):  # noqa: SLF001 (the Python opcode loop: its dispatch can be replaced)
+    """Python's own unpickler with the opcodes that hash checked first (see the module docstring)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
     def find_class(self, module: str, name: str):
         try:
             return _GLOBALS[(module, name)]
@@ -182,44 +226,110 @@ class _PlainUnpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         raise UnsafeRecord("refusing persistent ids")
 
+    def _dict_target(self) -> dict:
+        target = self.stack[-1]
+        if type(target) is not dict:
+            raise UnsafeRecord(f"refusing SETITEM into a {_describe(target)}")
+        return target
 
-def _plain(obj, seen: dict[int, object], path: set[int], depth: int = 0):
-    """Replace stubs by their values; tuples and sets become lists; refuse anything else."""
-    if obj is None or isinstance(obj, bool | int | float | str | bytes | np.ndarray):
-        return obj
-    if isinstance(obj, bytearray):
-        return bytes(obj)
-    if isinstance(obj, _Array):
-        if obj.value is None:
-            raise UnsafeRecord("refusing a numpy array without its data")
-        return obj.value
-    key = id(obj)
-    if key in path:
-        raise UnsafeRecord("refusing a recursive structure")
-    if key in seen:
-        return seen[key]
-    if depth > 100:
-        raise UnsafeRecord("refusing structures nested over 100 levels")
-    path.add(key)
-    if isinstance(obj, dict):
-        out = {_plain(k, seen, path, depth + 1): _plain(v, seen, path, depth + 1) for k, v in obj.items()}
-    elif isinstance(obj, list | tuple | set | frozenset):
-        out = [_plain(v, seen, path, depth + 1) for v in obj]
-    else:
+    def load_dict(self):
+        items = self.pop_mark()
+        _scalar_keys(items[::2], "dict key")
+        self.append({items[i]: items[i + 1] for i in range(0, len(items) - 1, 2)})
+
+    def load_setitem(self):
+        value, key = self.stack.pop(), self.stack.pop()
+        _scalar_keys([key], "dict key")
+        self._dict_target()[key] = value
+
+    def load_setitems(self):
+        items = self.pop_mark()
+        _scalar_keys(items[::2], "dict key")
+        target = self._dict_target()
+        for i in range(0, len(items) - 1, 2):
+            target[items[i]] = items[i + 1]
+
+    def load_additems(self):
+        items = self.pop_mark()
+        _scalar_keys(items, "set member")
+        target = self.stack[-1]
+        if type(target) is not set:
+            raise UnsafeRecord(f"refusing ADDITEMS into a {_describe(target)}")
+        target.update(items)
+
+    def load_frozenset(self):
+        items = self.pop_mark()
+        _scalar_keys(items, "set member")
+        self.append(frozenset(items))
+
+    for _op, _fn in ((pickle.DICT, load_dict), (pickle.SETITEM, load_setitem), (pickle.SETITEMS, load_setitems),
+                     (pickle.ADDITEMS, load_additems), (pickle.FROZENSET, load_frozenset)):  # fmt: skip
+        dispatch[_op[0]] = _fn
+    del _op, _fn
+
+
+def _plain(root):
+    """The decoded object as a tree of plain values: stubs replaced by their values, tuples and sets as
+    lists; at most `MAX_DEPTH` levels and `MAX_NODES` values (a shared reference counts each time it
+    appears, so an exponential structure of shared references is refused, not expanded). Iterative."""
+    budget = MAX_NODES
+
+    def leaf(obj):
+        if obj is None or type(obj) in (bool, int, float, str, bytes) or isinstance(obj, np.ndarray):
+            return obj, False
+        if type(obj) is bytearray:
+            return bytes(obj), False
+        if isinstance(obj, _Array):
+            if obj.value is None:
+                raise UnsafeRecord("refusing a numpy array without its data")
+            return obj.value, False
+        if type(obj) is dict:
+            return {}, True
+        if type(obj) in (list, tuple, set, frozenset):
+            return [], True
         raise UnsafeRecord(f"refusing a value of type {type(obj).__name__.strip('_')}")
-    path.discard(key)
-    seen[key] = out
+
+    out, is_container = leaf(root)
+    # each entry: (source container, its copy, iterator over its items); `path` holds the sources' ids
+    stack = [(root, out, iter(root.items() if type(root) is dict else root))] if is_container else []
+    path = {id(root)}
+    while stack:
+        source, copy, items = stack[-1]
+        item = next(items, _END)
+        if item is _END:
+            path.discard(id(stack.pop()[0]))
+            continue
+        budget -= 1
+        if budget < 0:
+            raise UnsafeRecord(f"refusing a record of over {MAX_NODES:,} values")
+        key, value = item if type(source) is dict else (None, item)
+        if id(value) in path:
+            raise UnsafeRecord("refusing a recursive structure")
+        child, is_container = leaf(value)
+        if type(copy) is dict:
+            copy[key] = child
+        else:
+            copy.append(child)
+        if is_container:
+            if len(stack) >= MAX_DEPTH:
+                raise UnsafeRecord(f"refusing structures nested over {MAX_DEPTH} levels")
+            stack.append((value, child, iter(value.items() if type(value) is dict else value)))
+            path.add(id(value))
     return out
+
+
+_END = object()
 
 
 def safe_loads(data: bytes):
     """Decode a pickled record into plain data (see the module docstring); `UnsafeRecord` otherwise."""
     try:
-        return _plain(_PlainUnpickler(io.BytesIO(data)).load(), {}, set())
+        return _plain(_PlainUnpickler(io.BytesIO(data)).load())
     except UnsafeRecord:
         raise
-    except Exception as e:  # malformed stream (truncated, bad opcode or memo index, wrong arity, unhashable key)
-        raise UnsafeRecord(f"unreadable pickle ({type(e).__name__}: {str(e)[:120]})") from None
+    except Exception as e:  # malformed stream (truncated, bad opcode or memo index, wrong arity)
+        why = e.args[0][:120] if e.args and type(e.args[0]) is str else ""  # never str() of file objects
+        raise UnsafeRecord(f"unreadable pickle ({type(e).__name__}: {why})") from None
 
 
 def iter_lmdb(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -242,7 +352,7 @@ def iter_lmdb(path: str | Path) -> Iterator[tuple[int, dict]]:
         except UnsafeRecord as e:
             raise InputError(path, f"unreadable 'num_examples' ({e})") from None
         if type(n) is not int or n < 0:
-            raise InputError(path, f"'num_examples' must be a non-negative integer, found {str(n)[:40]!r}")
+            raise InputError(path, f"'num_examples' must be a non-negative integer, found {_describe(n)}")
         for i in range(n):
             value = txn.get(str(i).encode())
             if value is None:

@@ -296,20 +296,102 @@ def test_model_dirs_never_run_their_code(tmp_path, micro_model, where, command):
     assert not (tmp_path / "e.parquet").exists() and not (tmp_path / "att.npz").exists()
 
 
+# Every transformers / peft entry point that can import code named by a config (`auto_map`).
+HF_LOADERS = {"from_pretrained", "from_config", "load_adapter", "get_peft_model"}
+
+
 def test_every_hf_load_states_trust_remote_code_false():
-    """Every `from_pretrained` call in the package passes `trust_remote_code=False` literally."""
+    """Every `from_pretrained` / `from_config` (any Auto class, PeftModel, tokenizer) in the package passes
+    `trust_remote_code=False` literally; `for_model` is only ever AutoConfig's (registered types only)."""
     import ast
 
     src = Path(__file__).resolve().parents[1] / "src" / "protlm"
-    offenders = []
+    offenders, seen = [], 0
     for f in src.rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained":
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            where = f"{f.relative_to(src)}:{node.lineno}"
+            if node.func.attr in HF_LOADERS:
+                seen += 1
                 ok = any(k.arg == "trust_remote_code" and getattr(k.value, "value", None) is False
                          for k in node.keywords)  # fmt: skip
                 if not ok:
-                    offenders.append(f"{f.relative_to(src)}:{node.lineno}")
-    assert not offenders, offenders
+                    offenders.append(where)
+            if node.func.attr == "for_model" and getattr(node.func.value, "id", None) != "AutoConfig":
+                offenders.append(where)
+    assert seen >= 3 and not offenders, offenders
+
+
+def _micro_preset(tmp_path: Path, extra: str) -> Path:
+    preset = tmp_path / "evil.yaml"
+    preset.write_text((DATA / "micro.yaml").read_text() + extra)
+    return preset
+
+
+def _pretrain(tmp_path: Path, *args: str, stdin: str = "y\ny\n") -> subprocess.CompletedProcess:
+    return protlm("pretrain", "--out", str(tmp_path / "run"), "--tokenizer", str(DATA / "tokenizer_bpe300"),
+                  "--corpus", str(DATA / "swissprot_50.fasta"), "--max-steps", "1", *args, stdin=stdin,
+                  timeout=120)  # fmt: skip
+
+
+@pytest.mark.parametrize("where", ["preset", "nested preset", "recipe"])
+def test_presets_and_recipes_never_name_code(tmp_path, where):
+    """A preset YAML (or a recipe) with `auto_map` is refused before any model is built: a typed "y" at
+    HF's "run the custom code?" prompt has nothing to answer."""
+    marker = tmp_path / "code_ran"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    auto_map = "auto_map: {AutoConfig: evil.EvilConfig, AutoModelForMaskedLM: evil.EvilModel}\n"
+    if where == "recipe":
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text(f"model: {DATA / 'micro.yaml'}\n{auto_map}")
+        res = _pretrain(tmp_path, "--config", str(recipe))
+    else:
+        extra = auto_map if where == "preset" else "rope_scaling: {sub: {" + auto_map.strip() + "}}\n"
+        res = _pretrain(tmp_path, "--model", str(_micro_preset(tmp_path, extra)))
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "auto_map" in one_line_error(res.stderr)
+    assert not marker.exists() and not (tmp_path / "run" / "model").exists()
+
+
+_BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    "where, text, words",
+    [
+        ("recipe", "model: tiny\nlora_targets: &t query\nfoo: *t\n", "aliases"),
+        ("recipe", _BILLION_LAUGHS, "aliases"),
+        ("recipe", "model: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested too deeply"),
+        ("recipe", "model: tiny\n" + "#" * (2 << 20) + "\n", "larger than 1 MiB"),
+        ("preset", _BILLION_LAUGHS.replace("a:", "model_type: roberta\na:", 1), "aliases"),
+        ("preset", "model_type: roberta\nx: " + "{a: " * 50_000 + "1" + "}" * 50_000 + "\n", "nested too deeply"),
+    ],
+    ids=["alias", "billion-laughs", "deep-recipe", "huge-recipe", "billion-laughs-preset", "deep-preset"],
+)
+def test_yaml_bombs_are_one_line_errors(tmp_path, where, text, words):
+    """Recipes and presets load without aliases, within 1 MiB; deep nesting is exit 2, not an internal error."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text)
+    res = _pretrain(tmp_path, "--config" if where == "recipe" else "--model", str(path))
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = one_line_error(res.stderr)
+    assert str(path) in line and words in line
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json", "tokenizer.json", "protlm_task.json"])
+def test_deeply_nested_json_in_a_model_dir_is_exit_2(tmp_path, micro_model, name):
+    model = tmp_path / "deep"
+    shutil.copytree(micro_model, model)
+    (model / name).write_text("[" * 200_000 + "]" * 200_000)
+    res = protlm("fill", "--model", str(model), "MKT<mask>LLV", timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = one_line_error(res.stderr)
+    assert name in line and ("nested too deeply" in line or "expected a JSON object" in line)
 
 
 # ----------------------------------------------------------------------------- last-resort handler

@@ -17,7 +17,6 @@ Kinds (see docs/tokenizers.md for the measurements behind the default):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_json
-from protlm.io.hf_dirs import read_json_object, refuse_remote_code
+from protlm.io.hf_dirs import refuse_remote_code
+from protlm.io.structured import read_json, read_json_object
 from protlm.io.validate import ALPHABET, RARE
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
@@ -364,7 +364,7 @@ def _template(hf) -> Template:
 def tokenizer_info(path: str | Path) -> TokenizerInfo | None:
     """Provenance of a protlm-trained tokenizer, or None for a foreign one."""
     f = Path(path) / INFO_FILE
-    return TokenizerInfo(**json.loads(f.read_text())) if f.is_file() else None
+    return TokenizerInfo(**read_json(f)) if f.is_file() else None
 
 
 def train_from_corpus(

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from protlm.io.structured import read_json
+
 
 @dataclass
 class TokenizedSet:
@@ -94,7 +96,7 @@ def cached_tokenize(
 
             shutil.rmtree(tmp, ignore_errors=True)
     return TokenizedSet(
-        json.loads((final / "ids.json").read_text()),
+        read_json(final / "ids.json", limit=None),
         np.load(final / "tokens.npy", mmap_mode="r", allow_pickle=False),
         np.load(final / "offsets.npy", allow_pickle=False),
         np.load(final / "residues.npy", allow_pickle=False),

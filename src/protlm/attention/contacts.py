@@ -13,7 +13,6 @@ L / k highest-scored pairs of a separation range: short 6-11, medium 12-23, long
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from protlm.attention.maps import AttentionModel
 from protlm.attention.structures import Chain, contact_map
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_json
+from protlm.io.structured import read_json
 
 MIN_SEPARATION = 6
 RANGES = {"short": (6, 11), "medium": (12, 23), "long": (24, None)}
@@ -103,7 +103,7 @@ class ContactRegression:
         if not path.is_file():
             return None
         t = load_file(path)
-        meta = json.loads((directory / f"{REGRESSION}.json").read_text())
+        meta = read_json(directory / f"{REGRESSION}.json")
         return cls(t["coef"], float(t["intercept"][0]), t["mean"], t["scale"], meta)
 
 

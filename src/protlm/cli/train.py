@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +17,7 @@ from protlm.cli.options import (
     StrictOpt,
 )
 from protlm.errors import ProtlmError
+from protlm.io.structured import read_json
 
 longformer_app = typer.Typer(help="Long inputs: Longformer models from trained RoBERTa.", no_args_is_help=True)
 
@@ -224,7 +224,7 @@ def longformer_convert(
     from protlm.models.longformer import INFO_FILE, convert_roberta_to_longformer
 
     path = convert_roberta_to_longformer(source, out, max_length, window, global_separators, attention)
-    kind = json.loads((path / INFO_FILE).read_text())["attention"]
+    kind = read_json(path / INFO_FILE)["attention"]
     typer.echo(
         f"{kind} model ({max_length} tokens{', window ' + str(window) if kind == 'longformer' else ''}) written to {path}"
     )
@@ -242,8 +242,13 @@ def plot_cmd(
 
 def demo(
     out: Annotated[Path, typer.Option(help="Run directory for everything the demo writes.")] = Path("runs/demo"),
-    quick: Annotated[bool, typer.Option(help="Smoke run: 20 pre-training and 10 fine-tuning steps (about 2 min); "
-                                        "checks an install, the numbers mean nothing.")] = False,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="Smoke run: 20 pre-training and 10 fine-tuning steps (about 2 min); "
+            "checks an install, the numbers mean nothing."
+        ),
+    ] = False,
 ) -> None:
     """End-to-end demo on built-in data (no download): tokenizer, pre-training, localization fine-tuning."""
     from protlm.demo import run_demo

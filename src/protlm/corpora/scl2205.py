@@ -10,12 +10,12 @@ files directly and expose the splits exactly as shipped.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
 from protlm.errors import ProtlmError
+from protlm.io.structured import read_json
 
 # Our split names -> the keys of splits.json.
 SPLIT_KEYS = {"train": "trn", "eval": "evl", "heldout": "tst"}
@@ -60,10 +60,10 @@ def load_scl2205() -> SCL2205:
         data = resources.files("scldata") / "data"
     except ModuleNotFoundError:
         raise ProtlmError("SCL2205 needs the package p-scldata==2025.6.0 (pip install p-scldata==2025.6.0)") from None
-    index_to_id = json.loads((data / "entries.json").read_text())
-    labels = json.loads((data / "labels.json").read_text())["index_to_label"]
+    index_to_id = read_json(data / "entries.json", limit=None)
+    labels = read_json(data / "labels.json")["index_to_label"]
     label_names = tuple(labels[str(i)] for i in range(len(labels)))
-    raw = json.loads((data / "splits.json").read_text())
+    raw = read_json(data / "splits.json", limit=None)
     with (data / "scl2205.csv").open() as fh:
         rows = {r["entry"]: r for r in csv.DictReader(fh)}
     entries = []

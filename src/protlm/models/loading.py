@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protlm.errors import ProtlmError
-from protlm.io.hf_dirs import read_json_object, refuse_remote_code
+from protlm.io.hf_dirs import refuse_remote_code
+from protlm.io.structured import read_json_object
 
 TASK_FILE = "protlm_task.json"  # written by `protlm finetune` beside a task model or baseline
 BACKBONES = ("roberta", "longformer", "esm", "bert")

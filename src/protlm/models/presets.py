@@ -5,11 +5,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-import yaml
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from protlm.errors import ProtlmError
+from protlm.io.structured import read_yaml, refuse_auto_map
 
 PRESETS = ("tiny", "roberta-small", "roberta-base", "esm-size")
 # RoBERTa's learned positions start at padding_idx + 1 = 2, so 512 tokens need 514 embeddings.
@@ -17,19 +17,20 @@ POSITION_OFFSET = 2
 
 
 def load_preset(name_or_path: str) -> dict:
-    """A preset name (tiny, roberta-small, roberta-base, esm-size) or a YAML file -> config dict."""
+    """A preset name (tiny, roberta-small, roberta-base, esm-size) or a YAML file -> config dict (no
+    aliases, no `auto_map`: a preset never names code)."""
     path = Path(name_or_path)
     if name_or_path in PRESETS:
-        text = (resources.files("protlm") / "configs" / f"{name_or_path}.yaml").read_text()
+        cfg = read_yaml(path, (resources.files("protlm") / "configs" / f"{name_or_path}.yaml").read_text())
     elif path.suffix in (".yaml", ".yml") and path.is_file():
-        text = path.read_text()
+        cfg = read_yaml(path)
     else:
         raise ProtlmError(
             f"unknown model preset {name_or_path!r}; choose from {', '.join(PRESETS)} or give a YAML file"
         )
-    cfg = yaml.safe_load(text)
     if not isinstance(cfg, dict) or "model_type" not in cfg:
         raise ProtlmError(f"{name_or_path}: a model preset is a YAML mapping with at least model_type")
+    refuse_auto_map(cfg, name_or_path)
     return cfg
 
 
@@ -38,6 +39,7 @@ def build_mlm(preset: str | dict, tokenizer, seed: int = 0, **overrides) -> PreT
     import torch
 
     cfg = dict(load_preset(preset) if isinstance(preset, str) else preset)
+    refuse_auto_map(cfg, preset if isinstance(preset, str) else "model preset")
     cfg.update({k: v for k, v in overrides.items() if v is not None})
     model_type = cfg.pop("model_type")
     cfg.update(
@@ -70,4 +72,4 @@ def build_mlm(preset: str | dict, tokenizer, seed: int = 0, **overrides) -> PreT
             f"num_attention_heads {config.num_attention_heads}"
         )
     torch.manual_seed(seed)
-    return AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa")
+    return AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa", trust_remote_code=False)

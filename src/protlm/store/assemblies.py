@@ -26,8 +26,8 @@ import numpy as np
 from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
-from protlm.io.hf_dirs import read_json_object
 from protlm.io.lock import build_lock
+from protlm.io.structured import read_json_object
 from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir
 
 ASM_FORMAT = "protlm-assembly-store"

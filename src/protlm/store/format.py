@@ -37,6 +37,7 @@ import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.hashing import HOLDOUT_SCALE
+from protlm.io.structured import read_json
 from protlm.tokenized import IdView
 
 FORMAT = "protlm-corpus-store"
@@ -80,7 +81,7 @@ def read_meta(meta_file: Path, fmt: str, version: int, what: str) -> dict:
     if not meta_file.is_file():
         raise ProtlmError(f"{meta_file.parent}: not {what} (no {meta_file.name})")
     try:
-        meta = json.loads(meta_file.read_text())
+        meta = read_json(meta_file)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InputError(meta_file, "corrupt store metadata (not JSON)") from None
     if not isinstance(meta, dict) or meta.get("format") != fmt or meta.get("version") != version:
@@ -109,7 +110,7 @@ def read_shard_meta(root: Path, k: int) -> dict | None:
     if not f.is_file():
         return None
     try:
-        return json.loads(f.read_text())
+        return read_json(f)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InputError(f, "corrupt shard metadata (not JSON): delete the shard and prepare again") from None
 

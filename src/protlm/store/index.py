@@ -4,7 +4,6 @@ each atomically, store.json last. Memory: 8 bytes per record for the id hashes, 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 from protlm.errors import ProtlmError
 from protlm.io import SkipReport
 from protlm.io.atomic import write_json
-from protlm.io.hf_dirs import read_json_object
+from protlm.io.structured import read_json, read_json_object
 from protlm.store.format import FORMAT, VERSION, read_shard_meta, shard_name
 
 
@@ -21,7 +20,7 @@ def _chunk_count(out: Path, meta: dict) -> int:
     parts = sorted((out / "parts").glob("part-*-of-*.json")) if (out / "parts").is_dir() else []
     if not parts:
         raise ProtlmError(f"{out}: no prepare run has finished its pass yet (no parts/*.json)")
-    counts = {json.loads(p.read_text())["chunks"] for p in parts}
+    counts = {read_json(p)["chunks"] for p in parts}
     if len(counts) != 1:
         raise ProtlmError(f"{out}: prepare runs disagree on the number of chunks ({sorted(counts)}): inputs changed")
     return counts.pop()

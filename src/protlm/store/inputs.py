@@ -12,7 +12,7 @@ from pathlib import Path
 
 from protlm.errors import InputError, ProtlmError
 from protlm.io import RawRecord, ResiduePolicy
-from protlm.io.hf_dirs import read_json_object
+from protlm.io.structured import read_json_object
 from protlm.store.format import FORMAT, VERSION
 
 

@@ -33,8 +33,8 @@ import numpy as np
 from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy
 from protlm.io.atomic import write_json
-from protlm.io.hf_dirs import read_json_object
 from protlm.io.lock import build_lock
+from protlm.io.structured import read_json_object
 from protlm.io.tables import table_header, table_kind
 from protlm.io.validate import NUCLEOTIDE_PATTERN
 from protlm.pairs.table import PAIR_COLUMNS, SPLITS

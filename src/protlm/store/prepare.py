@@ -33,8 +33,8 @@ from protlm.errors import InputError, ProtlmError
 from protlm.hashing import holdout_keys
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
-from protlm.io.hf_dirs import read_json_object
 from protlm.io.lock import build_lock
+from protlm.io.structured import read_json_object
 from protlm.store.format import (
     read_shard_meta,
     shard_name,

@@ -11,7 +11,6 @@ Saved as safetensors (weights, scaler) + JSON: nothing pickled.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from safetensors.numpy import load_file, save_file
 from protlm.errors import ProtlmError
 from protlm.io import STANDARD
 from protlm.io.atomic import write_json
+from protlm.io.structured import read_json
 from protlm.tasks.data import IGNORE, Example
 
 _AA = {c: i for i, c in enumerate(STANDARD)}
@@ -122,7 +122,7 @@ class Baseline:
 
     @classmethod
     def load(cls, path: Path) -> Baseline:
-        meta = json.loads((path / "protlm_task.json").read_text())["baseline"]
+        meta = read_json(path / "protlm_task.json")["baseline"]
         model = cls(meta["kind"], meta["n_classes"], meta["symmetric"])
         t = load_file(path / "baseline.safetensors")
         model.mean, model.scale, model.coef, model.intercept = t["mean"], t["scale"], t["coef"], t["intercept"]

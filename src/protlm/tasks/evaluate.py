@@ -8,7 +8,7 @@ from pathlib import Path
 
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_json
-from protlm.io.hf_dirs import read_json_object
+from protlm.io.structured import read_json_object
 from protlm.models.loading import TASK_FILE, open_model, window_tokens
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline

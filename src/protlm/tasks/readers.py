@@ -23,6 +23,7 @@ import numpy as np
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, iter_fasta, iter_table_rows, open_text, read_sequences
 from protlm.io.lmdb_records import iter_lmdb
+from protlm.io.structured import read_json
 from protlm.tasks.data import Example, label_index
 
 DEEPLOC_LABELS = (
@@ -164,7 +165,7 @@ def iter_records(path: str | Path) -> Iterator[tuple[int | None, str, dict]]:
     path = Path(path)
     if path.suffix == ".json":
         try:
-            items = json.loads(path.read_text())
+            items = read_json(path, limit=None)
         except json.JSONDecodeError as e:
             raise InputError(path, f"invalid JSON ({e.msg})", line=e.lineno) from None
         if not isinstance(items, list):

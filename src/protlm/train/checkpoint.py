@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from protlm.io.structured import read_json
 from protlm.progress import no_hf_bars
 from protlm.train.faults import fault
 
@@ -155,7 +156,7 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer) -> dict:
     """Restore optimizer and RNG states from `ckpt`; returns the saved loop state."""
-    state = json.loads((ckpt / STATE_FILE).read_text())
+    state = read_json(ckpt / STATE_FILE)
     _load_optimizer(optimizer, ckpt / OPTIM_FILE, state.pop("param_groups"))
     set_rng_state(state.pop("rng"), load_file(ckpt / "rng.safetensors"))
     return state

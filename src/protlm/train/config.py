@@ -10,6 +10,7 @@ import yaml
 
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_text
+from protlm.io.structured import read_yaml, refuse_auto_map
 
 _TIME = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -167,14 +168,12 @@ def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:
     """Recipe YAML (optional) updated with the CLI flags that were given (not None)."""
     values: dict = {}
     if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ProtlmError(f"{path}: config file not found") from None
-        except yaml.YAMLError as e:
-            raise ProtlmError(f"{path}: invalid YAML ({e})") from None
+        if not Path(path).is_file():
+            raise ProtlmError(f"{path}: config file not found")
+        loaded = read_yaml(path) or {}  # no aliases: a recipe cannot expand when saved with the run
         if not isinstance(loaded, dict):
             raise ProtlmError(f"{path}: a config is a YAML mapping of option: value")
+        refuse_auto_map(loaded, path)
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in fields(cls)}

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from protlm.io.atomic import save_figure, write_text
+from protlm.io.structured import parse_json
 
 
 class MetricsLogger:
@@ -44,7 +45,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [parse_json(text, path, i) for i, text in enumerate(path.read_text().splitlines(), 1) if text.strip()]
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:

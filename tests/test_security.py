@@ -394,6 +394,101 @@ def test_deeply_nested_json_in_a_model_dir_is_exit_2(tmp_path, micro_model, name
     assert name in line and ("nested too deeply" in line or "expected a JSON object" in line)
 
 
+# ----------------------------------------------------------------------------- PEFT adapters in model dirs
+
+
+def _with_adapter(tmp_path: Path, micro_model: Path, **changes) -> Path:
+    """A copy of the micro model with a LoRA adapter as protlm writes it, at the root (where transformers
+    applies it on load), its config changed by `changes` (a value None deletes the key)."""
+    from protlm.models import build_mlm
+    from protlm.models.lora import adapter_files, add_lora
+    from protlm.tokenization import load_tokenizer
+
+    model = tmp_path / "with_adapter"
+    shutil.copytree(micro_model, model)
+    mlm = add_lora(build_mlm(str(DATA / "micro.yaml"), load_tokenizer(micro_model)), rank=2, base=str(model))
+    for name, content in adapter_files(mlm).items():
+        (model / Path(name).name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    config = json.loads((model / "adapter_config.json").read_text())
+    config.update(changes)
+    (model / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    return model
+
+
+def test_adapters_protlm_writes_are_accepted(tmp_path, micro_model):
+    from protlm.io.hf_dirs import check_adapter
+
+    model = _with_adapter(tmp_path, micro_model)
+    assert check_adapter(model)["target_modules"] == ["query", "value"]
+    res = protlm("embed", "--model", str(model), str(DATA / "swissprot_50.fasta"), "--out", str(tmp_path / "e.parquet"))
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _marker_bin(path: Path, marker: Path) -> None:
+    path.write_bytes(pickle.dumps(_WritesMarker(str(marker))))
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"peft_type": "PREFIX_TUNING", "num_virtual_tokens": 4}, "peft_type"),
+        ({"peft_type": "IA3"}, "peft_type"),
+        ({"target_modules": "(a+)+$"}, "target_modules"),  # a regex string: peft would re.fullmatch every name
+        ({"target_modules": ["query", "(a|a)*b"]}, "target_modules"),
+        ({"target_modules": []}, "target_modules"),
+        ({"rank_pattern": {"(a+)+$": 4}}, "rank_pattern"),
+        ({"exclude_modules": "(x+x+)+y"}, "exclude_modules"),
+        ({"layers_pattern": "(a*)*b"}, "layers_pattern"),
+        ({"auto_mapping": {"base_model_class": "Evil", "parent_library": "evil"}}, "auto_mapping"),
+        ({"megatron_core": "evil"}, "megatron_core"),
+        ({"use_dora": True}, "use_dora"),
+        ({"auto_map": {"AutoModel": "evil.Evil"}}, "auto_map"),
+        ({"r": "8; import os"}, "'r'"),
+        ({"base_model_name_or_path": "org/some-hub-model"}, "base_model_name_or_path"),
+        ({"peft_type": None}, "LoRA"),
+        ({"unknown_option": "x"}, "unknown_option"),
+    ],
+)
+def test_adapters_protlm_did_not_write_are_refused(tmp_path, micro_model, changes, words):
+    """A root adapter_config.json that is not LoRA, names regexes, modules or code, or points elsewhere."""
+    model = _with_adapter(tmp_path, micro_model, **changes)
+    marker = tmp_path / "unpickled"
+    _marker_bin(model / "adapter_model.bin", marker)
+    (model / "adapter_model.safetensors").rename(model / "kept.safetensors")  # peft would fall back to the .bin
+    if "peft_type" not in changes or changes["peft_type"] is None:
+        (model / "kept.safetensors").rename(model / "adapter_model.safetensors")
+        (model / "adapter_model.bin").unlink()
+    res = protlm("embed", "--model", str(model), str(DATA / "swissprot_50.fasta"), "--out",
+                 str(tmp_path / "e.parquet"), timeout=60)  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = one_line_error(res.stderr)
+    assert "adapter_config.json" in line and words in line
+    assert not marker.exists() and not (tmp_path / "e.parquet").exists()
+
+
+@pytest.mark.parametrize("case", ["bin only", "bin beside safetensors", "base with remote code", "deep json"])
+def test_adapter_weights_and_base_are_checked(tmp_path, micro_model, case):
+    model = _with_adapter(tmp_path, micro_model)
+    marker = tmp_path / "unpickled"
+    if case.startswith("bin"):
+        _marker_bin(model / "adapter_model.bin", marker)
+        if case == "bin only":
+            (model / "adapter_model.safetensors").unlink()
+        words = "adapter_model.bin"
+    elif case == "base with remote code":
+        base, marker = _model_dir_with_remote_code(tmp_path, micro_model, "config")
+        config = json.loads((model / "adapter_config.json").read_text())
+        (model / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(base)}))
+        words = "auto_map"
+    else:
+        (model / "adapter_config.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+        words = "nested too deeply"
+    res = protlm("fill", "--model", str(model), "MKT<mask>LLV", timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert words in one_line_error(res.stderr)
+    assert not marker.exists()
+
+
 # ----------------------------------------------------------------------------- last-resort handler
 
 

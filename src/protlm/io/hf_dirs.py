@@ -9,20 +9,99 @@ directory is refused before any HF loader opens it, and every loader also passes
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
+from protlm.errors import ProtlmError
 from protlm.io.structured import read_json_object, refuse_auto_map
-
-__all__ = ["CODE_BEARING", "read_json_object", "refuse_remote_code"]
 
 # Files whose `auto_map` transformers follows (configs, tokenizers, processors).
 CODE_BEARING = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 
 
 def refuse_remote_code(directory: str | Path) -> None:
-    """ProtlmError when any code-bearing JSON file of `directory` has an `auto_map` (custom code)."""
+    """ProtlmError when any code-bearing JSON file of `directory` has an `auto_map` (custom code), or its
+    root adapter is not one protlm would write (`check_adapter`)."""
     directory = Path(directory)
     for name in CODE_BEARING:
         f = directory / name
         if f.is_file():
             refuse_auto_map(read_json_object(f), f)
+    check_adapter(directory)
+
+
+# --------------------------------------------------------------------------------------------- adapters
+# transformers applies a PEFT adapter it finds at a model directory's root (`adapter_config.json`): peft
+# then reads the weights (a pickled `adapter_model.bin` when no safetensors is there), matches
+# `target_modules` / `rank_pattern` / `exclude_modules` as regular expressions, may import the module
+# named by `auto_mapping` / `megatron_core`, and older transformers load the base model the config names.
+# So only adapters shaped like the ones protlm writes are accepted: LoRA, safetensors weights,
+# `target_modules` a list of plain module names, every other option at its default.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z0-9_]{1,63}){0,7}")
+# Options protlm sets (validated here); every other option must be at peft's default (or unset / empty).
+_ADAPTER_CHECKS = {
+    "peft_type": lambda v: v == "LORA",
+    "target_modules": lambda v: _plain_names(v, allow_empty=False),
+    "modules_to_save": lambda v: v is None or _plain_names(v, allow_empty=True),
+    "r": lambda v: type(v) is int and 0 < v <= 4096,
+    "lora_alpha": lambda v: type(v) in (int, float) and 0 < v <= 1e6,
+    "lora_dropout": lambda v: type(v) in (int, float) and 0 <= v < 1,
+    "base_model_name_or_path": lambda v: v is None or (type(v) is str and len(v) <= 4096),
+    "inference_mode": lambda v: type(v) is bool,
+    "task_type": lambda v: v is None or (type(v) is str and _PLAIN_NAME.fullmatch(v) is not None),
+    "peft_version": lambda v: v is None or (type(v) is str and len(v) <= 64),
+    "bias": lambda v: v == "none",
+    "fan_in_fan_out": lambda v: type(v) is bool,
+    "init_lora_weights": lambda v: type(v) is bool,
+    "use_rslora": lambda v: type(v) is bool,
+}
+
+
+def _plain_names(value, allow_empty: bool) -> bool:
+    return (
+        isinstance(value, list)
+        and (allow_empty or 0 < len(value))
+        and len(value) <= 256
+        and all(type(n) is str and _PLAIN_NAME.fullmatch(n) for n in value)
+    )
+
+
+def _peft_defaults() -> dict:
+    from peft import LoraConfig
+
+    return json.loads(json.dumps(LoraConfig().to_dict(), default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
+
+
+def check_adapter(directory: str | Path) -> dict | None:
+    """The root adapter config of `directory` when it is one protlm would write (see above), None when
+    there is none; ProtlmError naming the file and the option otherwise."""
+    directory = Path(directory)
+    f = directory / ADAPTER_CONFIG
+    if not f.is_file():
+        return None
+    config = read_json_object(f, limit=1 << 20)
+    refuse_auto_map(config, f)
+    defaults = _peft_defaults()
+    for key, value in config.items():
+        check = _ADAPTER_CHECKS.get(key)
+        if check is not None:
+            ok = check(value)
+        else:  # anything else protlm never sets: peft's default, or unset
+            ok = value == defaults.get(key, None) or value in (None, False, {}, [])
+        if not ok:
+            raise ProtlmError(
+                f"{f}: adapter option {key[:60]!r} is not one protlm writes (LoRA, target_modules as a list "
+                "of module names, other options at their defaults); refusing to load this adapter"
+            )
+    if "target_modules" not in config or config.get("peft_type") != "LORA":
+        raise ProtlmError(f"{f}: not a LoRA adapter with target_modules; protlm loads only LoRA adapters")
+    pickled = sorted(p.name for p in directory.glob("adapter_model*") if p.name != ADAPTER_WEIGHTS)
+    if pickled or not (directory / ADAPTER_WEIGHTS).is_file():
+        raise ProtlmError(
+            f"{f}: an adapter loads from {ADAPTER_WEIGHTS} only (found {', '.join(pickled) or 'no weights'}); "
+            "pickled weights are never opened"
+        )
+    return config

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protlm.errors import ProtlmError
-from protlm.io.hf_dirs import refuse_remote_code
+from protlm.io.hf_dirs import ADAPTER_CONFIG, check_adapter, refuse_remote_code
 from protlm.io.structured import read_json_object
 
 TASK_FILE = "protlm_task.json"  # written by `protlm finetune` beside a task model or baseline
@@ -54,12 +54,24 @@ def resolve(spec: str | Path) -> Path:
         raise ProtlmError(f"{spec}: cannot fetch from the HF Hub ({str(e).splitlines()[0][:160]})") from None
 
 
-def model_dir(path: str | Path) -> Path:
-    """`path` as a model directory (with config.json) that brings no code of its own."""
+def model_dir(path: str | Path, adapter_base: bool = False) -> Path:
+    """`path` as a model directory (with config.json) that brings no code of its own. A root LoRA adapter
+    (which transformers applies on load) must be one protlm would write, and a base model it names must
+    pass the same checks (older transformers load the base from there)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ProtlmError(f"{path}: not a model directory (no config.json)")
     refuse_remote_code(path)
+    adapter = check_adapter(path)
+    if adapter is not None and adapter_base:
+        raise ProtlmError(f"{path / ADAPTER_CONFIG}: the base model of an adapter has an adapter itself")
+    base = (adapter or {}).get("base_model_name_or_path")
+    if base and Path(base).resolve() != path.resolve():
+        if not Path(base).is_dir():
+            raise ProtlmError(f"{path / ADAPTER_CONFIG}: base_model_name_or_path {base[:200]!r} is not a local "
+                              "model directory; protlm checks a base before loading it (point it at one, or "
+                              "remove it to use this directory's own weights)")  # fmt: skip
+        model_dir(base, adapter_base=True)
     return path
 
 

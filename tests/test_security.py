@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, run_cli, write_lmdb
+from protlm.errors import ProtlmError
 
 
 def protlm(*args: str, stdin: str = "", cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -489,6 +490,103 @@ def test_adapter_weights_and_base_are_checked(tmp_path, micro_model, case):
     assert not marker.exists()
 
 
+# ----------------------------------------------------------------------------- planted links in outputs
+
+VICTIM_TEXT = "the user's own file\n"
+
+
+def _plant(out: Path, name: str, victim_dir: Path) -> Path:
+    """`out/name` as a symbolic link to a file (or, for a name ending in '/', a directory) outside `out`."""
+    victim_dir.mkdir(exist_ok=True)
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith("/"):
+        target = victim_dir / "dir"
+        target.mkdir(exist_ok=True)
+        (out / name.rstrip("/")).symlink_to(target, target_is_directory=True)
+    else:
+        target = victim_dir / Path(name).name.lstrip(".")
+        target.write_text(VICTIM_TEXT)
+        (out / name).symlink_to(target)
+    return target
+
+
+def _victim_untouched(victim_dir: Path) -> None:
+    for f in victim_dir.rglob("*"):
+        assert f.is_dir() or f.read_text() == VICTIM_TEXT, f
+    assert not [f for f in victim_dir.rglob("*") if f.parent.name == "dir"], "written through a directory link"
+
+
+def _command(name: str, out: Path, micro_model: Path) -> list[str]:
+    fasta, tok = str(DATA / "swissprot_50.fasta"), str(DATA / "tokenizer_bpe300")
+    return {
+        "pretrain": ["pretrain", "--out", str(out), "--tokenizer", tok, "--model", str(DATA / "micro.yaml"),
+                     "--corpus", fasta, "--max-steps", "1"],
+        "finetune": ["finetune", "--out", str(out), "--task", "localization", "--model", str(micro_model),
+                     "--data", str(DATA / "tasks" / "deeploc_small.fasta"), "--max-steps", "1"],
+        "corpus prepare": ["corpus", "prepare", fasta, "--tokenizer", tok, "--out", str(out)],
+        "pairs build": ["pairs", "build", "--pairs", str(DATA / "ppi_pairs_small.tsv"), "--sequences",
+                        str(DATA / "ppi_sequences.fasta"), "--out", str(out)],
+        "pairs build-string": ["pairs", "build-string", "--links", str(DATA / "string_links.txt.gz"),
+                               "--sequences", str(DATA / "string_sequences.fa.gz"), "--out", str(out)],
+        "tokenizer train": ["tokenizer", "train", "--corpus", fasta, "--vocab-size", "200", "--out", str(out)],
+        "longformer convert": ["longformer", "convert", "--from", str(micro_model), "--out", str(out),
+                               "--max-length", "256"],
+    }[name]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command, name",
+    [
+        ("pretrain", ".protlm.lock"),
+        ("pretrain", "metrics.jsonl"),
+        ("pretrain", "config.yaml"),
+        ("pretrain", "checkpoints/"),
+        ("pretrain", "checkpoints/.step-00000001.tmp-x"),
+        ("pretrain", "tensorboard/"),
+        ("pretrain", "model/config.json"),
+        ("finetune", ".protlm.lock"),
+        ("finetune", "seed-0/metrics.jsonl"),
+        ("corpus prepare", ".lengths.npy.tmp"),
+        ("corpus prepare", "shards/"),
+        ("pairs build", "pairs.parquet"),
+        ("pairs build-string", ".report.json.tmp"),
+        ("pairs build-string", ".work/"),
+        ("tokenizer train", "tokenizer.json"),
+        ("longformer convert", "model.safetensors"),
+    ],
+)
+def test_planted_links_in_an_output_dir_are_refused(tmp_path, capsys, micro_model, command, name):
+    """An existing --out or store (copied from a colleague) with a symbolic link inside: one line, exit 2,
+    and nothing is written through the link, whichever file protlm would have written there."""
+    out, victims = tmp_path / "out", tmp_path / "victims"
+    _plant(out, name, victims)
+    code, _, err = run_cli(_command(command, out, micro_model), capsys)
+    assert code == 2, err[-2000:]
+    assert "symbolic link" in one_line_error(err)
+    _victim_untouched(victims)
+
+
+def test_atomic_writes_never_follow_a_planted_name(tmp_path, monkeypatch):
+    """Temporary names are unpredictable and created exclusively; the final name's link is replaced."""
+    from protlm.io import atomic
+    from protlm.train.metrics import MetricsLogger
+
+    victims = tmp_path / "victims"
+    out = tmp_path / "out"
+    for pid in (os.getpid(), 1, 2):  # the predictable names of earlier versions
+        _plant(out, f".report.json.tmp-{pid}", victims)
+    target = _plant(out, "report.json", victims)
+    atomic.write_json(out / "report.json", {"ok": 1})
+    assert not (out / "report.json").is_symlink() and json.loads((out / "report.json").read_text()) == {"ok": 1}
+    assert target.read_text() == VICTIM_TEXT
+    temps = {atomic.new_temp_file(out / "x.parquet").name for _ in range(20)}
+    assert len(temps) == 20
+    _plant(out, "metrics.jsonl", victims)
+    with pytest.raises(ProtlmError, match="symbolic link"):
+        MetricsLogger(out, tensorboard=False).log({"step": 1})
+    _victim_untouched(victims)
+
+
 # ----------------------------------------------------------------------------- last-resort handler
 
 
@@ -566,7 +664,8 @@ UNSAFE_CALLS = {
 
 def test_package_makes_no_unsafe_calls():
     """No torch.load / pickle.load / eval / exec / yaml.load / os.system; np.load always allow_pickle=False;
-    subprocess never with shell=True. (The one unpickler is the restricted `io.lmdb_records`.)"""
+    subprocess never with shell=True. (The one unpickler is the restricted `io.lmdb_records`.) JSON and YAML
+    are parsed only in `io.structured`; files are opened for writing only in `io.atomic`."""
     import ast
 
     src = Path(__file__).resolve().parents[1] / "src" / "protlm"
@@ -589,4 +688,9 @@ def test_package_makes_no_unsafe_calls():
                 found.append(f"{where} np.load without allow_pickle=False")
             if name[0] == "subprocess" and kwargs.get("shell") is True:
                 found.append(f"{where} subprocess with shell=True")
+            if name in (("json", "load"), ("json", "loads"), ("yaml", "safe_load")) and f.name != "structured.py":
+                found.append(f"{where} {name}: read JSON / YAML through protlm.io.structured (bounded, no aliases)")
+            mode = node.args[1] if name == ("builtins", "open") and len(node.args) > 1 else None
+            if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+") and f.name != "atomic.py":
+                found.append(f"{where} open(..., {mode.value!r}): write through protlm.io.atomic (no links followed)")
     assert not found, found

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from protlm.corpora import open_corpus
 from protlm.io import SkipReport
+from protlm.io.atomic import output_dir
 from protlm.tasks.finetune import FinetuneConfig, finetune
 from protlm.tokenization import DEFAULT_KIND, DEFAULT_VOCAB_SIZE, train_from_corpus
 from protlm.tokenizer_report import compression_report, plot_lengths
@@ -29,9 +30,11 @@ FINETUNE_MINUTES = 2
 QUICK_STEPS, QUICK_FINETUNE_STEPS = 20, 10  # `protlm demo --quick`: every stage runs, the numbers mean nothing
 
 
-def run_demo(out: str | Path, echo: Callable[[str], None] = print, minutes: float = MINUTES, quick: bool = False) -> None:
+def run_demo(
+    out: str | Path, echo: Callable[[str], None] = print, minutes: float = MINUTES, quick: bool = False
+) -> None:
     """The three stages; `quick` shrinks pre-training and fine-tuning to a smoke run (the install check)."""
-    out = Path(out)
+    out = output_dir(out)
     steps, finetune_steps = (QUICK_STEPS, QUICK_FINETUNE_STEPS) if quick else (STEPS, FINETUNE_STEPS)
     t0 = time.perf_counter()
     tok_dir = out / "tokenizer"

@@ -25,7 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from protlm.errors import ProtlmError
-from protlm.io.atomic import write_json
+from protlm.io.atomic import output_dir, write_json
 from protlm.io.hf_dirs import refuse_remote_code
 from protlm.io.structured import read_json, read_json_object
 from protlm.io.validate import ALPHABET, RARE
@@ -155,8 +155,7 @@ def shortest_segmentation(bpe: Tokenizer) -> Tokenizer:
 
 def save_tokenizer(tokenizer: ProteinTokenizer, out: str | Path, info: TokenizerInfo) -> Path:
     """Save as an HF tokenizer directory plus `protlm_tokenizer.json` provenance."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     tokenizer.save_pretrained(out)
     write_json(out / INFO_FILE, asdict(info))
     return out

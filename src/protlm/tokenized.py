@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from protlm.io.atomic import new_temp_dir
 from protlm.io.structured import read_json
 
 
@@ -83,8 +84,7 @@ def cached_tokenize(
     final = root / f"tok-{key}"
     if not (final / "offsets.npy").is_file():
         ts = tokenize(tokenizer, ids, seqs)
-        tmp = root / f".tok-{key}.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True, exist_ok=True)
+        tmp = new_temp_dir(final)
         np.save(tmp / "tokens.npy", ts.tokens)
         np.save(tmp / "residues.npy", ts.residues)
         (tmp / "ids.json").write_text(json.dumps(ts.ids))

@@ -21,7 +21,7 @@ import numpy as np
 from protlm.attention.maps import AttentionModel
 from protlm.attention.structures import Chain, contact_map
 from protlm.errors import ProtlmError
-from protlm.io.atomic import write_json
+from protlm.io.atomic import output_dir, write_json
 from protlm.io.structured import read_json
 
 MIN_SEPARATION = 6
@@ -87,7 +87,7 @@ class ContactRegression:
     def save(self, directory: Path) -> Path:
         from safetensors.numpy import save_file
 
-        directory.mkdir(parents=True, exist_ok=True)
+        output_dir(directory)
         tensors = {"coef": self.coef, "intercept": np.array([self.intercept]), "mean": self.mean, "scale": self.scale}
         save_file(
             {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}, directory / f"{REGRESSION}.safetensors"

@@ -1,10 +1,21 @@
-"""Outputs written atomically: to a temporary sibling, renamed into place only when complete, so a
-failure, a full disk or a kill never leaves a partial file under the final name."""
+"""Outputs written atomically and only where they belong.
+
+- **Atomic.** A file is written to a temporary sibling and renamed into place only when complete, so a
+  failure, a full disk or a kill never leaves a partial file under the final name. The rename replaces
+  a symbolic link at the final name; it never writes through it.
+- **No planted links.** An output or store directory may have been copied from someone else, so it is
+  untrusted: `refuse_links` ends the command (one line, nothing written) when a symbolic link is
+  anywhere inside it, and the commands that write into a directory call it first. Temporary names are
+  unpredictable and created exclusively (`mkstemp` / `mkdtemp`: never an existing file or link), and a
+  file that is appended to or locked in place is opened with `O_NOFOLLOW`.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,23 +23,82 @@ from typing import IO
 
 import numpy as np
 
+from protlm.errors import ProtlmError
 
-def temporary_sibling(path: str | Path) -> Path:
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 on Windows, where links need privileges to create
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name[:120]}.tmp-"
+
+
+def new_temp_file(path: str | Path) -> Path:
+    """A new, empty, exclusively created file beside `path`, with an unpredictable name."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path))
+    os.close(fd)
+    return Path(name)
+
+
+def new_temp_dir(path: str | Path) -> Path:
+    """A new, empty, exclusively created directory beside `path`, with an unpredictable name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=_tmp_prefix(path)))
 
 
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     """`open(path, mode)` whose file appears under `path` only if the block completes."""
-    tmp = temporary_sibling(path)
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path))
+    tmp = Path(name)
     try:
-        with open(tmp, mode, **kwargs) as fh:
+        with open(fd, mode, **kwargs) as fh:
             yield fh
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def open_no_follow(path: str | Path, mode: str = "a", **kwargs) -> IO:
+    """`open(path, mode)` ("a" or "a+") that refuses a symbolic link at `path` with one line."""
+    flags = os.O_CREAT | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_RDWR if "+" in mode else os.O_WRONLY
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP or Path(path).is_symlink():
+            raise ProtlmError(f"{path}: is a symbolic link; protlm never writes through one (remove it)") from None
+        raise
+    return open(fd, mode, **kwargs)
+
+
+def refuse_links(directory: str | Path, what: str = "--out") -> Path:
+    """ProtlmError when a symbolic link is anywhere inside `directory` (walked without following links).
+    A directory copied from a colleague may plant one to make protlm write elsewhere."""
+    directory = Path(directory)
+    todo = [directory] if directory.is_dir() else []
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    raise ProtlmError(
+                        f"{entry.path}: a symbolic link inside {what} {directory}; protlm writes only inside "
+                        "its output directories and never through a link (remove it, or choose another directory)"
+                    )
+                if entry.is_dir(follow_symlinks=False):
+                    todo.append(Path(entry.path))
+    return directory
+
+
+def output_dir(directory: str | Path, what: str = "--out") -> Path:
+    """`directory`, created if missing, with no symbolic link inside (see `refuse_links`)."""
+    directory = Path(directory)
+    refuse_links(directory, what)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import new_temp_file
 
 _MEMORY = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
@@ -50,7 +51,7 @@ def write_parquet(con, query: str, params: dict, path: Path, row_group: int = 10
 
     reader = con.sql(query, params=params).to_arrow_reader(row_group)
     schema = pa.schema([f.with_nullable(False) for f in reader.schema])
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = new_temp_file(path)
     rows = 0
     with pq.ParquetWriter(tmp, schema) as writer:
         for batch in reader:

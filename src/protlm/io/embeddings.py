@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from protlm.errors import ProtlmError
-from protlm.io.atomic import temporary_sibling
+from protlm.io.atomic import new_temp_file
 
 FORMATS = (".parquet", ".npz", ".h5", ".hdf5")
 
@@ -52,7 +52,7 @@ class _Atomic:
 
     def _start(self, path) -> Path:
         self.path = Path(path)
-        self.tmp = temporary_sibling(self.path)
+        self.tmp = new_temp_file(self.path)
         self.names: set[str] = set()
         return self.tmp
 

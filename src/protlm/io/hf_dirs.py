@@ -9,7 +9,6 @@ directory is refused before any HF loader opens it, and every loader also passes
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -70,9 +69,15 @@ def _plain_names(value, allow_empty: bool) -> bool:
 
 
 def _peft_defaults() -> dict:
+    """peft's LoraConfig defaults as they read back from JSON (sets as sorted lists, enums as strings)."""
     from peft import LoraConfig
 
-    return json.loads(json.dumps(LoraConfig().to_dict(), default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
+    def as_json(v):
+        if isinstance(v, set | frozenset):
+            return sorted(v)
+        return v if v is None or type(v) in (bool, int, float, str, list, dict) else str(v)
+
+    return {k: as_json(v) for k, v in LoraConfig().to_dict().items()}
 
 
 def check_adapter(directory: str | Path) -> dict | None:

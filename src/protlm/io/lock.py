@@ -1,6 +1,7 @@
 """One run per output directory: an advisory lock (`flock`) on `DIR/.protlm.lock`.
 
-The kernel drops the lock when its process ends, however it ends, so a crashed or killed run never
+The lock file is opened without following a link, and the directory is checked for planted links
+first (`io.atomic.output_dir`). The kernel drops the lock when its process ends, however it ends, so a crashed or killed run never
 leaves it stuck; the file's text (pid, host, start time) only serves the message. Where `flock` is
 missing or refused (Windows, some network file systems) runs go unlocked, as before.
 """
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from protlm.errors import ProtlmError
+from protlm.io.atomic import open_no_follow, output_dir, refuse_links
 
 LOCK_FILE = ".protlm.lock"
 
@@ -33,10 +35,9 @@ def run_lock(directory: str | Path, what: str, enabled: bool | None = None) -> I
     if not enabled or fcntl is None:
         yield
         return
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = output_dir(directory)  # a copied run dir may plant links: refused before anything is written
     path = directory / LOCK_FILE
-    fh = open(path, "a+", encoding="utf-8")
+    fh = open_no_follow(path, "a+", encoding="utf-8")
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,8 +67,9 @@ def build_lock(target: str | Path, log=lambda s: None) -> Iterator[None]:
     if fcntl is None:
         yield
         return
+    refuse_links(target, "the store")
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "a+", encoding="utf-8") as fh:
+    with open_no_follow(target.parent / f".{target.name}.lock", "a+", encoding="utf-8") as fh:
         try:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from protlm.errors import ProtlmError
-from protlm.io.atomic import write_json
+from protlm.io.atomic import output_dir, write_json
 from protlm.models.loading import load_safetensors_model
 from protlm.models.presets import POSITION_OFFSET
 from protlm.tokenization import load_tokenizer
@@ -114,7 +114,7 @@ def convert_roberta_to_longformer(
     if missing or unexpected:
         raise ProtlmError(f"conversion left weights unmatched: missing {missing[:3]}, unexpected {unexpected[:3]}")
     longformer.tie_weights()
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     longformer.save_pretrained(out, safe_serialization=True)
     tokenizer.hf.model_max_length = max_length
     tokenizer.save_pretrained(out)
@@ -143,7 +143,7 @@ def _extend_roberta(roberta, tokenizer, source: Path, out: Path, max_length: int
     state["roberta.embeddings.position_embeddings.weight"] = _tile_positions(old, max_length)
     extended.load_state_dict(state, strict=False)
     extended.tie_weights()
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     extended.save_pretrained(out, safe_serialization=True)
     tokenizer.hf.model_max_length = max_length
     tokenizer.save_pretrained(out)

@@ -10,7 +10,7 @@ import numpy as np
 
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
-from protlm.io.atomic import write_json
+from protlm.io.atomic import refuse_links, write_json
 from protlm.pairs.generic import read_id_pairs
 from protlm.pairs.splits import sample_negatives, split_pairs
 from protlm.pairs.table import SPLITS, Pair, read_pairs, write_pairs
@@ -37,6 +37,7 @@ def build_pairs(
 
     `groups`: TSV `representative<TAB>member` (mmseqs cluster.tsv) kept on one side of a strict split.
     """
+    refuse_links(out)
     report, seq_report = SkipReport(str(pairs_path)), SkipReport(str(sequences_path))
     positives = [p for p in read_id_pairs(pairs_path, sequences_path, policy, report, seq_report=seq_report)
                  if p.label == 1]  # fmt: skip

@@ -26,9 +26,7 @@ is locked before the first query, so even a missed injection could not touch oth
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass
@@ -39,6 +37,7 @@ import numpy as np
 from protlm.errors import InputError, ProtlmError
 from protlm.hashing import sql_unit
 from protlm.io import ResiduePolicy, SkipReport, open_text, read_sequences
+from protlm.io.atomic import new_temp_dir, output_dir, write_json
 from protlm.io.duck import check_memory_limit, connect, write_parquet
 
 OVERSAMPLE = 4  # candidate partners drawn per wanted negative before rejection
@@ -286,19 +285,17 @@ def build_string_pairs(
         if f is not None and not f.is_file():
             raise InputError(f, "file not found")
     header = _header(links)
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / ".work"
-    shutil.rmtree(work, ignore_errors=True)  # a killed earlier run's leftovers
-    work.mkdir()
+    output_dir(out)
+    for stale in out.glob(".work*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a killed earlier run's leftovers
+    work = new_temp_dir(out / ".work")
     con = connect(work, [p for p in (links, groups) if p], opts.memory_limit, opts.threads)
     try:
         report = _build(con, links, header, sequences, out, groups, tokenizer, policy, opts)
     finally:
         con.close()
         shutil.rmtree(work, ignore_errors=True)
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out / "report.json")
+    write_json(out / "report.json", report)
     return report
 
 

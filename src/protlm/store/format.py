@@ -37,6 +37,7 @@ import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.hashing import HOLDOUT_SCALE
+from protlm.io.atomic import new_temp_dir
 from protlm.io.structured import read_json
 from protlm.tokenized import IdView
 
@@ -64,8 +65,8 @@ def staging_dir(out: Path) -> Path:
     `publish` renames it into place, so a reader sees a complete store or none."""
     for stale in out.parent.glob(f".{out.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    (tmp / ".work").mkdir(parents=True)
+    tmp = new_temp_dir(out)
+    (tmp / ".work").mkdir()
     return tmp
 
 
@@ -94,9 +95,7 @@ def write_shard(root: Path, k: int, arrays: dict[str, np.ndarray], meta: dict) -
     """Write shard k under a temporary name and rename it into place: a reader (or a resumed run)
     sees a complete shard or none."""
     final = root / "shards" / shard_name(k)
-    tmp = root / "shards" / f".{shard_name(k)}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = new_temp_dir(final)
     for name in SHARD_ARRAYS:
         np.save(tmp / f"{name}.npy", arrays[name], allow_pickle=False)
     (tmp / "shard.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -4,14 +4,13 @@ each atomically, store.json last. Memory: 8 bytes per record for the id hashes, 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from protlm.errors import ProtlmError
 from protlm.io import SkipReport
-from protlm.io.atomic import write_json
+from protlm.io.atomic import atomic_open, write_json
 from protlm.io.structured import read_json, read_json_object
 from protlm.store.format import FORMAT, VERSION, read_shard_meta, shard_name
 
@@ -64,10 +63,8 @@ def index_store(out: str | Path) -> dict:
         report.skipped["duplicate id"] += len(duplicates)
         report.n_used -= len(duplicates)
     for name, arr in (("lengths", lengths), ("holdout", holdout), ("starts", starts), ("duplicates", duplicates)):
-        tmp = out / f".{name}.npy.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_open(out / f"{name}.npy", "wb") as fh:
             np.save(fh, arr, allow_pickle=False)
-        os.replace(tmp, out / f"{name}.npy")
     store = {"format": FORMAT, "version": VERSION, "fingerprint": meta, "shards": n_chunks,
              "records": int(starts[-1]), "usable_records": int(starts[-1]) - len(duplicates),
              "tokens": int(sum(m["tokens"] for m in shard_metas)),

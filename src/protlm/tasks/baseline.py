@@ -18,7 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from protlm.errors import ProtlmError
 from protlm.io import STANDARD
-from protlm.io.atomic import write_json
+from protlm.io.atomic import output_dir, write_json
 from protlm.io.structured import read_json
 from protlm.tasks.data import IGNORE, Example
 
@@ -112,7 +112,7 @@ class Baseline:
         return np.concatenate(ys), np.concatenate(ps)
 
     def save(self, path: Path, info: dict) -> None:
-        path.mkdir(parents=True, exist_ok=True)
+        output_dir(path)
         tensors = {"mean": self.mean, "scale": self.scale, "coef": self.coef, "intercept": self.intercept}
         save_file(
             {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}, path / "baseline.safetensors"

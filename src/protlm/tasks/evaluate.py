@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from protlm.errors import ProtlmError
-from protlm.io.atomic import write_json
+from protlm.io.atomic import output_dir, write_json
 from protlm.io.structured import read_json_object
 from protlm.models.loading import TASK_FILE, open_model, window_tokens
 from protlm.tasks import metrics as M
@@ -51,7 +51,7 @@ def evaluate_model(
         raise ProtlmError(
             f"{model_dir}: the model's label space ({len(info['labels'])} classes) differs from the data's ({len(data.labels)})"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    output_dir(out)
     results: dict = {"task": spec.name, "model": str(model_dir), "model_source": info.get("model_source"), "splits": {}}
     for split in splits:
         examples = data.split(split)

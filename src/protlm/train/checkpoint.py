@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from protlm.io.atomic import new_temp_dir
 from protlm.io.structured import read_json
 from protlm.progress import no_hf_bars
 from protlm.train.faults import fault
@@ -89,8 +90,7 @@ def save_checkpoint(
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = new_temp_dir(final)
     save_pretrained_atomic_parts(tmp, model, tokenizer, state_dict)
     tensors, groups = _optimizer_tensors(optimizer)
     meta, rng_tensors = rng_state()
@@ -105,7 +105,7 @@ def save_checkpoint(
     _fsync_dir(root)
     for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(".tmp-*"):
+    for stale in root.glob(".*.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     return final
 
@@ -121,8 +121,7 @@ def save_pretrained_atomic_parts(path: Path, model, tokenizer, state_dict: dict 
 
 def save_model_atomic(path: Path, model, tokenizer, state_dict: dict | None = None, extra: dict | None = None) -> Path:
     """Write a final model directory atomically (temp sibling + rename)."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = new_temp_dir(path)
     save_pretrained_atomic_parts(tmp, model, tokenizer, state_dict)
     for name, content in (extra or {}).items():  # text, or bytes (e.g. an adapter's safetensors)
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from protlm.io.atomic import save_figure, write_text
+from protlm.io.atomic import open_no_follow, save_figure, write_text
 from protlm.io.structured import parse_json
 
 
@@ -28,7 +28,7 @@ class MetricsLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as fh:
+        with open_no_follow(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         if self._tb is not None:
             step = record.get("step", 0)

@@ -694,3 +694,56 @@ def test_package_makes_no_unsafe_calls():
             if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+") and f.name != "atomic.py":
                 found.append(f"{where} open(..., {mode.value!r}): write through protlm.io.atomic (no links followed)")
     assert not found, found
+
+
+# ----------------------------------------------------------------------------- tokenizer.json components
+
+_OWN_TOKENIZER = json.loads((DATA / "tokenizer_bpe300" / "tokenizer.json").read_text())
+_CATASTROPHIC = {"type": "Split", "pattern": {"Regex": "(.+)+$Z"}, "behavior": "Isolated", "invert": False}
+
+
+def _crafted_tokenizer(tmp_path: Path, craft: str) -> Path:
+    """protlm's test tokenizer with one hostile component; each made `tokenizers` panic before the check
+    (Oniguruma's retry limit on a 25-residue probe; a garbage `Precompiled` character map)."""
+    tok = tmp_path / "evil_tokenizer"
+    shutil.copytree(DATA / "tokenizer_bpe300", tok)
+    doc = json.loads(json.dumps(_OWN_TOKENIZER))
+    if craft == "split-regex":
+        doc["pre_tokenizer"] = _CATASTROPHIC
+    elif craft == "nested-replace-regex":
+        inner = {
+            "type": "Sequence",
+            "normalizers": [{"type": "Replace", "pattern": {"Regex": "(.+)+$Z"}, "content": ""}],
+        }
+        doc["normalizer"] = {"type": "Sequence", "normalizers": [{"type": "Strip", "strip_left": True,
+                                                                  "strip_right": True}, inner]}  # fmt: skip
+    elif craft == "precompiled":
+        doc["normalizer"] = {"type": "Precompiled", "precompiled_charsmap": "AAAAAAAAAAAAAAAAAAAA"}
+    elif craft == "deep":
+        (tok / "tokenizer.json").write_text("[" * 100_000 + "]" * 100_000)
+        return tok
+    (tok / "tokenizer.json").write_text(json.dumps(doc))
+    return tok
+
+
+@pytest.mark.parametrize("craft, reason", [("split-regex", "'Split'"), ("nested-replace-regex", "Regex"),
+                                           ("precompiled", "'Precompiled'"), ("deep", "nested")])  # fmt: skip
+def test_tokenizer_json_cannot_panic_tokenizer_stats(tmp_path, craft, reason):
+    tok = _crafted_tokenizer(tmp_path, craft)
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">a\nMKTAYIAKQRAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n")
+    res = protlm("tokenizer", "stats", "--tokenizer", str(tok), "--corpus", str(fasta))
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = one_line_error(res.stderr)
+    assert str(tok / "tokenizer.json") in line and reason in line, line
+
+
+def test_tokenizer_json_cannot_panic_corpus_prepare_workers(tmp_path):
+    tok = _crafted_tokenizer(tmp_path, "split-regex")
+    out = tmp_path / "store"
+    res = protlm("corpus", "prepare", str(DATA / "swissprot_50.fasta"), "--tokenizer", str(tok), "--out", str(out),
+                 "--workers", "2")  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    line = one_line_error(res.stderr)
+    assert str(tok / "tokenizer.json") in line and "'Split'" in line, line
+    assert not out.exists()

@@ -27,7 +27,8 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from protlm.errors import ProtlmError
 from protlm.io.atomic import output_dir, write_json
 from protlm.io.hf_dirs import refuse_remote_code
-from protlm.io.structured import read_json, read_json_object
+from protlm.io.structured import parse_json, read_json
+from protlm.io.tokenizer_json import check_tokenizer, check_tokenizer_file, rust_guard, tokenizer_file
 from protlm.io.validate import ALPHABET, RARE
 
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
@@ -163,12 +164,17 @@ def save_tokenizer(tokenizer: ProteinTokenizer, out: str | Path, info: Tokenizer
 
 def load_tokenizer(path: str | Path) -> ProteinTokenizer:
     """Load any model's tokenizer directory (protlm, ESM-2, ProtBERT, RoBERTa) as a `ProteinTokenizer`:
-    plain `AutoTokenizer`, never remote code (see `io.hf_dirs`)."""
-    return ProteinTokenizer(load_hf_tokenizer(path))
+    plain `AutoTokenizer`, never remote code (see `io.hf_dirs`). Its first encodes (the template, the
+    residue probe) run under `rust_guard`: a panic in `tokenizers` is one line naming the file."""
+    hf = load_hf_tokenizer(path)
+    with rust_guard(tokenizer_file(path)):
+        return ProteinTokenizer(hf)
 
 
 def load_hf_tokenizer(path: str | Path):
-    """The HF tokenizer of a directory, with one-line errors for missing or malformed files."""
+    """The HF tokenizer of a directory, with one-line errors for missing or malformed files. A
+    `tokenizer.json`, and the tokenizer transformers builds, may hold only the components that
+    `io.tokenizer_json.check_tokenizer` allows (no regular expressions)."""
     path = Path(path)
     files = ("tokenizer.json", "vocab.txt", "vocab.json")
     if not any((path / f).is_file() for f in files):
@@ -177,12 +183,20 @@ def load_hf_tokenizer(path: str | Path):
             "`protlm tokenizer train`"
         )
     refuse_remote_code(path)
-    if (path / "tokenizer.json").is_file():
-        read_json_object(path / "tokenizer.json")  # one-line error for a file that is not JSON
+    where = tokenizer_file(path)
+    if where != path:
+        check_tokenizer_file(where)  # one-line error for a file that is not JSON or runs what protlm does not
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        with rust_guard(where):
+            hf = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        backend = getattr(hf, "backend_tokenizer", None)
+        if backend is not None:  # as converted from vocabulary files, or as loaded
+            check_tokenizer(parse_json(backend.to_str(), where), where)
+        return hf
+    except ProtlmError:
+        raise
     except Exception as e:  # tokenizers raises plain Exception for a malformed tokenizer.json
         raise ProtlmError(f"{path}: not a tokenizer transformers can load ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:160] if str(e) else 'malformed'})") from None  # fmt: skip

@@ -16,6 +16,8 @@ import typer
 
 from protlm.cli import attention, corpus, data, infer, train
 from protlm.errors import ProtlmError
+from protlm.io import tokenizer_json
+from protlm.io.tokenizer_json import is_rust_panic, panic_message
 
 app = typer.Typer(
     help="Protein language models: BPE tokenizers, masked-LM pre-training on proteins and binding pairs.",
@@ -108,4 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # noqa: BLE001 - the last resort: never a traceback without --debug
         _internal_error(args, e, debug)
         raise SystemExit(1) from None
+    except BaseException as e:  # a Rust panic in `tokenizers` (pyo3's PanicException) is no Exception
+        if not is_rust_panic(e):
+            raise
+        if debug:
+            traceback.print_exception(e)
+        where = tokenizer_json.last_guarded or "tokenizer"
+        typer.echo(f"protlm: error: {where}: the tokenizer failed (Rust panic: {panic_message(e)})", err=True)
+        raise SystemExit(2) from None
     raise SystemExit(code if isinstance(code, int) else 0)

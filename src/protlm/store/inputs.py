@@ -12,7 +12,7 @@ from pathlib import Path
 
 from protlm.errors import InputError, ProtlmError
 from protlm.io import RawRecord, ResiduePolicy
-from protlm.io.structured import read_json_object
+from protlm.io.structured import parse_json
 from protlm.store.format import FORMAT, VERSION
 
 
@@ -77,21 +77,28 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> tuple[str, str, int]:
     from tokenizers import Tokenizer
 
     from protlm.io.hf_dirs import refuse_remote_code
+    from protlm.io.tokenizer_json import check_tokenizer, check_tokenizer_file, rust_guard
     from protlm.tokenization import load_tokenizer, splits_residues
 
     directory = Path(tokenizer_dir)
     path = directory / "tokenizer.json"
-    tok = None
+    tok, own = None, False
     if path.is_file():
         refuse_remote_code(tokenizer_dir)
-        read_json_object(path)
+        check_tokenizer_file(path)  # no regular expressions, nothing protlm's tokenizers never hold
         try:
-            tok = Tokenizer.from_file(str(path))
+            with rust_guard(path):
+                tok = Tokenizer.from_file(str(path))
+                own = splits_residues(tok)
         except Exception as e:  # tokenizers raises plain Exception on a malformed file
+            if isinstance(e, ProtlmError):
+                raise
             raise ProtlmError(f"{tokenizer_dir}: not a tokenizer tokenizers can load ({str(e)[:160]})") from None
-    if tok is None or not splits_residues(tok):
+    if tok is None or not own:
         tok = load_tokenizer(directory).backend  # e.g. ESM-2's vocab.txt, ProtBERT's spaced WordPiece
     text = tok.to_str()
+    where = path if path.is_file() else directory
+    check_tokenizer(parse_json(text, where), where)  # what the workers will run
     return text, hashlib.sha256(text.encode()).hexdigest(), tok.get_vocab_size(with_added_tokens=True)
 
 

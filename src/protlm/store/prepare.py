@@ -35,6 +35,7 @@ from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
 from protlm.io.lock import build_lock
 from protlm.io.structured import read_json_object
+from protlm.io.tokenizer_json import rust_guard, tokenizer_file
 from protlm.store.format import (
     read_shard_meta,
     shard_name,
@@ -51,12 +52,15 @@ DEFAULT_SHARD_SIZE = 100_000
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer_json: str) -> None:
+def _init_worker(tokenizer_json: str, where: str = "tokenizer") -> None:
+    """`tokenizer_json` is the text `tokenizer_fingerprint` checked (`io.tokenizer_json`); `where` names
+    its file in errors."""
     os.environ["RAYON_NUM_THREADS"] = "1"  # one core per worker: `--workers` is the parallelism
     _die_with_parent()
     from tokenizers import Tokenizer
 
     _WORKER["tok"] = Tokenizer.from_str(tokenizer_json)
+    _WORKER["where"] = where
 
 
 def _die_with_parent() -> None:
@@ -123,7 +127,11 @@ def build_shard(root: str, k: int, chunk: list[tuple[str, str, int, str | None]]
         report.n_used += 1
         ids.append(pid)
         seqs.append(seq)
-    tokens, offsets = _tokenize(seqs, np.uint16 if vocab <= np.iinfo(np.uint16).max else np.int32)
+    try:
+        with rust_guard(_WORKER.get("where", "tokenizer")):  # a panic: one error line, not the hook's
+            tokens, offsets = _tokenize(seqs, np.uint16 if vocab <= np.iinfo(np.uint16).max else np.int32)
+    except ProtlmError as e:
+        return {"error": str(e)}
     id_raw = [i.encode() for i in ids]
     id_offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum([len(b) for b in id_raw], out=id_offsets[1:])
@@ -216,7 +224,9 @@ def _prepare_store(inputs, tokenizer_dir, out: Path, policy, workers, shard, sha
     written = kept = chunks = 0
     # fork where it exists: workers only tokenize (no torch), and spawn would re-import a caller's script
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(tok_json,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(tok_json, str(tokenizer_file(tokenizer_dir)))
+    ) as pool:
         pending: deque[Future] = deque()
         for k, chunk in enumerate(_chunks(inputs, shard_size, policy.keep())):
             chunks += 1

@@ -747,3 +747,52 @@ def test_tokenizer_json_cannot_panic_corpus_prepare_workers(tmp_path):
     line = one_line_error(res.stderr)
     assert str(tok / "tokenizer.json") in line and "'Split'" in line, line
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- archive member names
+
+
+def test_attention_export_member_names_stay_inside_the_archive(tmp_path, micro_model, capsys):
+    """Ids become member names as `embed` writes them (`io.embeddings.member_name`): `/`, `\\`, `%`,
+    controls and a leading `.` percent-encoded; an id given twice is an error."""
+    import zipfile
+    from urllib.parse import unquote
+
+    fasta = tmp_path / "x.fasta"
+    fasta.write_text(">../../evil\nMKTAYIAKQR\n>/abs/path\nMKTAYIAK\n>a/b\nMKTAY\n>ok\nMKTAYIA\n")
+    out = tmp_path / "att.npz"
+    code, _, err = run_cli(["attention", "export", "--model", str(micro_model), "--fasta", str(fasta), "--out",
+                            str(out)], capsys)  # fmt: skip
+    assert code in (0, None), err
+    names = zipfile.ZipFile(out).namelist()
+    assert {n.rsplit(".", 2)[0] for n in names if n != "_meta.npy"} == {
+        "%2E.%2F..%2Fevil",
+        "%2Fabs%2Fpath",
+        "a%2Fb",
+        "ok",
+    }
+    assert all("/" not in n and not n.startswith(".") for n in names)
+    assert {unquote(n.rsplit(".", 2)[0]) for n in names if n != "_meta.npy"} == {"../../evil", "/abs/path", "a/b", "ok"}
+    z = np.load(out)
+    assert z["%2E.%2F..%2Fevil.attention"].shape[-1] == 10 and z["a%2Fb.sequences"].tolist() == ["MKTAY"]
+    assert not list(tmp_path.glob("**/evil*")) and not Path("/abs/path").exists()
+
+    out.unlink()
+    fasta.write_text(">sp/P1\nMKTAYIAKQR\n>sp%2FP1\nMKTAYIAK\n")  # two ids, one name unless % is encoded too
+    code, _, err = run_cli(["attention", "export", "--model", str(micro_model), "--fasta", str(fasta), "--out",
+                            str(out)], capsys)  # fmt: skip
+    assert code in (0, None), err
+    assert {n.rsplit(".", 2)[0] for n in zipfile.ZipFile(out).namelist()} == {"sp%2FP1", "sp%252FP1", "_meta"}
+
+    # the FASTA reader already skips a repeated id; the writer refuses one from any caller
+    from types import SimpleNamespace
+
+    from protlm.attention.maps import export
+    from protlm.errors import ProtlmError
+
+    att = SimpleNamespace(attention=np.zeros((1, 1, 2, 2)), special=np.zeros((1, 1, 2)), chain_index=np.zeros(2),
+                          chains=("1",), sequences=("MK",))  # fmt: skip
+    stub = type("Stub", (), {"path": "m", "n_layers": 1, "n_heads": 1, "__call__": lambda self, *a: att})()
+    with pytest.raises(ProtlmError, match="'a/b' is written twice"):
+        export(stub, [("a/b", ("MK",), ("1",)), ("a/b", ("MK",), ("1",))], tmp_path / "dup.npz")
+    assert not list(tmp_path.glob("*dup*"))

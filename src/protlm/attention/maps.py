@@ -139,10 +139,14 @@ def export(model: AttentionModel, inputs: list[tuple[str, tuple[str, ...], tuple
            source: str | Path | None = None) -> Path:  # fmt: skip
     """Write `OUT.npz`: per input id, `ID.attention` (L, H, N, N), `ID.special` (L, H, N),
     `ID.chain_index` (N,), `ID.chains`, `ID.sequences`, plus any `extra[ID]` arrays; `_meta` (JSON).
-    Each input's maps are written as soon as they are computed (memory: one input's maps), into a
-    temporary file renamed into place at the end. `source` names the input file in errors."""
+    `ID` is the record id as `embed` names members (`io.embeddings.member_name`: `/`, `\\`, `%`,
+    controls and a leading `.` percent-encoded), so no id names a path outside the archive; an id given
+    twice is an error. Each input's maps are written as soon as they are computed (memory: one input's
+    maps), into a temporary file renamed into place at the end. `source` names the input file in errors."""
     import json
     import zipfile
+
+    from protlm.io.embeddings import member_name
 
     dtype = np.float16 if half else np.float32
     meta = {
@@ -151,18 +155,23 @@ def export(model: AttentionModel, inputs: list[tuple[str, tuple[str, ...], tuple
         "each row sums to 1 - special",
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
+    written: set[str] = set()
     with atomic_open(out, "wb") as fh, zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
         for rid, seqs, names in inputs:
+            name = member_name(rid)
+            if name in written:
+                raise ProtlmError(f"{out}: id {rid!r} is written twice (output names must be unique)")
+            written.add(name)
             try:
                 att = model(seqs, rid, names)
             except TooLong as e:
                 raise (InputError(source, e.reason, record=rid) if source is not None else e) from None
             arrays = {
-                f"{rid}.attention": att.attention.astype(dtype), f"{rid}.special": att.special.astype(dtype),
-                f"{rid}.chain_index": att.chain_index, f"{rid}.chains": np.array(att.chains),
-                f"{rid}.sequences": np.array(att.sequences),
+                f"{name}.attention": att.attention.astype(dtype), f"{name}.special": att.special.astype(dtype),
+                f"{name}.chain_index": att.chain_index, f"{name}.chains": np.array(att.chains),
+                f"{name}.sequences": np.array(att.sequences),
             }  # fmt: skip
-            arrays |= {f"{rid}.{key}": value for key, value in (extra or {}).get(rid, {}).items()}
+            arrays |= {f"{name}.{key}": value for key, value in (extra or {}).get(rid, {}).items()}
             for name, value in arrays.items():
                 _write_member(zf, name, value)
             del att, arrays

@@ -22,6 +22,7 @@ from pathlib import Path
 from protlm.errors import ProtlmError
 from protlm.io.hf_dirs import ADAPTER_CONFIG, check_adapter, refuse_remote_code
 from protlm.io.structured import read_json_object
+from protlm.models.size import check_model_size
 
 TASK_FILE = "protlm_task.json"  # written by `protlm finetune` beside a task model or baseline
 BACKBONES = ("roberta", "longformer", "esm", "bert")
@@ -102,6 +103,7 @@ def load_safetensors_model(model_cls, path: str | Path, **kwargs):
     attention = {} if model_type == "longformer" else {"attn_implementation": "sdpa"}
     if "config" not in kwargs:
         load_config(path)  # a damaged config.json is named as such
+    check_model_size(kwargs.get("config") or read_json_object(path / "config.json"), path / "config.json")
     try:
         with no_hf_bars():  # no "Loading weights" bar per model load
             return model_cls.from_pretrained(

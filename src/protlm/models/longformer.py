@@ -17,6 +17,7 @@ from protlm.errors import ProtlmError
 from protlm.io.atomic import output_dir, write_json
 from protlm.models.loading import load_safetensors_model
 from protlm.models.presets import POSITION_OFFSET
+from protlm.models.size import check_model_size
 from protlm.tokenization import load_tokenizer
 
 INFO_FILE = "protlm_longformer.json"
@@ -97,6 +98,7 @@ def convert_roberta_to_longformer(
         sep_token_id=rc.eos_token_id, attention_window=[window] * rc.num_hidden_layers,
     )  # fmt: skip
     config.protlm_global_separators = global_separators
+    check_model_size(config, f"{source} at --max-length {max_length}")
     torch.manual_seed(0)
     longformer = LongformerForMaskedLM(config)
     state = {}
@@ -138,6 +140,7 @@ def _extend_roberta(roberta, tokenizer, source: Path, out: Path, max_length: int
     old = roberta.roberta.embeddings.position_embeddings.weight.detach()
     config = roberta.config
     config.max_position_embeddings = max_length + POSITION_OFFSET
+    check_model_size(config, f"{source} at --max-length {max_length}")
     extended = RobertaForMaskedLM(config)
     state = {k: v for k, v in roberta.state_dict().items() if not k.endswith("position_ids")}
     state["roberta.embeddings.position_embeddings.weight"] = _tile_positions(old, max_length)

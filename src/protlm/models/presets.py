@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from protlm.errors import ProtlmError
 from protlm.io.structured import read_yaml, refuse_auto_map
+from protlm.models.size import check_model_size
 
 PRESETS = ("tiny", "roberta-small", "roberta-base", "esm-size")
 # RoBERTa's learned positions start at padding_idx + 1 = 2, so 512 tokens need 514 embeddings.
@@ -71,5 +72,6 @@ def build_mlm(preset: str | dict, tokenizer, seed: int = 0, **overrides) -> PreT
             f"invalid model config: hidden_size {config.hidden_size} is not a multiple of "
             f"num_attention_heads {config.num_attention_heads}"
         )
+    check_model_size(config, preset if isinstance(preset, str) else "model preset")
     torch.manual_seed(seed)
     return AutoModelForMaskedLM.from_config(config, attn_implementation="sdpa", trust_remote_code=False)

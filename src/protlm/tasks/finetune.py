@@ -27,6 +27,7 @@ from protlm.io.lock import run_lock
 from protlm.models.loading import TASK_FILE, open_model, quiet_hf, window_tokens
 from protlm.models.lora import configure, head_prefixes, load_lora_checkpoint
 from protlm.models.presets import load_preset
+from protlm.models.size import check_model_size
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import TaskSet, build_taskset
@@ -116,6 +117,7 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
         kind = preset.pop("model_type")
         config = AutoConfig.for_model(kind, **preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
         config = _task_config(config, spec, labels, pooling)
+        check_model_size(config, cfg.preset)
         return task_model_class(config)(config), tokenizer, f"scratch ({cfg.preset})"
     scratch = cfg.model.startswith("scratch:")
     md = open_model(cfg.model.removeprefix("scratch:"))
@@ -124,6 +126,7 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
     tokenizer = md.tokenizer()
     config = _task_config(md.config(), spec, labels, pooling)
     if scratch:
+        check_model_size(config, md.path / "config.json")
         return task_model_class(config)(config), tokenizer, f"scratch (architecture of {md.spec})"
     with quiet_hf():  # the head is new by design: report what matters ourselves
         model, loading = md.task_model(config, output_loading_info=True)

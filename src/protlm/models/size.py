@@ -1,0 +1,112 @@
+"""How much memory a model config asks for, checked before anything is allocated.
+
+A `config.json` or a preset YAML is a few numbers; `hidden_size: 65536`, `num_hidden_layers: 1000` or
+`vocab_size: 10000000` in one asks transformers for terabytes, which it allocates until the machine
+dies. `check_model_size` estimates the parameter memory of the encoder families protlm builds (BERT,
+RoBERTa, ESM, Longformer: the same layer layout) and refuses, in one line naming the config, what is
+over the memory available now (`MemAvailable`, and the cgroup's limit when one is set; a CUDA device's
+free memory when the model goes there) or over `MAX_MODEL_BYTES`.
+
+The estimate (tested against real parameter counts within 10%):
+- embeddings: vocab x h + positions x h (none for rotary) + token types x h;
+- per layer: 4 h^2 (query, key, value, output) + 2 h x intermediate + biases and norms; Longformer
+  adds 3 h^2 for its global query, key and value;
+- the MLM head: h^2 + vocab (its decoder shares the embedding matrix unless `tie_word_embeddings` is
+  false, then vocab x h more);
+- plus `LAYER_OVERHEAD` bytes per layer for the module objects themselves (a million tiny layers cost
+  time and memory though they hold few parameters).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from protlm.errors import ProtlmError
+
+MAX_MODEL_BYTES = 128 << 30  # 128 GiB of parameters: ESM-2 15B in float32 is 60 GB
+LAYER_OVERHEAD = 64 << 10  # bytes per layer for the torch module objects, whatever their size
+_HALF = {"float16", "bfloat16", "torch.float16", "torch.bfloat16"}
+
+
+def _field(config, name: str, default=0):
+    value = config.get(name, default) if isinstance(config, dict) else getattr(config, name, default)
+    return value
+
+
+def _count(config, name: str, default: int = 0) -> int:
+    """A non-negative integer field (anything else counts as `default`: transformers refuses it later)."""
+    value = _field(config, name, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
+
+
+def estimate_parameters(config) -> int:
+    """Parameters of the masked LM a config (an HF config or its dict) describes."""
+    v, h = _count(config, "vocab_size"), _count(config, "hidden_size")
+    n_layers, inter = _count(config, "num_hidden_layers"), _count(config, "intermediate_size", 4 * h)
+    rotary = _field(config, "position_embedding_type", "absolute") == "rotary"
+    positions = 0 if rotary else _count(config, "max_position_embeddings")
+    embeddings = (v + positions + _count(config, "type_vocab_size")) * h + 2 * h
+    layer = 4 * h * h + 4 * h + 2 * h * inter + inter + h + 4 * h  # attention, feed-forward, two norms
+    if _field(config, "model_type", None) == "longformer":
+        layer += 3 * h * h + 3 * h  # global query, key, value
+    head = h * h + h + 2 * h + v + (0 if _field(config, "tie_word_embeddings", True) else v * h)
+    return embeddings + n_layers * layer + head
+
+
+def bytes_per_parameter(config) -> int:
+    if isinstance(config, dict):  # a config.json: either spelling
+        dtype = config.get("dtype") or config.get("torch_dtype")
+    else:  # an HF config: `torch_dtype` is a deprecated alias that warns
+        dtype = getattr(config, "dtype", None)
+    return 2 if str(dtype) in _HALF else 4
+
+
+def available_memory(device=None) -> int | None:
+    """Bytes that can be allocated now: a CUDA device's free memory, else the host's `MemAvailable`
+    (bounded by the cgroup v2 limit when one is set); None when unknown."""
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    free = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                free = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            free = None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+        if limit.isdigit():
+            free = min(free, int(limit) - used) if free is not None else int(limit) - used
+    except (OSError, ValueError):
+        pass
+    return free
+
+
+def check_model_size(config, where: str | Path, device=None) -> int:
+    """Estimated parameter bytes of `config`; ProtlmError naming `where` when over what this machine (or
+    `device`) has free or over `MAX_MODEL_BYTES`. Call it before building or loading the model."""
+    need = (
+        estimate_parameters(config) * bytes_per_parameter(config) + _count(config, "num_hidden_layers") * LAYER_OVERHEAD
+    )
+    free = available_memory(device)
+    limit, what = (MAX_MODEL_BYTES, "protlm's limit")
+    if free is not None and free < limit:
+        limit, what = free, f"the memory available{' on ' + str(device) if device else ''}"
+    if need > limit:
+        raise ProtlmError(
+            f"{where}: the model would need about {_gib(need)} for its parameters, over {what} ({_gib(limit)}); "
+            "check hidden_size, num_hidden_layers, intermediate_size, vocab_size and max_position_embeddings"
+        )
+    return need
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):,.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):,.1f} MiB"

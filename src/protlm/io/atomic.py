@@ -56,7 +56,10 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     try:
         with open(fd, mode, **kwargs) as fh:
             yield fh
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except (IsADirectoryError, NotADirectoryError) as e:
+            raise ProtlmError(f"{path}: cannot write the output there ({e.strerror})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -71,6 +74,8 @@ def open_no_follow(path: str | Path, mode: str = "a", **kwargs) -> IO:
     except OSError as e:
         if e.errno == errno.ELOOP or Path(path).is_symlink():
             raise ProtlmError(f"{path}: is a symbolic link; protlm never writes through one (remove it)") from None
+        if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EACCES):
+            raise ProtlmError(f"{path}: cannot write there ({e.strerror})") from None
         raise
     return open(fd, mode, **kwargs)
 

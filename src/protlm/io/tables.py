@@ -1,14 +1,58 @@
-"""Streaming readers for TSV/CSV (optionally gzipped) and Parquet files with named columns."""
+"""Streaming readers for TSV/CSV (optionally gzipped) and Parquet files with named columns.
+
+Memory stays bounded whatever one line holds: text is read a line at a time, at most `MAX_LINE`
+characters (a longer line, or a row of quoted fields spanning lines, is an error naming it), and a
+field longer than csv's 131,072 characters is refused by the csv module.
+"""
 
 from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from protlm.errors import InputError
 from protlm.io.fasta import open_text, read_errors
 from protlm.io.records import RawRecord
+
+MAX_LINE = 1 << 23  # 8,388,608 characters in one table line or row: 64 fields at csv's limit of 131,072
+
+
+def bounded_lines(fh: TextIO, path: str | Path, limit: int | None = None) -> Iterator[str]:
+    """The lines of a text file (line endings kept), each read with a bounded `readline`: a line of over
+    `limit` characters (default `MAX_LINE`) is an `InputError` naming it, raised once `limit` + 1 characters
+    are read, never more."""
+    limit = MAX_LINE if limit is None else limit
+    lineno = 0
+    while text := fh.readline(limit + 1):
+        lineno += 1
+        if len(text) > limit and not text.endswith("\n"):
+            raise InputError(path, f"a line of over {limit:,} characters", line=lineno)
+        yield text
+
+
+class _RowLines:
+    """Lines for `csv.reader`: each bounded (`bounded_lines`), and the lines of one row together (a quoted
+    field may span lines) at most `MAX_LINE` characters; `row_done()` starts the next row's count."""
+
+    def __init__(self, fh: TextIO, path: str | Path):
+        self.lines, self.path, self.line, self.row = bounded_lines(fh, path), path, 0, 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        text = next(self.lines)
+        self.line += 1
+        self.row += len(text)
+        if self.row > MAX_LINE + 1:
+            raise InputError(self.path, f"a row of over {MAX_LINE:,} characters (quoted fields over lines)",
+                             line=self.line)  # fmt: skip
+        return text
+
+    def row_done(self) -> None:
+        self.row = 0
 
 
 def table_kind(path: str | Path) -> str:
@@ -33,7 +77,7 @@ def table_header(path: str | Path) -> list[str]:
         except Exception as e:  # noqa: BLE001 - any pyarrow failure means "not readable Parquet"
             raise InputError(path, f"not a readable Parquet file ({e})") from None
     with open_text(path) as fh, read_errors(path, lambda: 1):
-        first = fh.readline().rstrip("\r\n")
+        first = next(bounded_lines(fh, path), "").rstrip("\r\n")
     return [h.strip() for h in first.split("\t" if table_kind(path) == "tsv" else ",")]
 
 
@@ -47,20 +91,28 @@ def iter_table_rows(path: str | Path, columns: list[str]) -> Iterator[tuple[int,
         yield from _iter_parquet(path, columns)
         return
     with open_text(path) as fh:
-        reader = csv.reader(fh, delimiter="\t" if kind == "tsv" else ",")
-        with read_errors(path, lambda: reader.line_num + 1):
-            header = next(reader, None)
+        rows = csv_rows(fh, path, "\t" if kind == "tsv" else ",")
+        _, header = next(rows, (1, None))
         if header is None:
             raise InputError(path, "empty file, expected a header row")
         index = _column_index(path, header, columns)
-        with read_errors(path, lambda: reader.line_num + 1):
-            for row in reader:
-                line = reader.line_num
-                if not row or all(not c.strip() for c in row):
-                    continue
-                if len(row) != len(header):
-                    raise InputError(path, f"expected {len(header)} fields, found {len(row)}", line=line)
-                yield line, {c: row[i].strip() for c, i in index.items()}
+        for line, row in rows:
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise InputError(path, f"expected {len(header)} fields, found {len(row)}", line=line)
+            yield line, {c: row[i].strip() for c, i in index.items()}
+
+
+def csv_rows(fh: TextIO, path: str | Path, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of each row of a delimited text file, in bounded memory (`MAX_LINE`); a damaged file
+    is one `InputError` naming the line (see `read_errors`)."""
+    lines = _RowLines(fh, path)
+    reader = csv.reader(lines, delimiter=delimiter)
+    with read_errors(path, lambda: reader.line_num + 1):
+        for row in reader:
+            lines.row_done()
+            yield reader.line_num, row
 
 
 def _column_index(path: str | Path, header: list[str], columns: list[str]) -> dict[str, int]:

@@ -73,10 +73,11 @@ def build_pairs(
 def read_groups(path: str | Path) -> dict[str, str]:
     """member -> representative from a two-column TSV (`mmseqs easy-cluster` *_cluster.tsv)."""
     from protlm.io.fasta import open_text
+    from protlm.io.tables import bounded_lines
 
     out = {}
     with open_text(path) as fh:
-        for line_no, line in enumerate(fh, start=1):
+        for line_no, line in enumerate(bounded_lines(fh, path), start=1):
             fields = line.rstrip("\r\n").split("\t")
             if fields == [""]:
                 continue

@@ -128,7 +128,7 @@ def read_deepsol(
             raise InputError(tgt, f"file not found (labels for {src.name})")
         col = Collector(src, policy)
         with open_text(src) as fs, open_text(tgt) as ft:
-            seqs, tgts = fs.read().splitlines(), ft.read().splitlines()
+            seqs, tgts = _lines(fs, src), _lines(ft, tgt)
         if len(seqs) != len(tgts):
             raise InputError(tgt, f"{len(tgts)} labels for {len(seqs)} sequences in {src.name}")
         examples = []
@@ -143,6 +143,13 @@ def read_deepsol(
     if "train" not in splits:
         raise InputError(directory, "no DeepSol train_src / train_tgt files in this directory")
     return splits, reports
+
+
+def _lines(fh, path: Path) -> list[str]:
+    """The lines of a text file without their endings, each at most `MAX_LINE` characters."""
+    from protlm.io.tables import bounded_lines
+
+    return [text.rstrip("\n") for text in bounded_lines(fh, path)]
 
 
 def split_files(directory: str | Path) -> dict[str, Path]:

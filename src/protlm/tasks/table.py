@@ -127,8 +127,7 @@ def load_remote_homology(req: DataRequest) -> TaskData:
 
 def load_family(req: DataRequest) -> TaskData:
     """Pfam family of a protein from a table `accession, pfam_acc, sequence[, cluster30]`."""
-    import pandas as pd
-
+    from protlm.io import iter_table_rows
     from protlm.tasks.readers import read_table
 
     path = _require(req, "family")
@@ -138,8 +137,7 @@ def load_family(req: DataRequest) -> TaskData:
     for c in ("accession", "pfam_acc", "sequence"):
         if c not in header:
             raise InputError(path, f"missing column {c}; the file has: {', '.join(header)}", line=1)
-    names = pd.read_csv(path, sep="\t" if not str(path).endswith((".csv", ".csv.gz")) else ",", usecols=["pfam_acc"])
-    labels = tuple(sorted(set(names["pfam_acc"].astype(str))))
+    labels = tuple(sorted({row["pfam_acc"] for _, row in iter_table_rows(path, ["pfam_acc"])}))
     group = "cluster30" if "cluster30" in header else None
     examples, report = read_table(path, "sequence", "pfam_acc", labels, "accession", group, req.policy)
     note = {"splits": f"group-disjoint 80/10/10 by {group or 'accession'} with seed {req.seed}"}

@@ -10,7 +10,6 @@ Sources:
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, iter_table_rows, open_text
-from protlm.io.tables import table_header
+from protlm.io.tables import bounded_lines, csv_rows, table_header
 from protlm.tasks.data import Example, stable_unit
 from protlm.tasks.readers import BINARY_LABELS, Collector
 
@@ -31,7 +30,7 @@ def _read_titan_sequences(path: Path, policy: ResiduePolicy) -> dict[str, str]:
     col = Collector(path, policy)
     out = {}
     with open_text(path) as fh:
-        for line, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
+        for line, row in csv_rows(fh, path, "\t"):
             if not row or not "".join(row).strip():
                 continue
             if len(row) != 2:
@@ -111,7 +110,7 @@ def read_background(path: str | Path, policy: ResiduePolicy = ResiduePolicy()) -
     col = Collector(path, policy)
     out = []
     with open_text(path) as fh:
-        for line, text in enumerate(fh, start=1):
+        for line, text in enumerate(bounded_lines(fh, path), start=1):
             seq = col.clean(text, line, text.strip())
             if col.keep(seq, (seq,), line):
                 out.append(seq)

@@ -1,0 +1,125 @@
+"""One huge field in an input file costs a bounded amount of memory, then one line of error (SECURITY.md, "Size
+bounds"): a 1 GiB table line. It runs `python -m protlm` in a subprocess and reads that child's own peak RSS
+(`PEAK`); honest files near the bounds are read whole.
+
+`PEAK_MB` is the bound asserted: the commands peak at 50-300 MB here on these inputs
+(before the bounds: 2.2 GB for the table line).
+"""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA
+from protlm.errors import InputError
+from protlm.io import iter_table, iter_table_rows
+from protlm.io import tables as tables_module
+
+TOK = DATA / "tokenizer_bpe300"
+PEAK_MB = 600
+GIB = 1 << 30
+
+
+# Runs ARGV and prints its peak RSS (KiB): measured from a small parent, since a child forked from pytest would
+# count pytest's own pages in its ru_maxrss.
+PEAK = """import resource, subprocess, sys
+code = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(code if code >= 0 else 128 - code)"""
+
+
+def protlm(*argv) -> tuple[int, str, float]:
+    """(exit status, stderr, peak RSS in MB) of `python -m protlm ARGV` in a child process."""
+    run = subprocess.run([sys.executable, "-c", PEAK, sys.executable, "-m", "protlm", *map(str, argv)],
+                         capture_output=True, text=True)  # fmt: skip
+    return run.returncode, run.stderr, int(run.stdout.split()[-1]) / 1024  # ru_maxrss: KiB on Linux
+
+
+def assert_bounded_error(argv: list, path: Path, *fragments: str) -> None:
+    code, err, peak = protlm(*argv)
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    lines = [x for x in err.splitlines() if x.startswith("protlm: error:")]
+    assert len(lines) == 1 and len(lines[0]) < 400, err
+    for f in (str(path), *fragments):
+        assert f in lines[0], (f, err)
+    assert peak < PEAK_MB, f"peak RSS {peak:.0f} MB"
+
+
+def gzip_line(path: Path, head: bytes, body: bytes, tail: bytes, repeat: int) -> Path:
+    """A gzip file `head + body * repeat + tail`, small on disk: one member compressed once and repeated
+    (gzip readers read concatenated members as one stream)."""
+    member = gzip.compress(body, compresslevel=9, mtime=0)
+    with open(path, "wb") as fh:
+        fh.write(gzip.compress(head, mtime=0))
+        for _ in range(repeat):
+            fh.write(member)
+        fh.write(gzip.compress(tail, mtime=0))
+    return path
+
+
+# --- 1. one 1 GiB line in a TSV / CSV (plain: a sparse file of NUL bytes; gzip'd: 'M' * 1 GiB) -------------------
+@pytest.mark.parametrize("name", ["big.tsv", "big.csv", "big.tsv.gz"])
+def test_a_1gib_table_line_is_refused_in_bounded_memory(tmp_path, name):
+    path = tmp_path / name
+    sep = b"," if ".csv" in name else b"\t"
+    if name.endswith(".gz"):
+        gzip_line(path, b"id" + sep + b"sequence\nP1" + sep, b"M" * (16 << 20), b"\n", GIB // (16 << 20))
+    else:
+        with open(path, "wb") as fh:
+            fh.write(b"id" + sep + b"sequence\nP1" + sep)
+            fh.truncate(fh.tell() + GIB)
+    argv = ["tokenizer", "stats", "--tokenizer", TOK, "--corpus", path]
+    assert_bounded_error(argv, path, "line 2: a line of over 8,388,608 characters")
+
+
+def test_a_long_table_line_under_the_bound_is_read_whole(tmp_path):
+    """64 fields at csv's limit (131,072 characters) make a 8.4M-character line: read, not refused."""
+    fields = ["P1", "M" * 131_000] + [f"{k}" * 131_000 for k in range(10)] * 6
+    path = tmp_path / "wide.tsv"
+    path.write_text("\t".join(["id", "sequence"] + [f"c{k}" for k in range(60)]) + "\n" + "\t".join(fields) + "\n")
+    assert len(fields) * 131_000 > tables_module.MAX_LINE * 0.9
+    assert [(r.id, len(r.seq)) for r in iter_table(path)] == [("P1", 131_000)]
+
+
+def test_a_row_of_quoted_fields_over_many_lines_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables_module, "MAX_LINE", 100)
+    path = tmp_path / "q.csv"
+    path.write_text('id,sequence\nP1,"' + "MKV\n" * 40 + '"\nP2,MKV\n')
+    with pytest.raises(InputError, match=r"q.csv line 26: a row of over 100 characters"):
+        list(iter_table_rows(path, ["id", "sequence"]))
+    path.write_text('id,sequence\nP1,"' + "MKV\n" * 20 + '"\nP2,' + "M" * 96 + "\n")  # rows of 86 and 100
+    assert [len(row["sequence"]) for _, row in iter_table_rows(path, ["id", "sequence"])] == [79, 96]
+
+
+@pytest.mark.parametrize("reader", ["tcr background", "deepsol", "groups"])
+def test_other_line_readers_are_bounded(tmp_path, monkeypatch, reader):
+    """The task and pair readers that read lines themselves go through the same bounded reader."""
+    monkeypatch.setattr(tables_module, "MAX_LINE", 100)
+    long = "M" * 101 + "\n"
+    if reader == "tcr background":
+        from protlm.tasks.tcr import read_background
+
+        path = tmp_path / "bg.txt"
+        path.write_text("CASSL\n" + long)
+        call = lambda: read_background(path)  # noqa: E731
+    elif reader == "deepsol":
+        from protlm.tasks.readers import read_deepsol
+
+        path = tmp_path / "train_src"
+        path.write_text("MKV\n" + long)
+        (tmp_path / "train_tgt").write_text("1\n0\n")
+        call = lambda: read_deepsol(tmp_path)  # noqa: E731
+    else:
+        from protlm.pairs.build import read_groups
+
+        path = tmp_path / "groups.tsv"
+        path.write_text("A\tB\n" + long)
+        call = lambda: read_groups(path)  # noqa: E731
+    with pytest.raises(InputError, match=f"{path.name} line 2: a line of over 100 characters"):
+        call()

@@ -1,9 +1,9 @@
 """One huge field in an input file costs a bounded amount of memory, then one line of error (SECURITY.md, "Size
-bounds"): a 1 GiB table line. It runs `python -m protlm` in a subprocess and reads that child's own peak RSS
+bounds"): a 1 GiB table line, a 1 GiB STRING header. Each runs `python -m protlm` in a subprocess and reads that child's own peak RSS
 (`PEAK`); honest files near the bounds are read whole.
 
 `PEAK_MB` is the bound asserted: the commands peak at 50-300 MB here on these inputs
-(before the bounds: 2.2 GB for the table line).
+(before the bounds: 2.2 GB for the table line, 2.1 GB for the header).
 """
 
 from __future__ import annotations
@@ -123,3 +123,13 @@ def test_other_line_readers_are_bounded(tmp_path, monkeypatch, reader):
         call = lambda: read_groups(path)  # noqa: E731
     with pytest.raises(InputError, match=f"{path.name} line 2: a line of over 100 characters"):
         call()
+
+
+# --- 2. one 1 GiB header line in a STRING links file --------------------------------------------------------------
+def test_a_1gib_string_links_header_is_refused_in_bounded_memory(tmp_path):
+    links = gzip_line(tmp_path / "links.txt.gz", b"", b"protein1" * (2 << 20), b" protein2 combined_score\n", 64)
+    seqs = tmp_path / "seqs.fa"
+    seqs.write_text(">9606.A\nMKVLA\n>9606.B\nMKTAY\n")
+    argv = ["pairs", "build-string", "--links", links, "--sequences", seqs, "--out", tmp_path / "out"]
+    assert_bounded_error(argv, links, "line 1: a line of over 1,048,576 characters")
+    assert not (tmp_path / "out" / "report.json").exists()

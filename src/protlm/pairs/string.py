@@ -39,6 +39,8 @@ from protlm.hashing import sql_unit
 from protlm.io import ResiduePolicy, SkipReport, open_text, read_sequences
 from protlm.io.atomic import new_temp_dir, output_dir, write_json
 from protlm.io.duck import check_memory_limit, connect, write_parquet
+from protlm.io.fasta import MAX_HEADER
+from protlm.io.tables import bounded_lines
 
 OVERSAMPLE = 4  # candidate partners drawn per wanted negative before rejection
 _WORD = re.compile(r"[A-Za-z0-9_]+")
@@ -93,8 +95,8 @@ class StringOptions:
 
 def _header(path: Path) -> list[str]:
     """The links file's column names, each an identifier (they become DuckDB column names)."""
-    with open_text(path) as fh:
-        header = fh.readline().split()
+    with open_text(path) as fh:  # a bounded readline: one huge line costs MAX_HEADER characters, no more
+        header = next(bounded_lines(fh, path, MAX_HEADER), "").split()
     for word in header:
         if not _WORD.fullmatch(word):
             raise InputError(path, f"header word {word[:40]!r} is not a column name (letters, digits, _)", line=1)

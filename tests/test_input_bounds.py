@@ -1,9 +1,9 @@
 """One huge field in an input file costs a bounded amount of memory, then one line of error (SECURITY.md, "Size
-bounds"): a 1 GiB table line, a 1 GiB STRING header. Each runs `python -m protlm` in a subprocess and reads that child's own peak RSS
+bounds"): a 1 GiB table line, a 1 GiB STRING header, a Parquet page of 320 MiB from a file of kilobytes. Each runs `python -m protlm` in a subprocess and reads that child's own peak RSS
 (`PEAK`); honest files near the bounds are read whole.
 
 `PEAK_MB` is the bound asserted: the commands peak at 50-300 MB here on these inputs
-(before the bounds: 2.2 GB for the table line, 2.1 GB for the header).
+(before the bounds: 2.2 GB for the table line, 2.1 GB for the header, 3.2 GB for the Parquet value).
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import DATA
 from protlm.errors import InputError
-from protlm.io import iter_table, iter_table_rows
+from protlm.io import iter_table, iter_table_rows, read_sequences
 from protlm.io import tables as tables_module
+from protlm.io.parquet_pages import MAX_PAGE, check_pages
 
 TOK = DATA / "tokenizer_bpe300"
 PEAK_MB = 600
@@ -133,3 +137,80 @@ def test_a_1gib_string_links_header_is_refused_in_bounded_memory(tmp_path):
     argv = ["pairs", "build-string", "--links", links, "--sequences", seqs, "--out", tmp_path / "out"]
     assert_bounded_error(argv, links, "line 1: a line of over 1,048,576 characters")
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+# --- 3. one huge value in a Parquet column --------------------------------------------------------------------------
+def write_parquet(path: Path, code: str) -> Path:
+    """Run `code` (`pa`, `pq` and `path` defined) in a child: a huge value never enters pytest's memory."""
+    setup = f"import pyarrow as pa, pyarrow.parquet as pq\npath = {str(path)!r}\n"
+    subprocess.run([sys.executable, "-c", setup + code], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def huge_parquet(tmp_path_factory) -> Path:
+    """A file of a few kilobytes holding one 320M-residue sequence (zstd, one dictionary page)."""
+    path = tmp_path_factory.mktemp("pq") / "huge.parquet"
+    code = """pq.write_table(pa.table({"id": ["P1", "P2"], "sequence": ["M" * (320 << 20), "MKV"]}), path,
+    compression="zstd")"""
+    write_parquet(path, code)
+    assert path.stat().st_size < 100_000
+    return path
+
+
+def test_a_huge_parquet_page_is_refused_before_it_is_decompressed(huge_parquet):
+    argv = ["tokenizer", "stats", "--tokenizer", TOK, "--corpus", huge_parquet]
+    assert_bounded_error(argv, huge_parquet, "row group 0, column 'sequence': a page of 335,544,3",
+                         f"over the {MAX_PAGE:,} allowed")  # fmt: skip
+
+
+def test_a_huge_parquet_page_is_refused_by_pairs_prepare_too(tmp_path):
+    """`pairs prepare` reads Parquet pair tables through DuckDB: the pages are checked first."""
+    code = f"""pq.write_table(pa.table({{"id_a": ["A"], "id_b": ["B"], "seq_a": ["M" * {MAX_PAGE + 1000}],
+    "seq_b": ["MKV"]}}), path, compression="zstd")"""
+    path = write_parquet(tmp_path / "pairs.parquet", code)
+    argv = ["pairs", "prepare", path, "--tokenizer", TOK, "--out", tmp_path / "out"]
+    assert_bounded_error(argv, path, "row group 0, column 'seq_a': a page of")
+
+
+def test_a_parquet_value_over_the_residue_limit_is_refused_as_fasta_does(tmp_path, monkeypatch):
+    monkeypatch.setattr(tables_module, "MAX_RECORD", 1000)
+    path = tmp_path / "long.parquet"
+    pq.write_table(pa.table({"id": ["P1", "P2", "P3"], "sequence": ["MKV", "M" * 1001, "MKV"]}), path)
+    with pytest.raises(InputError, match=r"long.parquet line 3: a value of over 1,000 characters in column 'sequ"):
+        list(read_sequences(path))
+
+
+def test_real_writers_pages_are_never_refused(tmp_path):
+    """Files of many sequences as pyarrow, pandas and DuckDB write them: every page far under `MAX_PAGE`."""
+    import duckdb
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=n)) for n in rng.integers(50, 3000, 3000)]
+    table = pa.table({"id": [f"P{k:05d}" for k in range(len(seqs))], "sequence": seqs})
+    paths = {w: tmp_path / f"{w}.parquet" for w in ("pyarrow", "pandas", "duckdb")}
+    pq.write_table(table, paths["pyarrow"])
+    table.to_pandas().to_parquet(paths["pandas"], index=False)
+    con = duckdb.connect()
+    con.register("t", table)
+    con.execute(f"COPY t TO '{paths['duckdb']}' (FORMAT parquet)")
+    for path in paths.values():
+        check_pages(path, pq.ParquetFile(path), ["id", "sequence"], limit=8 << 20)  # a limit 16 x smaller
+        assert [r.seq for r in read_sequences(path)] == seqs
+    assert pd.read_parquet(paths["duckdb"]).shape == (3000, 2)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 5, 8, 13])
+def test_a_damaged_page_header_is_one_input_error(tmp_path, offset):
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"id": ["P1", "P2"], "sequence": ["MKV", "MKT"]}), path, use_dictionary=False)
+    pf = pq.ParquetFile(path)
+    start = pf.metadata.row_group(0).column(1).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    try:
+        check_pages(path, pq.ParquetFile(path), ["sequence"])
+    except InputError as e:
+        assert "d.parquet" in str(e)

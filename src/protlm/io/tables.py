@@ -2,7 +2,8 @@
 
 Memory stays bounded whatever one line holds: text is read a line at a time, at most `MAX_LINE`
 characters (a longer line, or a row of quoted fields spanning lines, is an error naming it), and a
-field longer than csv's 131,072 characters is refused by the csv module.
+field longer than csv's 131,072 characters is refused by the csv module. Parquet pages are checked
+before they are decompressed (`protlm.io.parquet_pages`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import TextIO
 
 from protlm.errors import InputError
-from protlm.io.fasta import open_text, read_errors
+from protlm.io.fasta import MAX_RECORD, open_text, read_errors
+from protlm.io.parquet_pages import check_pages
 from protlm.io.records import RawRecord
 
 MAX_LINE = 1 << 23  # 8,388,608 characters in one table line or row: 64 fields at csv's limit of 131,072
@@ -139,17 +141,36 @@ def _iter_parquet(path: str | Path, columns: list[str]) -> Iterator[tuple[int, d
     except Exception as e:  # pyarrow raises ArrowInvalid etc. for non-Parquet input
         raise InputError(path, f"not a readable Parquet file ({e})") from None
     _column_index(path, pf.schema_arrow.names, columns)
+    check_pages(path, pf, columns)
     row = 1
     try:
         for g in range(pf.metadata.num_row_groups):
             size = _rows_per_batch(path, pf, g, columns)
             for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=columns):
+                _check_lengths(path, batch, columns, row)
                 cols = [batch.column(c).to_pylist() for c in columns]
                 for values in zip(*cols, strict=True):
                     row += 1
                     yield row, {c: "" if v is None else str(v) for c, v in zip(columns, values, strict=True)}
     except (OSError, pa.ArrowException) as e:  # a damaged page or column chunk
         raise InputError(path, f"unreadable Parquet data ({str(e)[:200]})", line=row + 1) from None
+
+
+def _check_lengths(path, batch, columns: list[str], row: int) -> None:
+    """Refuse a text value over `MAX_RECORD` characters, as FASTA refuses such a record (`row`: the line of
+    the row before the batch)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for c in columns:
+        col = batch.column(c)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        lengths = pc.utf8_length(col)
+        if (pc.max(lengths).as_py() or 0) > MAX_RECORD:
+            k = pc.index(pc.greater(lengths, MAX_RECORD), True).as_py()
+            raise InputError(path, f"a value of over {MAX_RECORD:,} characters in column {c!r}: not a protein",
+                             line=row + 1 + k)  # fmt: skip
 
 
 def _rows_per_batch(path, pf, g: int, columns: list[str]) -> int:

@@ -145,6 +145,7 @@ def _scan_sql(files: list[Path], work: Path, policy: ResiduePolicy) -> tuple[str
             f = _tsv_to_parquet(f, work / f"table-{k}.parquet", present)
             line = _LINE
         else:
+            _check_parquet_pages(f, present)  # before DuckDB decompresses a page of gigabytes
             line = "file_row_number + 2"  # iter_table_rows' convention: the header is line 1
         label = "coalesce(CAST(label AS VARCHAR), '')" if "label" in present else "'1'"
         split = "coalesce(nullif(trim(CAST(split AS VARCHAR)), ''), 'train')" if "split" in present else "'train'"
@@ -153,6 +154,14 @@ def _scan_sql(files: list[Path], work: Path, policy: ResiduePolicy) -> tuple[str
                      f"FROM read_parquet($f{k}, file_row_number=true)")  # fmt: skip
         params[f"f{k}"] = str(f)
     return " UNION ALL ".join(scans), params
+
+
+def _check_parquet_pages(path: Path, columns: list[str]) -> None:
+    import pyarrow.parquet as pq
+
+    from protlm.io.parquet_pages import check_pages
+
+    check_pages(path, pq.ParquetFile(path), columns)
 
 
 def _first_bad_row(con, files: list[Path], scan: str, params: dict, policy: ResiduePolicy) -> None:

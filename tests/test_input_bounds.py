@@ -214,3 +214,20 @@ def test_a_damaged_page_header_is_one_input_error(tmp_path, offset):
         check_pages(path, pq.ParquetFile(path), ["sequence"])
     except InputError as e:
         assert "d.parquet" in str(e)
+
+
+# --- 4. ids: held by reference, never at the longest id's width ---------------------------------------------------
+def test_negative_pool_memory_does_not_scale_with_the_longest_id():
+    """Ids are held as references, never at the longest id's width (2,000 ids x 4 bytes x 100,000 = 800 MB)."""
+    import tracemalloc
+
+    from protlm.pairs.negatives import NegativePool
+
+    ids = [f"P{k:05d}" for k in range(1999)] + ["Q" * 100_000]
+    known = [(ids[k], ids[k + 1]) for k in range(0, 2000, 2)]
+    tracemalloc.start()
+    pool = NegativePool.from_ids(np.arange(len(ids)), ids, known)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 << 20, f"peak {peak / 2**20:.0f} MiB"
+    assert len(pool.known) == 1000 and len(set(pool.codes.tolist())) == 2000

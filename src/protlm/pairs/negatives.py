@@ -37,6 +37,14 @@ def contains(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == keys
 
 
+def _strings(values) -> np.ndarray:
+    """A 1-d object array of `values`' strings (never a fixed-width `<U` array)."""
+    values = [str(v) for v in values]
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
 @dataclass
 class NegativePool:
     """The proteins non-binding pairs are drawn from, and what the rules need to know of them."""
@@ -49,9 +57,11 @@ class NegativePool:
     @staticmethod
     def from_ids(members: np.ndarray, ids: Sequence[str], known: Sequence[tuple[str, str]]) -> NegativePool:
         """From the members' ids (`ids[k]` of `members[k]`) and known binding pairs as id pairs."""
-        names, codes = np.unique(np.asarray(list(ids), dtype=str), return_inverse=True)
-        _, orgs = np.unique(np.array([organism(i) for i in names] or [""], dtype=str), return_inverse=True)
-        k = np.asarray(list(known), dtype=str).reshape(-1, 2)
+        # Object arrays hold references to the id strings: a fixed-width unicode array would store every id
+        # at the longest one's width (n ids x 4 bytes x the longest length: gigabytes for one long id).
+        names, codes = np.unique(_strings(ids), return_inverse=True)
+        _, orgs = np.unique(_strings([organism(i) for i in names] or [""]), return_inverse=True)
+        k = _strings([i for pair in known for i in pair]).reshape(-1, 2)
         ka, kb = np.searchsorted(names, k[:, 0]), np.searchsorted(names, k[:, 1])
         hit = (ka < len(names)) & (kb < len(names))
         hit[hit] &= (names[ka[hit]] == k[hit, 0]) & (names[kb[hit]] == k[hit, 1])

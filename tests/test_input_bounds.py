@@ -1,9 +1,10 @@
 """One huge field in an input file costs a bounded amount of memory, then one line of error (SECURITY.md, "Size
-bounds"): a 1 GiB table line, a 1 GiB STRING header, a Parquet page of 320 MiB from a file of kilobytes. Each runs `python -m protlm` in a subprocess and reads that child's own peak RSS
+bounds"): a 1 GiB table line, a 1 GiB STRING header, a Parquet page of 320 MiB from a file of kilobytes, an id
+of a million characters. Each runs `python -m protlm` in a subprocess and reads that child's own peak RSS
 (`PEAK`); honest files near the bounds are read whole.
 
-`PEAK_MB` is the bound asserted: the commands peak at 50-300 MB here on these inputs
-(before the bounds: 2.2 GB for the table line, 2.1 GB for the header, 3.2 GB for the Parquet value).
+`PEAK_MB` is the bound asserted: the commands peak at 50-300 MB here on these inputs (before the bounds:
+2.2 GB for the table line, 2.1 GB for the header, 3.2 GB for the Parquet value, 9.7 GB for the id).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from protlm.errors import InputError
 from protlm.io import iter_table, iter_table_rows, read_sequences
 from protlm.io import tables as tables_module
 from protlm.io.parquet_pages import MAX_PAGE, check_pages
+from protlm.io.validate import MAX_ID
 
 TOK = DATA / "tokenizer_bpe300"
 PEAK_MB = 600
@@ -216,7 +218,51 @@ def test_a_damaged_page_header_is_one_input_error(tmp_path, offset):
         assert "d.parquet" in str(e)
 
 
-# --- 4. ids: held by reference, never at the longest id's width ---------------------------------------------------
+# --- 4. one id of a million characters ------------------------------------------------------------------------------
+def test_a_million_character_id_in_pairs_build_is_refused_in_bounded_memory(tmp_path):
+    long = "Q" * 1_000_000
+    ids = [f"P{k:04d}" for k in range(400)] + [long]
+    seqs = tmp_path / "seqs.fa"
+    seqs.write_text("".join(f">{i}\nMKTAYIAKQRQ\n" for i in ids))
+    pairs = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({"id_a": ids[0:400:2] + [long], "id_b": ids[1:400:2] + ["P0000"]}), pairs)
+    argv = ["pairs", "build", "--pairs", pairs, "--sequences", seqs, "--out", tmp_path / "o", "--split", "random"]
+    assert_bounded_error(argv, pairs, "line 202 (record QQQQ", "an id of 1,000,000 characters (at most 1,024)")
+
+
+@pytest.mark.parametrize("where", ["fasta", "tsv"])
+def test_ids_are_bounded_for_every_reader(tmp_path, where):
+    long = "Q" * (MAX_ID + 1)
+    if where == "fasta":
+        path = tmp_path / "s.fa"
+        path.write_text(f">P1\nMKV\n>{long}\nMKV\n")
+    else:
+        path = tmp_path / "s.tsv"
+        path.write_text(f"id\tsequence\nP1\tMKV\n{long}\tMKV\n")
+    with pytest.raises(InputError, match=f"line 3 \\(record Q{{24}}\\.\\.\\.\\): an id of {MAX_ID + 1:,} characters"):
+        list(read_sequences(path))
+    from protlm.io import ResiduePolicy, SkipReport
+    from protlm.io.inference import read_inputs
+
+    with pytest.raises(InputError, match=f"an id of {MAX_ID + 1:,} characters"):
+        list(read_inputs(path, ResiduePolicy(), SkipReport(str(path))))
+    path.write_text(path.read_text().replace(long, "Q" * MAX_ID))
+    assert len(list(read_sequences(path))) == 2
+
+
+def test_ids_are_bounded_in_pair_tables_streamed_or_in_sql(tmp_path):
+    """`read_pairs` and `pairs prepare` (DuckDB) refuse the same row with the same line."""
+    from protlm.pairs.table import read_pairs
+
+    long = "Q" * (MAX_ID + 1)
+    path = tmp_path / "pairs.tsv"
+    path.write_text(f"id_a\tid_b\tseq_a\tseq_b\nA\tB\tMKV\tMKT\n{long}\tB\tMKV\tMKT\n")
+    with pytest.raises(InputError, match=f"pairs.tsv line 3 .*: an id of {MAX_ID + 1:,} characters"):
+        list(read_pairs(path))
+    argv = ["pairs", "prepare", path, "--tokenizer", TOK, "--out", tmp_path / "out"]
+    assert_bounded_error(argv, path, "line 3 (record QQQ", f"an id of {MAX_ID + 1:,} characters")
+
+
 def test_negative_pool_memory_does_not_scale_with_the_longest_id():
     """Ids are held as references, never at the longest id's width (2,000 ids x 4 bytes x 100,000 = 800 MB)."""
     import tracemalloc

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SeqRecord, SkipReport, is_fasta, iter_fasta, iter_table
+from protlm.io.validate import check_id
 
 CHAIN_SEP = ":"
 
@@ -51,6 +52,7 @@ def raw_chains(path, policy: ResiduePolicy, report: SkipReport, id_col: str = "i
     seen: set[str] = set()
     raw = iter_fasta(path, policy.keep(chains=True)) if is_fasta(path) else iter_table(path, id_col, seq_col)
     for rec in raw:
+        check_id(rec.id, path, rec.line)
         report.n_read += 1
         if rec.id in seen:
             report.skip("duplicate id", rec.id, rec.line)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protlm.errors import InputError
-from protlm.io.validate import ResiduePolicy, SkipReport
+from protlm.io.validate import ResiduePolicy, SkipReport, check_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +39,12 @@ def validated(
 ) -> Iterator[SeqRecord]:
     """Clean each record under `policy`; skip (and count) empty, duplicate and over-long ones.
 
-    Invalid residues raise `InputError` naming the file, line and record.
+    Invalid residues and ids over `MAX_ID` characters raise `InputError` naming the file, line and record.
     """
     report = report if report is not None else SkipReport(str(source))
     seen: set[str] = set()
     for rec in raw:
+        check_id(rec.id, source, rec.line)
         report.n_read += 1
         if rec.id in seen:
             report.skip("duplicate id", rec.id, rec.line)

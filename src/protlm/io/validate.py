@@ -6,6 +6,9 @@ are rejected when `strict`; one trailing `*` (stop) is stripped; anything else i
 Empty records, duplicate ids and sequences over `max_length` are skipped and counted in a
 `SkipReport`, so that records read = records used + records skipped, always.
 
+Ids are at most `MAX_ID` characters (`check_id`, called by every reader before anything else names
+the record): a longer one is an error, so that no id costs more than a line of text.
+
 A sequence of 20 or more letters, all of them A, C, G, T, U or N, is DNA or RNA in all likelihood (a
 protein drawn from the residue frequencies is so composed with probability under 1e-11). It is kept
 with a warning in the report (`SkipReport.note`), or rejected under `strict`.
@@ -34,6 +37,7 @@ _DELETE_NT = {ord(c): None for c in NUCLEOTIDES + NUCLEOTIDES.lower()}
 NUCLEOTIDE_MESSAGE = "looks like a nucleotide sequence (only A, C, G, T, U, N); protlm reads proteins"
 
 
+MAX_ID = 1 << 10  # 1,024 characters: accessions have 6-10 (UniProt), STRING's ~25, a FASTA word ~60
 NUCLEOTIDE_PATTERN = f"[{NUCLEOTIDES}{NUCLEOTIDES.lower()}]{{{NUCLEOTIDE_MIN},}}\\*?"  # the same test for SQL (RE2)
 
 
@@ -41,6 +45,14 @@ def looks_nucleotide(seq: str) -> bool:
     """At least `NUCLEOTIDE_MIN` letters, all of them A, C, G, T, U or N (any case; a final `*` aside)."""
     seq = seq.removesuffix("*")
     return len(seq) >= NUCLEOTIDE_MIN and not seq[:64].translate(_DELETE_NT) and not seq.translate(_DELETE_NT)
+
+
+def check_id(rid: str, source, line: int | None = None) -> str:
+    """`rid`, or an `InputError` naming the file and line (and the id's start) when it is over `MAX_ID`."""
+    if len(rid) > MAX_ID:
+        raise InputError(source, f"an id of {len(rid):,} characters (at most {MAX_ID:,})", line=line,
+                         record=f"{rid[:24]}...")  # fmt: skip
+    return rid
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, is_fasta, iter_table_rows, read_sequences
 from protlm.io.inference import raw_chains
+from protlm.io.validate import check_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,7 @@ def read_assemblies(
         )
     lookup = {r.id: r.seq for r in read_sequences(sequences, policy)}
     for line, row in iter_table_rows(path, ["id", "members"]):
+        check_id(row["id"], path, line)
         report.n_read += 1
         members, seqs = resolve_members(row["members"], lookup, path, line, row["id"], sequences)
         report.n_used += 1
@@ -57,7 +59,7 @@ def resolve_members(
     field: str, lookup: dict[str, str], path, line: int, record: str, sequences, min_members: int = 2
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """`;`-joined member ids -> (ids, sequences); too few members or an unknown id is an error."""
-    members = tuple(m.strip() for m in field.split(";") if m.strip())
+    members = tuple(check_id(m.strip(), path, line) for m in field.split(";") if m.strip())
     if len(members) < min_members:
         raise InputError(
             path, f"an assembly needs at least {min_members} members, found {len(members)}", line=line, record=record

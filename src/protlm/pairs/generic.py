@@ -12,6 +12,7 @@ from pathlib import Path
 
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, iter_table_rows, read_sequences
+from protlm.io.validate import check_id
 from protlm.pairs.table import Pair
 
 
@@ -46,7 +47,11 @@ def read_id_pairs(
     the sequence file's records."""
     report = report if report is not None else SkipReport(str(pairs_path))
     columns = [id_a, id_b] + ([label_col] if label_col else [])
-    rows = list(iter_table_rows(pairs_path, columns))
+    rows = []
+    for line, row in iter_table_rows(pairs_path, columns):
+        check_id(row[id_a], pairs_path, line)
+        check_id(row[id_b], pairs_path, line)
+        rows.append((line, row))
     wanted = {r[c] for _, r in rows for c in (id_a, id_b)}
     seqs = load_sequences(sequences_path, wanted, policy, seq_report)
     seen: set[tuple[str, str]] = set()

@@ -16,6 +16,7 @@ from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, iter_table_rows, looks_nucleotide
 from protlm.io.atomic import atomic_open
 from protlm.io.tables import table_header
+from protlm.io.validate import check_id
 
 PAIR_COLUMNS = ("id_a", "id_b", "seq_a", "seq_b", "label", "split")
 SPLITS = ("train", "dev", "test")
@@ -50,6 +51,8 @@ def read_pairs(
     columns = [c for c in PAIR_COLUMNS if c in header or c in ("id_a", "id_b", "seq_a", "seq_b")]
     seen: set[tuple[str, str]] = set()
     for line, row in iter_table_rows(path, columns):
+        check_id(row["id_a"], path, line)
+        check_id(row["id_b"], path, line)
         report.n_read += 1
         rid = f"{row['id_a']}|{row['id_b']}"
         try:

@@ -36,7 +36,7 @@ from protlm.io.atomic import write_json
 from protlm.io.lock import build_lock
 from protlm.io.structured import read_json_object
 from protlm.io.tables import table_header, table_kind
-from protlm.io.validate import NUCLEOTIDE_PATTERN
+from protlm.io.validate import MAX_ID, NUCLEOTIDE_PATTERN, check_id
 from protlm.pairs.table import PAIR_COLUMNS, SPLITS
 from protlm.store.format import TokenStore, _load, cache_path, publish, read_meta, staging_dir
 
@@ -165,7 +165,7 @@ def _check_parquet_pages(path: Path, columns: list[str]) -> None:
 
 
 def _first_bad_row(con, files: list[Path], scan: str, params: dict, policy: ResiduePolicy) -> None:
-    """Raise the error `read_pairs` would raise for the first invalid row (residues, label, split)."""
+    """Raise the error `read_pairs` would raise for the first invalid row (id, residues, label, split)."""
     labels = ", ".join(f"'{v}'" for v in LABELS_1 + LABELS_0)
     splits = ", ".join(f"'{s}'" for s in SPLITS)
     row = con.execute(
@@ -173,12 +173,16 @@ def _first_bad_row(con, files: list[Path], scan: str, params: dict, policy: Resi
         WHERE NOT regexp_full_match(seq_a, $pattern) OR NOT regexp_full_match(seq_b, $pattern)
               OR ($strict AND (regexp_full_match(seq_a, $nucleotide) OR regexp_full_match(seq_b, $nucleotide)))
               OR label NOT IN ({labels}) OR split NOT IN ({splits})
+              OR length(id_a) > $max_id OR length(id_b) > $max_id
         ORDER BY file, line LIMIT 1""",
-        params | {"pattern": policy.pattern(), "strict": policy.strict, "nucleotide": NUCLEOTIDE_PATTERN},
+        params
+        | {"pattern": policy.pattern(), "strict": policy.strict, "nucleotide": NUCLEOTIDE_PATTERN, "max_id": MAX_ID},
     ).fetchall()
     if not row:
         return
     k, line, a, b, seq_a, seq_b, label, split = row[0]
+    check_id(a, files[k], int(line))
+    check_id(b, files[k], int(line))
     where = {"line": int(line), "record": f"{a}|{b}"}
     try:
         policy.clean(seq_a)

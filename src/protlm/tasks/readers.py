@@ -24,6 +24,7 @@ from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, iter_fasta, iter_table_rows, open_text, read_sequences
 from protlm.io.lmdb_records import iter_lmdb
 from protlm.io.structured import read_json
+from protlm.io.validate import check_id
 from protlm.tasks.data import Example, label_index
 
 DEEPLOC_LABELS = (
@@ -52,6 +53,7 @@ class Collector:
         self.seen: set[str] = set()
 
     def clean(self, seq: str, line: int | None, record: str) -> str:
+        check_id(record, self.path, line)
         try:
             cleaned = self.policy.clean(seq.strip())
         except ValueError as e:
@@ -61,6 +63,7 @@ class Collector:
 
     def keep(self, rid: str, parts: tuple[str, ...], line: int | None) -> bool:
         """Count a record; False (skipped, with the reason) when empty, duplicate or too long."""
+        check_id(rid, self.path, line)
         self.report.n_read += 1
         if not parts or not all(parts):
             self.report.skip("empty sequence", rid, line)

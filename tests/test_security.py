@@ -566,6 +566,54 @@ def test_planted_links_in_an_output_dir_are_refused(tmp_path, capsys, micro_mode
     _victim_untouched(victims)
 
 
+@pytest.mark.parametrize("kind", ["hard link", "fifo"])
+@pytest.mark.parametrize("name", [".protlm.lock", "metrics.jsonl"])
+def test_files_written_in_place_must_be_protlms_own(tmp_path, capsys, micro_model, kind, name):
+    """The lock and metrics.jsonl are written in place: a hard link to a file elsewhere (O_NOFOLLOW does not
+    see it) or a FIFO (whose open would block for ever) is one line, and the other file is untouched."""
+    out, victims = tmp_path / "out", tmp_path / "victims"
+    out.mkdir()
+    victims.mkdir()
+    victim = victims / "victim.txt"
+    victim.write_text(VICTIM_TEXT)
+    if kind == "hard link":
+        os.link(victim, out / name)
+    else:
+        os.mkfifo(out / name)
+    if name == "metrics.jsonl":  # the lock is taken first: let it be fine
+        (out / ".protlm.lock").write_text("")
+    code, _, err = run_cli(_command("pretrain", out, micro_model), capsys)
+    assert code == 2, err[-2000:]
+    line = one_line_error(err)
+    assert name in line and ("hard link" in line or "FIFO" in line)
+    _victim_untouched(victims)
+
+
+@pytest.mark.parametrize("case", ["pretrain --out", "evaluate default out", "store of a shard"])
+def test_an_output_dir_that_is_itself_a_link_is_refused(tmp_path, capsys, micro_model, case):
+    """The directory itself, not only what is inside: a copied run's `eval/` or a store given through a link."""
+    victims, out = tmp_path / "victims", tmp_path / "out"
+    victims.mkdir()
+    if case == "pretrain --out":
+        out.symlink_to(victims, target_is_directory=True)
+        args = _command("pretrain", out, micro_model)
+    elif case == "evaluate default out":
+        ft = tmp_path / "ft"
+        code, _, err = run_cli(["finetune", *_command("finetune", ft, micro_model)[1:]], capsys)
+        assert code in (0, None), err
+        shutil.rmtree(ft / "seed-0" / "eval", ignore_errors=True)
+        (ft / "seed-0" / "eval").symlink_to(victims, target_is_directory=True)
+        args = ["evaluate", "--model", str(ft / "seed-0" / "model"), "--split", "test"]
+    else:
+        out.mkdir()
+        (out / "shards").symlink_to(victims, target_is_directory=True)
+        args = [*_command("corpus prepare", out, micro_model), "--shard", "0/2", "--shard-size", "10"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, err[-2000:]
+    assert "symbolic link" in one_line_error(err)
+    assert not list(victims.iterdir())
+
+
 def test_atomic_writes_never_follow_a_planted_name(tmp_path, monkeypatch):
     """Temporary names are unpredictable and created exclusively; the final name's link is replaced."""
     from protlm.io import atomic
@@ -585,6 +633,66 @@ def test_atomic_writes_never_follow_a_planted_name(tmp_path, monkeypatch):
     with pytest.raises(ProtlmError, match="symbolic link"):
         MetricsLogger(out, tensorboard=False).log({"step": 1})
     _victim_untouched(victims)
+
+
+# ----------------------------------------------------------------------------- found by the second review
+
+
+def _tokenizer_with(tmp_path: Path, edit) -> Path:
+    tok = tmp_path / "tok"
+    shutil.copytree(DATA / "tokenizer_bpe300", tok)
+    doc = json.loads((tok / "tokenizer.json").read_text())
+    edit(doc)
+    (tok / "tokenizer.json").write_text(json.dumps(doc))
+    return tok
+
+
+def _ppi_record(**fields) -> bytes:
+    return pickle.dumps({"primary_1": "MKTAYIAK", "primary_2": "MSVLTPLL", "interaction": 1, **fields}, protocol=2)
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("tokenizer: vocabulary id 4e9", "far outside"),  # 16 GB RSS, or a Rust abort under a memory limit
+        ("tokenizer: chained Replace", "content is longer"),  # 9.4 GB and still growing at 60 s
+        ("preset: a 5,000-digit integer", "invalid YAML"),
+        ("preset: a date that is none", "invalid YAML"),
+        ("config.json: a 5,000-digit integer", "invalid JSON"),
+        ("lmdb: interaction is a 2x2 array", "interaction must be 0 or 1, found ndarray"),
+        ("lmdb: a 5,000-digit id", "id_1 must be text"),
+        ("lmdb: a module name with a newline", "refusing to load"),
+    ],
+)
+def test_second_review_cases_are_one_line_and_exit_2(tmp_path, micro_model, case, words):
+    """Each once ended in exit 1, several lines, a multi-GB process or a crash."""
+    fasta = str(DATA / "swissprot_50.fasta")
+    if case.startswith("tokenizer"):
+        replace = {"type": "Replace", "pattern": {"String": "A"}, "content": "A" * 10}
+        edit = {"tokenizer: vocabulary id 4e9": lambda d: d["model"]["vocab"].update(ZZZ=4_000_000_000),
+                "tokenizer: chained Replace": lambda d: d.update(normalizer={"type": "Sequence",
+                                                                             "normalizers": [replace] * 8})}[case]  # fmt: skip
+        args = ["tokenizer", "stats", "--tokenizer", str(_tokenizer_with(tmp_path, edit)), "--corpus", fasta]
+    elif case.startswith("preset"):
+        extra = "seed: " + "1" * 5000 + "\n" if "integer" in case else "when: 2020-99-99\n"
+        args = ["pretrain", "--out", str(tmp_path / "run"), "--tokenizer", str(DATA / "tokenizer_bpe300"),
+                "--corpus", fasta, "--max-steps", "1", "--model", str(_micro_preset(tmp_path, extra))]  # fmt: skip
+    elif case.startswith("config.json"):
+        model = tmp_path / "m"
+        shutil.copytree(micro_model, model)
+        text = (model / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": ' + "3" * 5000)
+        (model / "config.json").write_text(text)
+        args = ["fill", "--model", str(model), "MKT<mask>LLV"]
+    else:
+        record = {
+            "lmdb: interaction is a 2x2 array": _ppi_record(interaction=np.ones((2, 2), dtype=np.int64)),
+            "lmdb: a 5,000-digit id": _ppi_record(id_1=10**4999),
+            "lmdb: a module name with a newline": b"\x80\x04\x8c\x06nu\nmpy\x8c\x01x\x93)R.",
+        }[case]
+        args = ["pairs", "from-lmdb", str(write_lmdb(tmp_path / "p.lmdb", [record])), "--out", str(tmp_path / "p.tsv")]
+    res = protlm(*args, timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert words in one_line_error(res.stderr)
 
 
 # ----------------------------------------------------------------------------- last-resort handler

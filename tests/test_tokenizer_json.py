@@ -56,12 +56,46 @@ def _with(**parts) -> dict:
         (_with(normalizer="NFC"), "component object"),
         (_with(model={"type": "Nope"}), "model 'Nope'"),
         ([1], "JSON object"),
+        (_with(model={"type": ["BPE"]}), "model list"),  # once a set lookup of a list: TypeError
+        (_with(normalizer={"type": ["Sequence"]}), "normalizer list"),
+        # each residue A becomes 10**8 characters through 8 chained Replaces (9.4 GB before the check)
+        (
+            _with(
+                normalizer={
+                    "type": "Sequence",
+                    "normalizers": [{"type": "Replace", "pattern": {"String": "A"}, "content": "A" * 10}] * 8,
+                }
+            ),
+            "content is longer",
+        ),
+        (_with(normalizer={"type": "Replace", "pattern": {"String": ""}, "content": ""}), "content is longer"),
     ],
 )
 def test_refused_components(doc, words):
     with pytest.raises(InputError, match="t.json: ") as e:
         check_tokenizer(doc, "t.json")
     assert words in str(e.value)
+
+
+@pytest.mark.parametrize("where", ["vocab", "added", "template", "unk"])
+def test_token_ids_are_bounded_by_the_vocabulary(where):
+    """An id of 4e9 in a 300-token vocabulary made `tokenizers` allocate 16 GB (or abort) when serialised."""
+    from protlm.io.tokenizer_json import ID_SLACK
+
+    doc = json.loads((DATA / "tokenizer_bpe300" / "tokenizer.json").read_text())
+    check_tokenizer(doc, "t.json")
+    huge = 4_000_000_000
+    if where == "vocab":
+        doc["model"]["vocab"]["ZZZ"] = huge
+    elif where == "added":
+        doc["added_tokens"][0]["id"] = huge
+    elif where == "template":
+        doc["post_processor"]["special_tokens"]["<s>"]["ids"] = [huge]
+    else:
+        doc["model"] = {"type": "Unigram", "vocab": [["A", -1.0]], "unk_id": huge}
+    with pytest.raises(InputError, match=f"token id {huge} far outside"):
+        check_tokenizer(doc, "t.json")
+    assert ID_SLACK >= 10_000  # gaps in an honest vocabulary stay accepted
 
 
 def test_depth_and_size_are_bounded_without_recursion():

@@ -72,6 +72,18 @@ def _command_words(args: list[str]) -> list[str]:
     return words
 
 
+MAX_MESSAGE = 2000  # characters of one error line
+
+
+def one_line(message: str) -> str:
+    """`message` as one line of bounded length: control characters (a newline in a file's value, say)
+    written as escapes, the middle of an overlong message cut."""
+    text = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in message)
+    if len(text) > MAX_MESSAGE:
+        text = text[: MAX_MESSAGE // 2] + " ... " + text[-MAX_MESSAGE // 2 :]
+    return text
+
+
 def _internal_error(args: list[str], err: BaseException, debug: bool) -> None:
     """Last resort: one line naming the command, its arguments and the error; the traceback with --debug."""
     if debug:
@@ -93,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=args, prog_name="protlm", standalone_mode=False)
     except ProtlmError as e:
-        typer.echo(f"protlm: error: {e}", err=True)
+        typer.echo(f"protlm: error: {one_line(str(e))}", err=True)
         raise SystemExit(2) from None
     except typer.Abort as e:  # typer turns EOFError (a truncated gzip, say) into Abort
         if isinstance(e.__cause__, EOFError):

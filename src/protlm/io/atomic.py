@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,35 +67,51 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs) -> Iterator[IO]:
 
 
 def open_no_follow(path: str | Path, mode: str = "a", **kwargs) -> IO:
-    """`open(path, mode)` ("a" or "a+") that refuses a symbolic link at `path` with one line."""
-    flags = os.O_CREAT | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    """`open(path, mode)` ("a" or "a+") of a regular file with one name only: a symbolic link, a hard
+    link to a file elsewhere, a FIFO (whose open would block) or a device at `path` is one line."""
+    flags = os.O_CREAT | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
     flags |= os.O_RDWR if "+" in mode else os.O_WRONLY
     try:
         fd = os.open(path, flags, 0o644)
     except OSError as e:
         if e.errno == errno.ELOOP or Path(path).is_symlink():
             raise ProtlmError(f"{path}: is a symbolic link; protlm never writes through one (remove it)") from None
-        if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EACCES):
+        if e.errno in (errno.EISDIR, errno.ENOTDIR, errno.EACCES, errno.ENXIO):
             raise ProtlmError(f"{path}: cannot write there ({e.strerror})") from None
         raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        what = "has other names (a hard link)" if stat.S_ISREG(info.st_mode) else "is not a regular file"
+        raise ProtlmError(f"{path}: {what}; protlm writes only files of its own here (remove it)")
+    os.set_blocking(fd, True)
     return open(fd, mode, **kwargs)
 
 
 def refuse_links(directory: str | Path, what: str = "--out") -> Path:
-    """ProtlmError when a symbolic link is anywhere inside `directory` (walked without following links).
-    A directory copied from a colleague may plant one to make protlm write elsewhere."""
+    """ProtlmError when `directory` is a symbolic link, or holds one anywhere inside (walked without
+    following links), or a hard link to a file elsewhere, a FIFO, socket or device. A directory copied
+    from a colleague may plant any of them to make protlm write (or block) outside it."""
     directory = Path(directory)
+    if directory.is_symlink():
+        raise ProtlmError(f"{directory}: {what} is a symbolic link; give the directory it points to, if you trust "
+                          "it (a copied run dir may plant one to make protlm write elsewhere)")  # fmt: skip
     todo = [directory] if directory.is_dir() else []
     while todo:
         with os.scandir(todo.pop()) as entries:
             for entry in entries:
-                if entry.is_symlink():
-                    raise ProtlmError(
-                        f"{entry.path}: a symbolic link inside {what} {directory}; protlm writes only inside "
-                        "its output directories and never through a link (remove it, or choose another directory)"
-                    )
                 if entry.is_dir(follow_symlinks=False):
                     todo.append(Path(entry.path))
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                why = ("a symbolic link" if stat.S_ISLNK(info.st_mode)
+                       else "a FIFO, socket or device" if not stat.S_ISREG(info.st_mode)
+                       else "a hard link to a file elsewhere" if info.st_nlink > 1 else None)  # fmt: skip
+                if why:
+                    raise ProtlmError(
+                        f"{entry.path}: {why} inside {what} {directory}; protlm writes only inside its output "
+                        "directories and never through a link (remove it, or choose another directory)"
+                    )
     return directory
 
 

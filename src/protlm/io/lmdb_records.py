@@ -45,7 +45,7 @@ class UnsafeRecord(pickle.UnpicklingError):
     """The record asks for something outside the plain-data allowlist."""
 
 
-def _describe(value) -> str:
+def describe(value) -> str:
     """A short, bounded description of a value from the file: a short scalar's repr, else its type.
     Never `repr` of a container (it recurses, and a shared structure prints exponentially)."""
     if type(value) in (str, bytes) and len(value) <= 40:
@@ -71,7 +71,7 @@ class _DType(_Stub):
 
     def __init__(self, code=None, align=False, copy=True, *rest):
         if not isinstance(code, str) or not _DTYPE.fullmatch(code) or rest:
-            raise UnsafeRecord(f"refusing dtype {_describe(code)}: only bool, int, uint and float arrays are read")
+            raise UnsafeRecord(f"refusing dtype {describe(code)}: only bool, int, uint and float arrays are read")
         self.code, self.order, self.built = code, "=", False
 
     def __setstate__(self, state):
@@ -95,7 +95,7 @@ def _dtype(value) -> np.dtype:
 def _shape(value) -> tuple[int, ...]:
     shape = tuple(value) if isinstance(value, tuple | list) else (value,)
     if len(shape) > MAX_DIMS or not all(type(d) is int and 0 <= d < 1 << 40 for d in shape):
-        raise UnsafeRecord(f"refusing array shape of {_describe(value)} (at most {MAX_DIMS} sizes below 2**40)")
+        raise UnsafeRecord(f"refusing array shape of {describe(value)} (at most {MAX_DIMS} sizes below 2**40)")
     return shape
 
 
@@ -111,7 +111,7 @@ def _array(data, dtype, shape, order: str = "C") -> np.ndarray:
     if nbytes > MAX_ARRAY_BYTES or nbytes != len(data):
         raise UnsafeRecord(f"refusing array: shape {shape} x {dtype.itemsize} bytes does not match {len(data)} bytes")
     if order not in ("C", "F"):
-        raise UnsafeRecord(f"refusing array order {_describe(order)}")
+        raise UnsafeRecord(f"refusing array order {describe(order)}")
     return np.frombuffer(bytes(data), dtype=dtype).reshape(shape, order=order).copy()
 
 
@@ -153,7 +153,7 @@ def _frombuffer(buf=None, dtype=None, shape=None, order="C", *rest):
 def _codecs_encode(text=None, encoding=None, *rest):
     """Protocol 2 writes bytes as `_codecs.encode(latin-1 text, 'latin1')`; no other codec is run."""
     if rest or not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafeRecord(f"refusing codec {_describe(encoding)}: only latin1 byte strings are read")
+        raise UnsafeRecord(f"refusing codec {describe(encoding)}: only latin1 byte strings are read")
     return text.encode("latin-1")
 
 
@@ -167,7 +167,7 @@ def _scalar_keys(keys, what: str):
     """Refuse dict keys / set members that are not scalars, before anything hashes them."""
     for key in keys:
         if type(key) not in _SCALARS:
-            raise UnsafeRecord(f"refusing a {what} of type {_describe(key)}: only str, bytes, int, float, bool or None")
+            raise UnsafeRecord(f"refusing a {what} of type {describe(key)}: only str, bytes, int, float, bool or None")
 
 
 def _as_dict(items=(), *rest):
@@ -221,7 +221,7 @@ class _PlainUnpickler(pickle._Unpickler):  # noqa: SLF001 (the Python opcode loo
         try:
             return _GLOBALS[(module, name)]
         except KeyError:
-            raise UnsafeRecord(f"refusing to load {module[:60]}.{name[:60]}") from None
+            raise UnsafeRecord(f"refusing to load {ascii(module[:60])[1:-1]}.{ascii(name[:60])[1:-1]}") from None
 
     def persistent_load(self, pid):
         raise UnsafeRecord("refusing persistent ids")
@@ -229,7 +229,7 @@ class _PlainUnpickler(pickle._Unpickler):  # noqa: SLF001 (the Python opcode loo
     def _dict_target(self) -> dict:
         target = self.stack[-1]
         if type(target) is not dict:
-            raise UnsafeRecord(f"refusing SETITEM into a {_describe(target)}")
+            raise UnsafeRecord(f"refusing SETITEM into a {describe(target)}")
         return target
 
     def load_dict(self):
@@ -254,7 +254,7 @@ class _PlainUnpickler(pickle._Unpickler):  # noqa: SLF001 (the Python opcode loo
         _scalar_keys(items, "set member")
         target = self.stack[-1]
         if type(target) is not set:
-            raise UnsafeRecord(f"refusing ADDITEMS into a {_describe(target)}")
+            raise UnsafeRecord(f"refusing ADDITEMS into a {describe(target)}")
         target.update(items)
 
     def load_frozenset(self):
@@ -352,7 +352,7 @@ def iter_lmdb(path: str | Path) -> Iterator[tuple[int, dict]]:
         except UnsafeRecord as e:
             raise InputError(path, f"unreadable 'num_examples' ({e})") from None
         if type(n) is not int or n < 0:
-            raise InputError(path, f"'num_examples' must be a non-negative integer, found {_describe(n)}")
+            raise InputError(path, f"'num_examples' must be a non-negative integer, found {describe(n)}")
         for i in range(n):
             value = txn.get(str(i).encode())
             if value is None:

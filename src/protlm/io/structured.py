@@ -48,6 +48,8 @@ def parse_json(text: str | bytes, path: str | Path, line: int | None = None) -> 
         raise InputError(path, "invalid JSON (not UTF-8 text)", line=line) from None
     except RecursionError:
         raise InputError(path, "invalid JSON (nested too deeply)", line=line) from None
+    except ValueError as e:  # e.g. an integer past Python's 4,300-digit limit
+        raise InputError(path, f"invalid JSON ({str(e)[:120]})", line=line) from None
 
 
 def read_json(path: str | Path, limit: int | None = MAX_JSON_BYTES) -> Any:
@@ -95,6 +97,8 @@ def read_yaml(path: str | Path, text: str | None = None) -> Any:
         raise InputError(path, f"invalid YAML ({str(e).splitlines()[0][:160]})") from None
     except RecursionError:
         raise InputError(path, "invalid YAML (nested too deeply)") from None
+    except ValueError as e:  # a value the constructor cannot build: a 5,000-digit integer, 2020-99-99
+        raise InputError(path, f"invalid YAML ({str(e)[:120]})") from None
     finally:
         loader.dispose()
 

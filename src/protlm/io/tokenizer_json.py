@@ -27,6 +27,7 @@ from protlm.io.structured import read_json
 
 MAX_BYTES = 1 << 30  # 1 GiB: a 250k-token vocabulary with its merges is ~20 MB
 MAX_DEPTH = 32  # component nesting (Sequence inside Sequence ...); protlm's own use 2
+ID_SLACK = 1_000_000  # ids past the number of tokens (gaps in a vocabulary) that are still accepted
 MAX_NODES = 100_000  # JSON values inside the normalizer, pre-tokenizer, decoder and post-processor
 
 # Component types per slot: protlm's tokenizers (every kind of `tokenization.KINDS`), RoBERTa's and
@@ -74,11 +75,11 @@ def check_tokenizer(doc, where: str | Path) -> None:
     if not isinstance(doc, dict):
         raise InputError(where, f"expected a JSON object, found a {type(doc).__name__}")
     model = doc.get("model")
-    if not isinstance(model, dict) or model.get("type") not in ALLOWED["model"]:
+    if not isinstance(model, dict) or not _is_allowed(model.get("type"), "model"):
         kind = model.get("type") if isinstance(model, dict) else model
-        raise InputError(
-            where, f"model {kind!r} is not one protlm runs (allowed: {', '.join(sorted(ALLOWED['model']))})"
-        )
+        raise InputError(where, f"model {_short(kind)} is not one protlm runs (allowed: "
+                                f"{', '.join(sorted(ALLOWED['model']))})")  # fmt: skip
+    _check_ids(doc, model, where)
     nodes = 0
     for slot in ("normalizer", "pre_tokenizer", "decoder", "post_processor"):
         stack = [(doc.get(slot), slot, 1, True)]  # (value, JSON path, depth, is a component)
@@ -93,9 +94,14 @@ def check_tokenizer(doc, where: str | Path) -> None:
                                             "(they can backtrack without end)")  # fmt: skip
                 if component:
                     kind = value.get("type")
-                    if kind not in ALLOWED[slot]:
-                        raise InputError(where, f"{at}: {slot} {kind!r} is not one protlm runs (allowed: "
+                    if not _is_allowed(kind, slot):
+                        raise InputError(where, f"{at}: {slot} {_short(kind)} is not one protlm runs (allowed: "
                                                 f"{', '.join(sorted(ALLOWED[slot]))})")  # fmt: skip
+                    pattern = value.get("pattern")
+                    regex = isinstance(pattern, dict) and "Regex" in pattern  # refused below, by name
+                    if kind == "Replace" and not regex and not _shrinks(value):
+                        raise InputError(where, f"{at}: a Replace whose content is longer than its pattern; "
+                                                "chained, such replacements grow the text without bound")  # fmt: skip
                 for key, child in value.items():
                     parts = component and key in _CHILDREN and isinstance(child, list)
                     items = enumerate(child) if parts else [(None, child)]
@@ -104,7 +110,55 @@ def check_tokenizer(doc, where: str | Path) -> None:
             elif isinstance(value, list):
                 stack.extend((item, f"{at}[{i}]", depth + 1, False) for i, item in enumerate(value))
             elif component and value is not None:
-                raise InputError(where, f"{at}: expected a component object, found {value!r:.40}")
+                raise InputError(where, f"{at}: expected a component object, found {_short(value)}")
+
+
+def _is_allowed(kind, slot: str) -> bool:
+    return type(kind) is str and kind in ALLOWED[slot]
+
+
+def _short(value) -> str:
+    """A short description of a file value: a short string's repr, else its type (never a container's repr)."""
+    return repr(value) if type(value) is str and len(value) <= 40 else type(value).__name__
+
+
+def _shrinks(replace: dict) -> bool:
+    """A `Replace` with a plain string pattern whose content is no longer than the pattern (protlm's own
+    map rare residues to X, one letter for one)."""
+    pattern, content = replace.get("pattern"), replace.get("content")
+    text = pattern.get("String") if isinstance(pattern, dict) else None
+    return type(text) is str and type(content) is str and 0 < len(text) and len(content) <= len(text)
+
+
+def _check_ids(doc: dict, model: dict, where) -> None:
+    """Every token id (vocabulary, added tokens, post-processor) below the number of tokens plus
+    `ID_SLACK` (vocabularies may have gaps): the library allocates up to the largest id, so an id of 4e9
+    in a 300-token file costs 16 GB."""
+    vocab = model.get("vocab")
+    added = doc.get("added_tokens") or []
+    if not isinstance(added, list):
+        raise InputError(where, "added_tokens must be a list")
+    size = (len(vocab) if isinstance(vocab, dict | list) else 0) + len(added)
+    ids = list(vocab.values()) if isinstance(vocab, dict) else []
+    ids += [t.get("id") for t in added if isinstance(t, dict)]
+    if model.get("unk_id") is not None:
+        ids.append(model.get("unk_id"))
+    todo = [doc.get("post_processor")]
+    while todo:  # ids lists of TemplateProcessing's special tokens, RobertaProcessing's (token, id) pairs
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(v for k, v in item.items() if k != "ids")
+            ids += item.get("ids") if isinstance(item.get("ids"), list) else []
+        elif isinstance(item, list):
+            if len(item) == 2 and type(item[0]) is str:
+                ids.append(item[1])
+            else:
+                todo.extend(item)
+    limit = size + ID_SLACK
+    bad = next((i for i in ids if type(i) is not int or not 0 <= i < limit), None)
+    if bad is not None or any(type(i) is not int for i in ids):
+        raise InputError(where, f"a token id {_short(bad) if type(bad) is not int else bad} far outside the "
+                                f"{size:,} tokens the file holds (at most {limit:,})")  # fmt: skip
 
 
 def is_rust_panic(err: BaseException) -> bool:

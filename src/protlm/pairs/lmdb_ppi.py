@@ -7,7 +7,8 @@ from pathlib import Path
 
 from protlm.errors import InputError
 from protlm.io import ResiduePolicy, SkipReport, looks_nucleotide
-from protlm.io.lmdb_records import iter_lmdb
+from protlm.io.lmdb_records import describe, iter_lmdb
+from protlm.io.validate import check_id
 from protlm.pairs.table import Pair
 
 
@@ -22,20 +23,35 @@ def read_ppi_lmdb(
         missing = [k for k in ("primary_1", "primary_2", "interaction") if k not in item]
         if missing:
             raise InputError(path, f"record lacks field(s) {', '.join(missing)}", record=str(i))
+        seq_a, seq_b = (_field(item, k, path, i) for k in ("primary_1", "primary_2"))
         try:
-            a, b = policy.clean(str(item["primary_1"])), policy.clean(str(item["primary_2"]))
+            a, b = policy.clean(seq_a), policy.clean(seq_b)
         except ValueError as e:
             raise InputError(path, str(e), record=str(i)) from None
         label = _binary(item["interaction"])
         if label is None:
-            raise InputError(path, f"interaction must be 0 or 1, found {item['interaction']!r}", record=str(i))
+            raise InputError(path, f"interaction must be 0 or 1, found {describe(item['interaction'])}", record=str(i))
         if not a or not b:
             report.skip("empty sequence", str(i))
             continue
-        report.note(str(item["primary_1"]) if looks_nucleotide(str(item["primary_1"])) else str(item["primary_2"]),
-                    str(i))  # fmt: skip
+        report.note(seq_a if looks_nucleotide(seq_a) else seq_b, str(i))
         report.n_used += 1
-        yield Pair(str(item.get("id_1", f"{stem}:{i}:a")), str(item.get("id_2", f"{stem}:{i}:b")), a, b, label, split)
+        ids = [_field(item, k, path, i) if k in item else f"{stem}:{i}:{s}" for k, s in (("id_1", "a"), ("id_2", "b"))]
+        for rid in ids:
+            check_id(rid, path)
+        yield Pair(ids[0], ids[1], a, b, label, split)
+
+
+def _field(item: dict, key: str, path, i: int) -> str:
+    """A text field of a record (ids may also be small integers); never `str()` of a container."""
+    value = item[key]
+    if type(value) is int and value.bit_length() <= 64:
+        return str(value)
+    if type(value) is bytes:
+        value = value.decode("latin-1")
+    if type(value) is not str:
+        raise InputError(path, f"{key} must be text, found {describe(value)}", record=str(i))
+    return value
 
 
 def _binary(value) -> int | None:

@@ -32,7 +32,7 @@ import numpy as np
 from protlm.errors import InputError, ProtlmError
 from protlm.hashing import holdout_keys
 from protlm.io import ResiduePolicy, SkipReport
-from protlm.io.atomic import write_json
+from protlm.io.atomic import refuse_links, write_json
 from protlm.io.lock import build_lock
 from protlm.io.structured import read_json_object
 from protlm.io.tokenizer_json import rust_guard, tokenizer_file
@@ -201,6 +201,7 @@ def prepare_store(
     Two processes preparing the same part of one store take turns: the later one keeps every shard."""
     out = Path(out)
     part = out if shard[1] == 1 else out.with_name(f"{out.name}.part-{shard[0]}-of-{shard[1]}")
+    refuse_links(out, "the store")  # the part's lock checks only its own name
     with build_lock(part, log):
         return _prepare_store(inputs, tokenizer_dir, out, policy, workers, shard, shard_size, log)
 

@@ -113,3 +113,25 @@ def test_a_preset_asking_for_a_terabyte_is_one_line(tmp_path):
     line = _one_line(err)
     assert str(preset) in line and "GiB" in line, line
     assert seconds < 60 and rss_kib < 2 << 20, (seconds, rss_kib)
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer"),
+        ({"hidden_size": -32}, "hidden_size must be a positive integer"),
+        ({"hidden_size": 33}, "not a multiple"),
+        ({"vocab_size": "many"}, "vocab_size must be a positive integer, found 'many'"),
+        ({"model_type": "longformer", "attention_window": [268435456]}, "attention_window"),
+        ({"model_type": "longformer", "attention_window": [3]}, "attention_window"),
+        ({"model_type": "longformer", "attention_window": []}, "attention_window"),
+    ],
+)
+def test_dimensions_are_checked_before_anything_is_built(changes, words):
+    from protlm.errors import ProtlmError
+    from protlm.models.size import check_model_size
+
+    config = {"model_type": "roberta", "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 130, **changes}  # fmt: skip
+    with pytest.raises(ProtlmError, match=words):
+        check_model_size(config, "config.json")

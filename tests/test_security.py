@@ -658,6 +658,8 @@ def _ppi_record(**fields) -> bytes:
         ("tokenizer: chained Replace", "content is longer"),  # 9.4 GB and still growing at 60 s
         ("preset: a 5,000-digit integer", "invalid YAML"),
         ("preset: a date that is none", "invalid YAML"),
+        ("preset: rotary RoBERTa, 5e8 positions", "would need about"),  # RoBERTa allocates them anyway
+        ("preset: another model type", "model_type must be one of"),  # sized by rules protlm does not know
         ("config.json: a 5,000-digit integer", "invalid JSON"),
         ("lmdb: interaction is a 2x2 array", "interaction must be 0 or 1, found ndarray"),
         ("lmdb: a 5,000-digit id", "id_1 must be text"),
@@ -674,7 +676,11 @@ def test_second_review_cases_are_one_line_and_exit_2(tmp_path, micro_model, case
                                                                              "normalizers": [replace] * 8})}[case]  # fmt: skip
         args = ["tokenizer", "stats", "--tokenizer", str(_tokenizer_with(tmp_path, edit)), "--corpus", fasta]
     elif case.startswith("preset"):
-        extra = "seed: " + "1" * 5000 + "\n" if "integer" in case else "when: 2020-99-99\n"
+        extra = {"preset: a 5,000-digit integer": "seed: " + "1" * 5000 + "\n",
+                 "preset: a date that is none": "when: 2020-99-99\n",
+                 "preset: rotary RoBERTa, 5e8 positions": "max_position_embeddings: 500000000\n"
+                                                          "position_embedding_type: rotary\n",
+                 "preset: another model type": "model_type: albert\nembedding_size: 20000000\n"}[case]  # fmt: skip
         args = ["pretrain", "--out", str(tmp_path / "run"), "--tokenizer", str(DATA / "tokenizer_bpe300"),
                 "--corpus", fasta, "--max-steps", "1", "--model", str(_micro_preset(tmp_path, extra))]  # fmt: skip
     elif case.startswith("config.json"):

@@ -44,7 +44,8 @@ def estimate_parameters(config) -> int:
     """Parameters of the masked LM a config (an HF config or its dict) describes."""
     v, h = _count(config, "vocab_size"), _count(config, "hidden_size")
     n_layers, inter = _count(config, "num_hidden_layers"), _count(config, "intermediate_size", 4 * h)
-    rotary = _field(config, "position_embedding_type", "absolute") == "rotary"
+    # only ESM builds no position table for rotary positions (RoBERTa / BERT allocate it whatever the type)
+    rotary = _field(config, "position_embedding_type", "absolute") == "rotary" and _field(config, "model_type") == "esm"
     positions = 0 if rotary else _count(config, "max_position_embeddings")
     embeddings = (v + positions + _count(config, "type_vocab_size")) * h + 2 * h
     layer = 4 * h * h + 4 * h + 2 * h * inter + inter + h + 4 * h  # attention, feed-forward, two norms
@@ -90,9 +91,41 @@ def available_memory(device=None) -> int | None:
     return free
 
 
+DIMENSIONS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings")  # fmt: skip
+
+
+def check_dimensions(config, where: str | Path) -> None:
+    """ProtlmError naming `where` unless the sizes are positive integers that fit together (heads divide
+    the width; Longformer's windows are even and within the positions)."""
+    given = [n for n in DIMENSIONS if not (isinstance(config, dict) and n not in config)]  # else HF's default
+    for name in given:
+        value = _field(config, name, None)
+        if type(value) is not int or value <= 0:
+            raise ProtlmError(f"{where}: {name} must be a positive integer, found {_short(value)}")
+    if {"hidden_size", "num_attention_heads"} <= set(given) and \
+            _field(config, "hidden_size") % _field(config, "num_attention_heads"):  # fmt: skip
+        raise ProtlmError(f"{where}: hidden_size {_field(config, 'hidden_size')} is not a multiple of "
+                          f"num_attention_heads {_field(config, 'num_attention_heads')}")  # fmt: skip
+    if _field(config, "model_type", None) == "longformer" and _field(config, "attention_window", None) is not None:
+        windows = _field(config, "attention_window", None)
+        windows = windows if isinstance(windows, list) else [windows]
+        most = _count(config, "max_position_embeddings", 1 << 20)
+        if not windows or any(type(w) is not int or w < 2 or w % 2 or w > most for w in windows):
+            raise ProtlmError(f"{where}: attention_window must be even sizes from 2 to max_position_embeddings "
+                              f"({most}), one or one per layer")  # fmt: skip
+
+
+def _short(value) -> str:
+    return repr(value) if type(value) in (int, float, bool, type(None)) or (type(value) is str and len(value) < 40) \
+        else type(value).__name__  # fmt: skip
+
+
 def check_model_size(config, where: str | Path, device=None) -> int:
-    """Estimated parameter bytes of `config`; ProtlmError naming `where` when over what this machine (or
-    `device`) has free or over `MAX_MODEL_BYTES`. Call it before building or loading the model."""
+    """Estimated parameter bytes of `config`; ProtlmError naming `where` when its sizes are not positive
+    integers that fit together (`check_dimensions`), or when over what this machine (or `device`) has
+    free or over `MAX_MODEL_BYTES`. Call it before building or loading the model."""
+    check_dimensions(config, where)
     need = (
         estimate_parameters(config) * bytes_per_parameter(config) + _count(config, "num_hidden_layers") * LAYER_OVERHEAD
     )

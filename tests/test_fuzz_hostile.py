@@ -111,6 +111,22 @@ def test_lmdb_opcode_soup_never_crashes(ops, depth):
         pass
 
 
+@settings(FUZZ, max_examples=max(EXAMPLES // 10, 10))
+@given(st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), min_size=1, max_size=4))
+def test_damaged_lmdb_files_read_or_refuse(tmp_path_factory, flips):
+    """Bytes of a real LMDB's data.mdb overwritten: its records, or one InputError (liblmdb may crash in
+    its child process, never in this one)."""
+    from protlm.io.lmdb_records import iter_lmdb
+
+    db = tmp_path_factory.mktemp("lmdb") / "x.lmdb"
+    shutil.copytree(DATA / "human_ppi_small.lmdb", db)
+    data = bytearray((db / "data.mdb").read_bytes())
+    for at, byte in flips:
+        data[at % len(data)] = byte
+    (db / "data.mdb").write_bytes(bytes(data))
+    refused_or_read(lambda: [item for _, item in iter_lmdb(db) if _is_plain(item)])
+
+
 # ------------------------------------------------------------------------------------------ recipes, presets
 
 RECIPE = b"model: tiny\nlr: 0.001\nmax_steps: 3\nlora_targets: query,value\nmix: singles=1\n"
@@ -237,6 +253,7 @@ def test_run_dirs_with_links_are_refused_and_nothing_escapes(tmp_path_factory, e
             links += 1
     refused = refused_or_read(output_dir, out) is None
     assert refused == (links > 0)
+
     def write() -> None:
         with run_lock(out, "fuzz"):
             write_json(out / "report.json", {"ok": 1})

@@ -225,6 +225,19 @@ def _object_array() -> bytes:
     return pickle.dumps(np.array(["a", None], dtype=object), protocol=2)
 
 
+def test_a_damaged_lmdb_is_one_line_not_a_crash(tmp_path):
+    """One flipped byte in data.mdb made liblmdb read past its memory map: SIGBUS killed protlm. The
+    LMDB is now read in a child process; its death is one line naming the file."""
+    db = tmp_path / "bus.lmdb"
+    shutil.copytree(DATA / "human_ppi_small.lmdb", db)
+    data = bytearray((db / "data.mdb").read_bytes())
+    data[8211] = 0x57
+    (db / "data.mdb").write_bytes(bytes(data))
+    res = protlm("pairs", "from-lmdb", str(db), "--out", str(tmp_path / "p.tsv"), timeout=60)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "damaged LMDB data set" in one_line_error(res.stderr) and not (tmp_path / "p.tsv").exists()
+
+
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_safe_loads_returns_plain_data(protocol):
     from protlm.io.lmdb_records import UnsafeRecord, safe_loads
@@ -699,6 +712,26 @@ def test_second_review_cases_are_one_line_and_exit_2(tmp_path, micro_model, case
     res = protlm(*args, timeout=60)
     assert res.returncode == 2, res.stderr[-2000:]
     assert words in one_line_error(res.stderr)
+
+
+@pytest.mark.parametrize(
+    "recipe, words",
+    [
+        ("1: 2\n", "option names are text"),
+        ("seed: abc\n", "seed must be int"),
+        ("keep_checkpoints: 1.5\n", "keep_checkpoints must be int"),
+        ("lora_targets: [1]\n", "lora_targets must be str"),
+        ("cache_dir: [1]\n", "cache_dir must be str or null"),
+        ("resume: 1\n", "resume must be bool"),
+        ("mix: {singles: [1]}\n", "mix must be dict"),
+    ],
+)
+def test_recipe_values_of_the_wrong_type_are_exit_2(tmp_path, capsys, recipe, words):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(f"model: {DATA / 'micro.yaml'}\ntokenizer: {DATA / 'tokenizer_bpe300'}\nmax_steps: 1\n{recipe}")
+    code, _, err = run_cli(["pretrain", "--config", str(path), "--out", str(tmp_path / "run")], capsys)
+    assert code == 2, err
+    assert words in one_line_error(err)
 
 
 # ----------------------------------------------------------------------------- last-resort handler

@@ -332,19 +332,88 @@ def safe_loads(data: bytes):
         raise UnsafeRecord(f"unreadable pickle ({type(e).__name__}: {why})") from None
 
 
+# The LMDB itself is read in a child process: liblmdb maps the file and trusts its page pointers, so a
+# damaged or crafted data.mdb can make it read past the end of the map (SIGBUS), which no Python code
+# can catch. The child only looks keys up and sends the raw values back; every byte is decoded here.
+_READER = r"""
+import struct, sys
+import lmdb
+out = sys.stdout.buffer
+def send(kind, data=b""):
+    out.write(kind + struct.pack("<Q", len(data)) + data)
+try:
+    env = lmdb.open(sys.argv[1], readonly=True, lock=False, readahead=False, meminit=False,
+                    subdir=sys.argv[2] == "1", max_dbs=0)
+    txn = env.begin(write=False)
+    for line in sys.stdin.buffer:
+        value = txn.get(line.rstrip(b"\n"))
+        send(b"M") if value is None else send(b"V", bytes(value))
+        out.flush()
+except lmdb.Error as e:
+    send(b"E", str(e).encode("utf-8", "replace")[:300])
+"""
+BATCH = 256  # keys asked for at a time
+
+
+class _Reader:
+    """Raw values of an LMDB's keys, looked up by a child process (see `_READER`)."""
+
+    def __init__(self, path: Path):
+        import subprocess
+        import sys
+
+        self.path = path
+        self.proc = subprocess.Popen([sys.executable, "-c", _READER, str(path), "1" if path.is_dir() else "0"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def get(self, keys: list[bytes]) -> list[bytes | None]:
+        try:
+            self.proc.stdin.write(b"".join(k + b"\n" for k in keys))
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child has ended: its error frame or exit status says why
+        return [self._frame() for _ in keys]
+
+    def _frame(self) -> bytes | None:
+        head = self.proc.stdout.read(9)
+        if len(head) == 9:
+            kind, n = head[:1], int.from_bytes(head[1:], "little")
+            data = self.proc.stdout.read(n)
+            if kind == b"M":
+                return None
+            if kind == b"V" and len(data) == n:
+                return data
+            if kind == b"E":
+                raise InputError(self.path, f"not a readable LMDB data set ({data.decode('utf-8', 'replace')})")
+        code = self.proc.wait()
+        why = f"killed by {_signal_name(-code)}" if code < 0 else f"exit status {code}"
+        raise InputError(self.path, f"damaged LMDB data set (its reader ended: {why})")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:  # stopped early, or an error above
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+def _signal_name(number: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def iter_lmdb(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (index, example dict) from a TAPE/PEER LMDB directory or file."""
-    import lmdb
-
     path = Path(path)
     if not path.exists():
         raise InputError(path, "file not found")
+    reader = _Reader(path)
     try:
-        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, subdir=path.is_dir())
-    except lmdb.Error as e:
-        raise InputError(path, f"not a readable LMDB data set ({e})") from None
-    with env, env.begin(write=False) as txn:
-        raw = txn.get(b"num_examples")
+        (raw,) = reader.get([b"num_examples"])
         if raw is None:
             raise InputError(path, "LMDB has no 'num_examples' key: not a TAPE/PEER data set")
         try:
@@ -353,14 +422,21 @@ def iter_lmdb(path: str | Path) -> Iterator[tuple[int, dict]]:
             raise InputError(path, f"unreadable 'num_examples' ({e})") from None
         if type(n) is not int or n < 0:
             raise InputError(path, f"'num_examples' must be a non-negative integer, found {describe(n)}")
-        for i in range(n):
-            value = txn.get(str(i).encode())
-            if value is None:
-                raise InputError(path, f"record {i} of {n} is missing", record=str(i))
-            try:
-                item = safe_loads(value)
-            except UnsafeRecord as e:
-                raise InputError(path, f"unreadable record ({e})", record=str(i)) from None
-            if not isinstance(item, dict):
-                raise InputError(path, f"record is a {type(item).__name__}, expected a dict", record=str(i))
-            yield i, item
+        for start in range(0, n, BATCH):
+            indices = range(start, min(start + BATCH, n))
+            for i, value in zip(indices, reader.get([str(i).encode() for i in indices]), strict=True):
+                yield i, _record(path, i, n, value)
+    finally:
+        reader.close()
+
+
+def _record(path: Path, i: int, n: int, value: bytes | None) -> dict:
+    if value is None:
+        raise InputError(path, f"record {i} of {n} is missing", record=str(i))
+    try:
+        item = safe_loads(value)
+    except UnsafeRecord as e:
+        raise InputError(path, f"unreadable record ({e})", record=str(i)) from None
+    if not isinstance(item, dict):
+        raise InputError(path, f"record is a {type(item).__name__}, expected a dict", record=str(i))
+    return item

@@ -175,6 +175,7 @@ def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:
             raise ProtlmError(f"{path}: a config is a YAML mapping of option: value")
         refuse_auto_map(loaded, path)
         values.update(loaded)
+    _check_types(cls, values, path)  # a recipe's values; the CLI's flags are typed by the parser
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
@@ -186,6 +187,31 @@ def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:
     except TypeError as e:  # e.g. `lr: fast` in a YAML recipe
         raise ProtlmError(f"invalid config: wrong type of value ({e})") from None
     return cfg
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "dict[str, float]": (dict,)}
+
+
+def _check_types(cls, values: dict, source) -> None:
+    """ProtlmError naming `source` when a recipe's key is not text or a value is not of its field's type
+    (`seed: abc`, `keep_checkpoints: 1.5`, `lora_targets: [1]`), before any value is used."""
+    annotations = {f.name: str(f.type) for f in fields(cls)}
+    for key, value in values.items():
+        if type(key) is not str:
+            raise ProtlmError(f"{source}: option names are text, found {type(key).__name__} {str(key)[:40]!r}")
+        kind = annotations.get(key)
+        if kind is None:
+            continue  # unknown options are named below
+        optional = kind.endswith(" | None")
+        allowed = _TYPES.get(kind.removesuffix(" | None"))
+        if allowed is None or (value is None and optional):
+            continue
+        ok = isinstance(value, allowed) and (bool in allowed or type(value) is not bool)
+        if ok and isinstance(value, dict):
+            ok = all(type(k) is str and type(v) in (int, float) for k, v in value.items())
+        if not ok:
+            raise ProtlmError(f"{source}: {key} must be {kind.replace(' | None', ' or null')}, "
+                              f"found {type(value).__name__}")  # fmt: skip
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

@@ -734,6 +734,44 @@ def test_recipe_values_of_the_wrong_type_are_exit_2(tmp_path, capsys, recipe, wo
     assert words in one_line_error(err)
 
 
+def test_a_new_run_never_replaces_someone_elses_directory(tmp_path, capsys, micro_model):
+    """A recipe (or a typo) naming an existing project as `out:` used to replace its model/ and config.yaml."""
+    project = tmp_path / "project"
+    (project / "model").mkdir(parents=True)
+    (project / "model" / "important.txt").write_text(VICTIM_TEXT)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"out: {project}\n")
+    args = _command("pretrain", tmp_path / "unused", micro_model)
+    args = [a for a in args if a not in ("--out", str(tmp_path / "unused"))]
+    code, _, err = run_cli([*args, "--config", str(recipe)], capsys)
+    assert code == 2 and "is not empty" in one_line_error(err)
+    assert (project / "model" / "important.txt").read_text() == VICTIM_TEXT
+    assert sorted(p.name for p in project.rglob("*")) == [".protlm.lock", "important.txt", "model"]  # the lock only
+
+
+@pytest.mark.parametrize(
+    "case", ["--out under a file", "embed --out is a directory", "config.json: unknown activation"]
+)
+def test_paths_and_configs_that_cannot_work_are_exit_2(tmp_path, capsys, micro_model, case):
+    fasta = str(DATA / "swissprot_50.fasta")
+    (tmp_path / "file").write_text("x")
+    if case == "--out under a file":
+        args = ["pairs", "from-lmdb", str(DATA / "human_ppi_small.lmdb"), "--out", str(tmp_path / "file" / "p.tsv")]
+    elif case == "embed --out is a directory":
+        (tmp_path / "e.npz").mkdir()
+        args = ["embed", "--model", str(micro_model), fasta, "--out", str(tmp_path / "e.npz")]
+    else:
+        model = tmp_path / "m"
+        shutil.copytree(micro_model, model)
+        cfg = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**cfg, "hidden_act": "no_such_activation"}))
+        args = ["fill", "--model", str(model), "MKT<mask>LLV"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2, err
+    one_line_error(err)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
 # ----------------------------------------------------------------------------- last-resort handler
 
 

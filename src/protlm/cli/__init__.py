@@ -119,6 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("protlm: interrupted", err=True)
         raise SystemExit(130) from None
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+        # a path the user gave that cannot be written or read as asked (an --out under a regular file, a
+        # directory where a file goes): their input, named in one line
+        typer.echo(f"protlm: error: {one_line(str(e.filename or ''))}: {e.strerror or e}", err=True)
+        raise SystemExit(2) from None
     except Exception as e:  # noqa: BLE001 - the last resort: never a traceback without --debug
         _internal_error(args, e, debug)
         raise SystemExit(1) from None

@@ -42,6 +42,8 @@ def open_writer(path: str | Path, keys: list[str]):
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ProtlmError(f"{path}: unknown output format; use one of {', '.join(FORMATS)}")
+    if Path(path).is_dir():
+        raise ProtlmError(f"{path}: is a directory; --out names the output file")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     cls = {".parquet": ParquetWriter, ".npz": NpzWriter}.get(suffix, H5Writer)
     return cls(path, keys)
@@ -62,7 +64,11 @@ class _Atomic:
         self.names.add(name)
 
     def _publish(self) -> None:
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.tmp.unlink(missing_ok=True)
+            raise ProtlmError(f"{self.path}: cannot write the output there ({e.strerror})") from None
 
     def abort(self) -> None:
         try:

@@ -114,10 +114,11 @@ def load_safetensors_model(model_cls, path: str | Path, **kwargs):
             f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "
             "`model.save_pretrained(dir, safe_serialization=True)` in a trusted environment)"
         ) from None
-    except ValueError as e:  # e.g. an unknown model_type reached through an Auto class
-        raise ProtlmError(
-            f"{path / 'config.json'}: cannot build a model from it ({str(e).splitlines()[0][:160]})"
-        ) from None
+    except (ValueError, KeyError, AttributeError, TypeError, RuntimeError, IndexError) as e:
+        # an unknown model_type or activation, a pad_token_id past the vocabulary, weights whose shapes
+        # disagree with the config: the config and the weights do not make a model
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise ProtlmError(f"{path / 'config.json'}: cannot build a model from it and its weights ({first})") from None
     except SafetensorError as e:  # a truncated or corrupt weights file
         raise ProtlmError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(e)[:160]})") from None
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from protlm.errors import ProtlmError
 
 MAX_MODEL_BYTES = 128 << 30  # 128 GiB of parameters: ESM-2 15B in float32 is 60 GB
+MAX_WINDOW = 1 << 14  # Longformer attention window accepted whatever the positions (protlm's default: 512)
 LAYER_OVERHEAD = 64 << 10  # bytes per layer for the torch module objects, whatever their size
 _HALF = {"float16", "bfloat16", "torch.float16", "torch.bfloat16"}
 
@@ -110,10 +111,11 @@ def check_dimensions(config, where: str | Path) -> None:
     if _field(config, "model_type", None) == "longformer" and _field(config, "attention_window", None) is not None:
         windows = _field(config, "attention_window", None)
         windows = windows if isinstance(windows, list) else [windows]
-        most = _count(config, "max_position_embeddings", 1 << 20)
+        # inputs are padded to a multiple of the window: a 2**28 window is a 2**28-token forward pass
+        most = max(_count(config, "max_position_embeddings", 0), MAX_WINDOW)
         if not windows or any(type(w) is not int or w < 2 or w % 2 or w > most for w in windows):
-            raise ProtlmError(f"{where}: attention_window must be even sizes from 2 to max_position_embeddings "
-                              f"({most}), one or one per layer")  # fmt: skip
+            raise ProtlmError(f"{where}: attention_window must be even sizes from 2 to {most:,} (the larger of "
+                              f"max_position_embeddings and {MAX_WINDOW:,}), one or one per layer")  # fmt: skip
 
 
 def _short(value) -> str:

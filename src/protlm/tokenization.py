@@ -194,6 +194,9 @@ def load_hf_tokenizer(path: str | Path):
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is not None:  # as converted from vocabulary files, or as loaded
             check_tokenizer(parse_json(backend.to_str(), where), where)
+        with rust_guard(where):  # settings of tokenizer_config.json are used only when encoding: try them now
+            hf("MKTAYIAKQR")
+            hf("MKTAY", "LLVAAG")
         return hf
     except ProtlmError:
         raise

@@ -83,7 +83,7 @@ def cases(tmp: Path) -> dict[str, list]:
                                                    '["M" * (512 << 20)]}), path, compression="zstd")')  # fmt: skip
     out[f"Parquet: {parquet.stat().st_size // 1024} KB holding a 512M-residue value (was 3.2 GB)"] = [
         "tokenizer", "stats", "--tokenizer", TOK, "--corpus", parquet]  # fmt: skip
-    ids = [f"P{k:04d}" for k in range(1000)] + ["Q" * 1_000_000]
+    ids = [f"P{k:04d}" for k in range(1001)] + ["Q" * 1_000_000]
     (tmp / "ids.fa").write_text("".join(f">{i}\nMKTAYIAKQRQ\n" for i in ids))
     (tmp / "ids.tsv").write_text(
         "id_a\tid_b\n" + "".join(f"{a}\t{b}\n" for a, b in zip(ids[::2], ids[1::2], strict=True))

@@ -744,7 +744,7 @@ def test_a_new_run_never_replaces_someone_elses_directory(tmp_path, capsys, micr
     args = _command("pretrain", tmp_path / "unused", micro_model)
     args = [a for a in args if a not in ("--out", str(tmp_path / "unused"))]
     code, _, err = run_cli([*args, "--config", str(recipe)], capsys)
-    assert code == 2 and "is not empty" in one_line_error(err)
+    assert code == 2 and "already holds model, which a new run would replace" in one_line_error(err)
     assert (project / "model" / "important.txt").read_text() == VICTIM_TEXT
     assert sorted(p.name for p in project.rglob("*")) == [".protlm.lock", "important.txt", "model"]  # the lock only
 

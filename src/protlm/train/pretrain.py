@@ -20,7 +20,7 @@ from protlm.batching import plan_batches
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
-from protlm.io.lock import LOCK_FILE, run_lock
+from protlm.io.lock import run_lock
 from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import open_model
 from protlm.models.lora import configure, load_lora_checkpoint
@@ -242,13 +242,17 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
         return _pretrain(cfg, accelerator, run_dir, log if accelerator.is_main_process else (lambda _msg: None))
 
 
+RUN_FILES = ("model", "config.yaml", "metrics.jsonl", "loss.png", "tensorboard")  # what a run writes in --out
+
+
 def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[str], None]) -> LoopState:
     if not cfg.resume and checkpoints(run_dir):
         raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")
-    held = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE) if run_dir.is_dir() else []
-    if not cfg.resume and held:  # a new run replaces model/ and config.yaml: never in someone else's directory
-        raise ProtlmError(f"{run_dir} is not empty ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}): a new "
-                          "run starts in an empty or new --out (delete it, or choose another)")  # fmt: skip
+    # a new run replaces model/ and config.yaml and appends to metrics.jsonl: never those of another run or project
+    held = sorted(n for n in RUN_FILES if (run_dir / n).exists() or (run_dir / n).is_symlink())
+    if not cfg.resume and held:
+        raise ProtlmError(f"{run_dir} already holds {', '.join(held)}, which a new run would replace: pass --resume "
+                          "to continue a run, or choose a new --out")  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     if not cfg.tokenizer:  # continued pre-training: the model's own tokenizer
         source = open_model(cfg.model)

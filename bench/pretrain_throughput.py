@@ -33,13 +33,14 @@ import torch.nn.functional as F
 
 from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch
 from protlm.corpora import open_corpus
+from protlm.device import autocast, autocast_dtype, matmul_flops, to_device
 from protlm.models import build_mlm
 from protlm.models.kernels import training_kernels
 from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokenizer
 from protlm.tokenized import tokenize
 from protlm.train.config import TrainConfig
 from protlm.train.data import PretrainData
-from protlm.train.loop import autocast_dtype, make_optimizer, matmul_flops, to_device
+from protlm.train.loop import make_optimizer
 from protlm.train.objective import MaskedLMObjective
 
 
@@ -157,7 +158,7 @@ def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float,
             batch = data.make_batch(plan[steps % len(plan)], torch.Generator().manual_seed(steps))
             fields = to_device({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                                 "labels": batch.labels}, dev)  # fmt: skip
-            with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with autocast(dev, dtype):
                 loss, _ = objective(**fields)
             loss.backward()
             opt.step()

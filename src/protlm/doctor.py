@@ -20,24 +20,16 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _transformers_sees_torch() -> str:
     """transformers silently switches itself off below the torch it needs, which no resolver can see."""
     from transformers.utils import is_torch_available
 
     if is_torch_available():
         return "yes"
-    return (f"NO: transformers {_version('transformers')} ignores torch {_version('torch')} (it needs a newer one): "
-            "upgrade torch, or install an older transformers")
+    return (
+        f"NO: transformers {_version('transformers')} ignores torch {_version('torch')} (it needs a newer one): "
+        "upgrade torch, or install an older transformers"
+    )
 
 
 def report(measure_seconds: float = 0.2) -> list[tuple[str, str]]:
@@ -45,20 +37,16 @@ def report(measure_seconds: float = 0.2) -> list[tuple[str, str]]:
     import torch
 
     from protlm import __version__
+    from protlm.device import autocast_dtype, cpu_has_bf16, describe_device, matmul_flops, resolve_device
     from protlm.tokenized import default_cache_dir
-    from protlm.train.loop import autocast_dtype, cpu_has_bf16, matmul_flops
 
     rows = [("protlm", __version__), ("python", f"{platform.python_version()} ({sys.executable})")]
     rows += [(name, _version(name)) for name in LIBRARIES]
     rows.append(("transformers uses torch", _transformers_sees_torch()))
-    cuda = torch.cuda.is_available()
     rows.append(("torch build", f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only"))
-    if cuda:
-        device = torch.device("cuda")
-        rows.append(("device", f"cuda: {torch.cuda.get_device_name(0)} (x{torch.cuda.device_count()})"))
-    else:
-        device = torch.device("cpu")
-        rows.append(("device", f"cpu: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"))
+    device = resolve_device("auto")  # the device training would use
+    cuda = device.type == "cuda"
+    rows.append(("device", describe_device(device)))
     fp32 = matmul_flops(torch.float32, 1024, measure_seconds, device.type)
     bf16 = matmul_flops(torch.bfloat16, 1024, measure_seconds, device.type)
     flags = "" if cuda else f"; CPU flags {'have' if cpu_has_bf16() else 'lack'} AVX512-BF16/AMX"

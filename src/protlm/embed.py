@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from protlm.batching import pad_batch, plan_batches, windows
+from protlm.device import autocast, autocast_dtype
 from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
 from protlm.io.inference import CHAIN_SEP
 from protlm.models.loading import window_tokens
 from protlm.models.longformer import encoder_kwargs
-from protlm.train.loop import autocast_dtype
 
 POOLS = ("mean", "cls", "residue")
 
@@ -128,7 +128,7 @@ class Embedder:
                 self.tokenizer.assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch
             ]
             ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id)
-            with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
+            with autocast(self.device, self.dtype):
                 out = self.encoder(
                     input_ids=ids.to(self.device),
                     attention_mask=mask.to(self.device),

@@ -5,7 +5,7 @@ A `config.json` or a preset YAML is a few numbers; `hidden_size: 65536`, `num_hi
 dies. `check_model_size` estimates the parameter memory of the encoder families protlm builds (BERT,
 RoBERTa, ESM, Longformer: the same layer layout) and refuses, in one line naming the config, what is
 over the memory available now (`MemAvailable`, and the cgroup's limit when one is set; a CUDA device's
-free memory when the model goes there) or over `MAX_MODEL_BYTES`.
+free memory when the model goes there; `device.available_memory`) or over `MAX_MODEL_BYTES`.
 
 The estimate (tested against real parameter counts within 10%):
 - embeddings: vocab x h + positions x h (none for rotary) + token types x h;
@@ -19,9 +19,9 @@ The estimate (tested against real parameter counts within 10%):
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from protlm.device import available_memory
 from protlm.errors import ProtlmError
 
 MAX_MODEL_BYTES = 128 << 30  # 128 GiB of parameters: ESM-2 15B in float32 is 60 GB
@@ -62,34 +62,6 @@ def bytes_per_parameter(config) -> int:
     else:  # an HF config: `torch_dtype` is a deprecated alias that warns
         dtype = getattr(config, "dtype", None)
     return 2 if str(dtype) in _HALF else 4
-
-
-def available_memory(device=None) -> int | None:
-    """Bytes that can be allocated now: a CUDA device's free memory, else the host's `MemAvailable`
-    (bounded by the cgroup v2 limit when one is set); None when unknown."""
-    if device is not None and str(device).startswith("cuda"):
-        import torch
-
-        if torch.cuda.is_available():
-            return int(torch.cuda.mem_get_info(torch.device(device))[0])
-    free = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                free = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        try:
-            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            free = None
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-        if limit.isdigit():
-            free = min(free, int(limit) - used) if free is not None else int(limit) - used
-    except (OSError, ValueError):
-        pass
-    return free
 
 
 DIMENSIONS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",

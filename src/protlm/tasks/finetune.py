@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from protlm.device import make_accelerator
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_json
 from protlm.io.lock import run_lock
@@ -185,6 +186,18 @@ def class_weights(data: TaskData) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def fit_baseline(cfg: FinetuneConfig, spec: TaskSpec, data: TaskData, train: list, seed: int, info: dict,
+                 run_dir: Path, log: Callable[[str], None]) -> Path:  # fmt: skip
+    """`--model baseline`: fit the composition reference on `train`; returns the saved model directory."""
+    t0 = time.perf_counter()
+    model = Baseline(spec.kind, len(data.labels), spec.symmetric)
+    model.fit(train, seed, "balanced" if cfg.weighted_loss else None)
+    out = run_dir / "model"
+    model.save(out, {**info, "model_source": "baseline", "train_seconds": time.perf_counter() - t0})
+    log(f"composition baseline fitted on {len(train):,} examples in {time.perf_counter() - t0:.0f}s -> {out}")
+    return out
+
+
 def train_one(
     cfg: FinetuneConfig, spec: TaskSpec, data: TaskData, seed: int, run_dir: Path, log: Callable[[str], None]
 ) -> Path:
@@ -205,17 +218,9 @@ def train_one(
     }
     train = subsample(data.split("train"), cfg.train_limit, derive_seed(seed, 13))
     if cfg.model == "baseline":
-        t0 = time.perf_counter()
-        model = Baseline(spec.kind, len(data.labels), spec.symmetric)
-        model.fit(train, seed, "balanced" if cfg.weighted_loss else None)
-        out = run_dir / "model"
-        model.save(out, {**info, "model_source": "baseline", "train_seconds": time.perf_counter() - t0})
-        log(f"composition baseline fitted on {len(train):,} examples in {time.perf_counter() - t0:.0f}s -> {out}")
-        return out
+        return fit_baseline(cfg, spec, data, train, seed, info, run_dir, log)
 
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     ckpts = checkpoints(run_dir)
     if ckpts and not cfg.resume:
         raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")

@@ -14,7 +14,6 @@ the same computation, and a DDP run sees the same batches as one process accumul
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from protlm.device import autocast_dtype, to_device
 from protlm.heap import HeapTrim
 from protlm.models.kernels import training_kernels
 from protlm.models.lora import adapter_files, has_lora, merge_lora
@@ -65,49 +65,6 @@ def lr_multiplier(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def matmul_flops(dtype: torch.dtype, n: int = 512, seconds: float = 0.2, device: str = "cpu") -> float:
-    """Measured FLOP/s of an n x n matmul in `dtype` on the CPU (or `device`)."""
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.mm(a, b)
-    sync()
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
-        if reps % 16 == 0:
-            sync()
-    sync()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
-@functools.cache
-def cpu_bf16_is_faster() -> bool:
-    """Measure, don't assume: bf16 matmul must beat fp32 on this CPU (a torch build without
-    AVX512-BF16 kernels runs bf16 matmuls ~100x slower than fp32)."""
-    return matmul_flops(torch.bfloat16) > matmul_flops(torch.float32)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """None (= fp32) or bf16. `auto` takes bf16 on CUDA devices that support it, and on CPUs that
-    advertise AVX512-BF16/AMX *and* run bf16 matmuls faster than fp32 in a quick measurement."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_has_bf16() and cpu_bf16_is_faster() else None
-
-
 class Prefetch:
     """Builds the next micro-batch in a background thread while the current one trains (`--prefetch on`;
     off by default: within noise on 2 CPU cores and on an H100, bench/RESULTS.md).
@@ -137,14 +94,6 @@ class Prefetch:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
-
-
-def to_device(fields: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch's tensors on `device`; to a GPU from pinned memory without blocking the host, so the
-    next batch is built while this one is copied and trained on."""
-    if device.type != "cuda":
-        return {k: v.to(device) for k, v in fields.items()}
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in fields.items()}
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from protlm.batching import plan_batches
+from protlm.device import make_accelerator
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
@@ -234,9 +235,7 @@ def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, accelera
 
 def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopState:
     """Run (or resume) a pre-training run into `cfg.out`."""
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator()
     run_dir = Path(cfg.out)
     with run_lock(run_dir, "pretrain", enabled=accelerator.is_main_process):  # one run per --out
         return _pretrain(cfg, accelerator, run_dir, log if accelerator.is_main_process else (lambda _msg: None))

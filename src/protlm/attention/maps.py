@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from protlm.align import residue_map
 from protlm.errors import InputError, ProtlmError
 from protlm.io.atomic import atomic_open
 from protlm.models.loading import load_safetensors_model, model_max_tokens, open_model, quiet_hf
 from protlm.models.longformer import is_longformer
-from protlm.tasks.align import residue_map
 
 
 @dataclass

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from protlm.align import residue_map
 from protlm.batching import pad_batch, plan_batches, share_budget, windows
-from protlm.tasks.align import MAX_OFFSET, aa_codes, residue_map
+from protlm.tasks.align import MAX_OFFSET, aa_codes
 from protlm.tasks.data import IGNORE, Example
 from protlm.tokenized import TokenizedSet
 

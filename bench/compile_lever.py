@@ -1,5 +1,6 @@
-"""Benchmark: `torch.compile` (inductor) of protlm's MLM objective against eager, one training step (forward,
-backward, AdamW) on a fixed batch, alternating eager and compiled steps after the compile (reported apart).
+"""Benchmark: `torch.compile` (inductor) of protlm's MLM objective against eager, one training step (protlm's
+`train_step`: forward, backward, clipping, schedule, AdamW) on a fixed batch, alternating eager and compiled
+steps after the compile (reported apart).
 
     .venv/bin/python bench/compile_lever.py --preset esm-size --batch 32x256 --steps 6
 """
@@ -13,11 +14,15 @@ import time
 import torch
 
 from protlm.batching import MaskingVocab, mask_for_mlm
+from protlm.device import make_accelerator
 from protlm.models import build_mlm
 from protlm.tokenization import load_tokenizer
 from protlm.train.config import TrainConfig
-from protlm.train.loop import make_optimizer
+from protlm.train.data import Batch
+from protlm.train.loop import StepSetup, make_optimizer, train_step
 from protlm.train.objective import MaskedLMObjective
+
+HORIZON = 10**6  # the schedule's horizon
 
 
 def main() -> None:
@@ -35,14 +40,15 @@ def main() -> None:
     attn = torch.ones_like(ids)
     base = MaskedLMObjective(build_mlm(args.preset, tok, seed=0)).train()
     runs = {"eager": base, "compiled": torch.compile(copy.deepcopy(base), dynamic=False)}
-    opts = {k: make_optimizer(m, TrainConfig(max_steps=1)) for k, m in runs.items()}
+    cfg, acc = TrainConfig(max_steps=HORIZON, precision="fp32"), make_accelerator("cpu")
+    setups = {k: StepSetup(m, make_optimizer(m, cfg), acc, cfg, HORIZON, None) for k, m in runs.items()}
+    batch = Batch(inputs, attn, labels, int(attn.sum()))
+    done = {"eager": 0, "compiled": 0}
 
-    def step(name: str) -> float:
+    def step(name: str) -> float:  # protlm's own step (train_step: clipping, schedule, AdamW), on the same batch
         t0 = time.perf_counter()
-        loss, _ = runs[name](inputs, attn, labels)
-        loss.backward()
-        opts[name].step()
-        opts[name].zero_grad(set_to_none=True)
+        train_step(setups[name], done[name], [batch])
+        done[name] += 1
         return time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -10,6 +10,10 @@ distribution, one optimizer step after another, for the same wall-clock budget e
   token-budget batches, LM head on masked positions only, random crops of long proteins, and its
   training kernels (chunked attention dropout, cheaper dropout masks; `--kernels off` row: without).
 
+The seed recipe and the protlm rows step with protlm's own `train_step` (train/loop.py: the step
+`protlm pretrain` runs, with its accumulation, clipping, schedule and AdamW, prepared by Accelerate);
+HF Trainer steps with its own.
+
 Reported: non-pad training tokens/s (the only tokens that teach the model), the ratio, padding
 waste, and model FLOPs utilisation (MFU) against this machine's fp32 and bf16 matmul peak
 measured in the same run. Model FLOPs per non-pad token use the same formula for both sides:
@@ -30,17 +34,18 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch
 from protlm.corpora import open_corpus
-from protlm.device import autocast, autocast_dtype, matmul_flops, to_device
+from protlm.device import autocast_dtype, make_accelerator, matmul_flops
 from protlm.models import build_mlm
 from protlm.models.kernels import training_kernels
 from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokenizer
 from protlm.tokenized import tokenize
 from protlm.train.config import TrainConfig
-from protlm.train.data import PretrainData
-from protlm.train.loop import make_optimizer
+from protlm.train.data import Batch, PretrainData
+from protlm.train.loop import StepSetup, make_optimizer, train_step
 from protlm.train.objective import MaskedLMObjective
 
 
@@ -55,10 +60,34 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+HORIZON = 10**6  # the schedule's horizon: the bench stops on time long before
+
+
+def protlm_step(objective: nn.Module, precision: str, device: str) -> StepSetup:
+    """protlm's own step (`train_step`) as `protlm pretrain` runs it: its default AdamW, clipping, warmup
+    and decay, accumulation, autocast for `precision`, prepared by Accelerate on `device`."""
+    cfg = TrainConfig(max_steps=HORIZON, precision=precision)
+    acc = make_accelerator(device)
+    objective, opt = acc.prepare(objective, make_optimizer(objective, cfg))
+    return StepSetup(objective, opt, acc, cfg, HORIZON, autocast_dtype(precision, acc.device))
+
+
+class FullLogits(nn.Module):
+    """The seed recipe's loss: HF's MLM head and cross-entropy over every position (full-vocabulary logits)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, **fields):
+        return self.model(**fields).loss, None
+
+
 def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float, device: str = "cpu") -> dict:
-    """Every sequence padded to 512, eager attention, fp32, full-vocabulary logits."""
+    """Every sequence padded to 512, eager attention, fp32, full-vocabulary logits; the step is protlm's
+    (`train_step`), as HF's 2020 Trainer also clipped and scheduled."""
     model.config._attn_implementation = "eager"
-    opt = make_optimizer(model, TrainConfig(max_steps=1))
+    setup = protlm_step(FullLogits(model), "fp32", device)
     gen, rng = torch.Generator().manual_seed(0), np.random.default_rng(0)
     vocab = MaskingVocab.of(tok)
     order = rng.permutation(len(tset))
@@ -71,12 +100,8 @@ def run_seed_recipe(model, tset, tok, batch_size: int, seconds: float, device: s
         ids = F.pad(ids, (0, 512 - ids.shape[1]), value=1)
         attn = F.pad(attn, (0, 512 - attn.shape[1]), value=0)
         inputs, labels = mask_for_mlm(ids, vocab, gen)
-        fields = to_device({"input_ids": inputs, "attention_mask": attn, "labels": labels}, torch.device(device))
-        loss = model(**fields).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += int(attn.sum())
+        result = train_step(setup, steps, [Batch(inputs, attn, labels, int(attn.sum()))])
+        tokens += result.tokens
         steps += 1
     sync(device)
     dt = time.perf_counter() - start
@@ -144,33 +169,27 @@ def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float, device: st
 
 def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float, precision: str,
                kernels: bool = True, device: str = "cpu") -> dict:  # fmt: skip
+    """`train_step` on protlm's batches (length buckets, token budget, crops), as `protlm pretrain` runs it."""
     model.config._attn_implementation = "sdpa"
-    dev = torch.device(device)
-    objective = MaskedLMObjective(model)
-    opt = make_optimizer(objective, TrainConfig(max_steps=1))
-    dtype = autocast_dtype(precision, dev)
+    setup = protlm_step(MaskedLMObjective(model), precision, device)
+    accum = setup.cfg.grad_accum
     plan = data.epoch_batches(0, tokens_per_batch)
     tokens = padded = steps = 0
     ctx = []
     with training_kernels(model, enabled=kernels):
         start = time.perf_counter()
         while time.perf_counter() - start < seconds:
-            batch = data.make_batch(plan[steps % len(plan)], torch.Generator().manual_seed(steps))
-            fields = to_device({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
-                                "labels": batch.labels}, dev)  # fmt: skip
-            with autocast(dev, dtype):
-                loss, _ = objective(**fields)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            tokens += batch.n_tokens
-            padded += batch.n_padded
-            ctx.append(batch.input_ids.shape[1])
+            keys = range(steps * accum, (steps + 1) * accum)
+            batches = [data.make_batch(plan[k % len(plan)], torch.Generator().manual_seed(k)) for k in keys]
+            result = train_step(setup, steps, batches)
+            tokens += result.tokens
+            padded += result.padded
+            ctx += [b.input_ids.shape[1] for b in batches]
             steps += 1
         sync(device)
         dt = time.perf_counter() - start
     return {"tokens_per_s": tokens / dt, "steps": steps, "pad_waste_pct": 100 * (1 - tokens / padded), "seconds": dt,
-            "context": float(np.mean(ctx)), "precision": "bf16" if dtype else "fp32"}  # fmt: skip
+            "context": float(np.mean(ctx)), "precision": "bf16" if setup.dtype else "fp32"}  # fmt: skip
 
 
 SEED, HF = "seed recipe (eager, fp32, pad to 512)", "HF Trainer (SDPA, dynamic padding, group_by_length)"

@@ -41,12 +41,16 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
-def make_accelerator():
-    """The `accelerate.Accelerator` of a training run (pretrain, finetune): on CUDA when `auto` resolves
-    there, else CPU-only. Under torchrun each process takes its own GPU (Accelerate's LOCAL_RANK)."""
+def make_accelerator(spec: str = "auto"):
+    """The `accelerate.Accelerator` of a training run (pretrain, finetune, the benchmarks): CPU-only when
+    `spec` resolves to the CPU, else on CUDA, where each process takes its own GPU (Accelerate's
+    LOCAL_RANK under torchrun). A GPU index is not a training choice: `auto`, `cpu` or `cuda`."""
     from accelerate import Accelerator
 
-    return Accelerator(cpu=resolve_device("auto").type == "cpu")
+    device = resolve_device(spec)
+    if device.index is not None:
+        raise ProtlmError(f"device {spec!r}: training takes auto, cpu or cuda (torchrun gives each process its GPU)")
+    return Accelerator(cpu=device.type == "cpu")
 
 
 def cpu_name() -> str:

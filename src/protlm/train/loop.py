@@ -4,6 +4,8 @@ Visible parts: AdamW (betas 0.9/0.98, eps 1e-6, weight decay 0.01 as in the pape
 warmup then linear decay as a pure function of the step, explicit gradient accumulation,
 clipping, bf16 autocast, budgets (steps / epochs / wall time), periodic evaluation, atomic
 checkpoints and exact resume. Accelerate provides the process group (single process, DDP, FSDP).
+One optimizer step is `train_step` (forward, backward, accumulation, clipping, schedule, AdamW):
+`_fit` is the driver around it, and the benchmarks time the same function.
 
 Determinism: the batches of an epoch are a pure function of (seed, epoch); batch k of an epoch
 is masked with a generator seeded by (seed, epoch, k); the global RNG is re-seeded from
@@ -16,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from protlm.device import autocast_dtype, to_device
+from protlm.device import autocast, autocast_dtype, to_device
 from protlm.heap import HeapTrim
 from protlm.models.kernels import training_kernels
 from protlm.models.lora import adapter_files, has_lora, merge_lora
@@ -106,6 +108,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
 
 
+def mlm_fields(batch) -> dict[str, torch.Tensor]:
+    """The tensors of an MLM batch that the objective takes."""
+    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
+
+
 @dataclass
 class Fit:
     """Everything the loop runs on; `objective(**batch_fields) -> (loss, n)`."""
@@ -118,11 +125,7 @@ class Fit:
     run_dir: Path
     accelerator: Any
     evaluate: Callable[[nn.Module], dict] | None = None
-    batch_fields: Callable[[Any], dict] = lambda b: {
-        "input_ids": b.input_ids,
-        "attention_mask": b.attention_mask,
-        "labels": b.labels,
-    }
+    batch_fields: Callable[[Any], dict] = mlm_fields
     extra_files: Callable[[], dict] | None = None  # files written into the final model dir
 
 
@@ -133,6 +136,71 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
         return _fit(f, total_steps, steps_per_epoch, log)
 
 
+@dataclass
+class StepSetup:
+    """What one optimizer step runs on: the objective and optimizer as Accelerate prepared them."""
+
+    objective: nn.Module  # `objective(**batch_fields(batch)) -> (loss, n)`
+    optimizer: torch.optim.Optimizer
+    accelerator: Any
+    cfg: TrainConfig
+    total_steps: int  # the schedule's horizon
+    dtype: torch.dtype | None  # autocast dtype (device.autocast_dtype); None = fp32
+    batch_fields: Callable[[Any], dict] = mlm_fields
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # this rank's loss of the step (mean over its micro-batches), on the device: no sync
+    lr: float
+    tokens: int  # real tokens of this rank's micro-batches
+    padded: int  # their padded size
+
+
+def train_step(s: StepSetup, step: int, micro_batches: Iterable[Any]) -> StepResult:
+    """Optimizer step `step`, as the loop, the tests and the benchmarks run it: dropout seeded by
+    (seed, step, rank); this rank's `grad_accum` micro-batches forward under autocast and backward
+    (gradients synchronised across ranks on the last one only); clipping; the LR of `step` (a pure
+    function of the step: nothing else to save); AdamW; gradients freed. `micro_batches` is read lazily,
+    one batch at a time, after the seeding."""
+    acc, cfg = s.accelerator, s.cfg
+    torch.manual_seed(derive_seed(cfg.seed, 3, step, acc.process_index))
+    step_loss = torch.zeros((), device=acc.device)
+    tokens = padded = 0
+    for k, batch in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if k == cfg.grad_accum - 1 else acc.no_sync(s.objective)
+        with sync:
+            with autocast(acc.device, s.dtype):
+                loss, _ = s.objective(**to_device(s.batch_fields(batch), acc.device))
+            acc.backward(loss / cfg.grad_accum)
+        step_loss += loss.detach() / cfg.grad_accum
+        tokens, padded = tokens + batch.n_tokens, padded + batch.n_padded
+    if cfg.max_grad_norm > 0:
+        acc.clip_grad_norm_(s.objective.parameters(), cfg.max_grad_norm)
+    lr = cfg.lr * lr_multiplier(step, cfg.warmup_steps, s.total_steps)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return StepResult(step_loss, lr, tokens, padded)
+
+
+@dataclass
+class _Window:
+    """The steps since the last log line. The loss is summed on the device and read once per line."""
+
+    loss: torch.Tensor
+    n: int = 0
+    tokens: int = 0
+    padded: int = 0
+    t: float = field(default_factory=time.perf_counter)
+
+    def add(self, r: StepResult) -> None:
+        self.tokens, self.padded = self.tokens + r.tokens, self.padded + r.padded
+        self.loss += r.loss
+        self.n += 1
+
+
 def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None]) -> LoopState:
     cfg, acc = f.cfg, f.accelerator
     heap = HeapTrim()  # batch shapes change every step: free heap pages go back to the system (heap.py)
@@ -140,49 +208,23 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
     per_step = world * cfg.grad_accum
     max_time = parse_duration(cfg.max_time)
     dtype = autocast_dtype(cfg.precision, acc.device)
-
     optimizer = make_optimizer(f.objective, cfg)
-    state = LoopState()
-    ckpts = checkpoints(f.run_dir) if cfg.resume else []
-    if ckpts:
-        saved = load_training_state(ckpts[-1], optimizer)
-        state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
-        log(f"resumed from {ckpts[-1]} at step {state.step}")
-        if acc.is_main_process:
-            truncate_metrics(f.run_dir, state.step)
+    state = _resume(f, optimizer, log)
     objective, optimizer = acc.prepare(f.objective, optimizer)
+    setup = StepSetup(objective, optimizer, acc, cfg, total_steps, dtype, f.batch_fields)
     metrics = MetricsLogger(f.run_dir, enabled=acc.is_main_process)
 
     def evaluate() -> None:
         if f.evaluate is not None:
-            objective.eval()
-            with (
-                torch.inference_mode(),
-                torch.autocast(acc.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
-            ):
-                result = f.evaluate(objective)
-            objective.train()
+            result = _evaluate(setup, f.evaluate)
             metrics.log({"step": state.step, **result})
             log(f"step {state.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
-
-    def checkpoint() -> None:
-        acc.wait_for_everyone()
-        sd = _unwrapped_state_dict(acc, objective, world)
-        if acc.is_main_process:
-            save_checkpoint(
-                f.run_dir, state.step, f.hf_model, f.tokenizer, optimizer, asdict(state), sd, cfg.keep_checkpoints
-            )
-        acc.wait_for_everyone()
 
     if state.step == 0:
         evaluate()
     progress = _progress(total_steps, state.step, acc.is_main_process)
     objective.train()
-
-    def new_window() -> dict:  # the loss is summed on the device and read once per log line: no sync per step
-        return {"loss": torch.zeros((), device=acc.device), "n": 0, "tokens": 0, "padded": 0, "t": time.perf_counter()}
-
-    window = new_window()
+    window = _Window(torch.zeros((), device=acc.device))
     segment_start = time.perf_counter() - state.elapsed
     plan = f.source.epoch_batches(state.epoch)
     prefetch = Prefetch(f.source.make_batch, cfg.prefetch == "on")
@@ -190,87 +232,122 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
     def generator(epoch: int, index: int) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(cfg.seed, 4, epoch, index))
 
+    def micro_batches(epoch: int, first: int, plan: list) -> Iterator[Any]:  # this rank's, of the step at `first`
+        for i in range(first + rank, first + per_step, world):
+            batch = prefetch.take((epoch, i), plan, generator)
+            if i + world < len(plan):  # this rank's next micro-batch: the same step's, or the next step's
+                prefetch.ahead((epoch, i + world), plan, generator)
+            yield batch
+
     while True:
-        # Budgets, decided identically on every rank.
         state.elapsed = time.perf_counter() - segment_start
-        stop = _budget_reached(state, cfg, total_steps, max_time, steps_per_epoch)
-        if world > 1 and max_time is not None:  # one rank over its time budget stops them all at the same step
-            flag = torch.tensor([1.0 if stop else 0.0], device=acc.device)
-            if acc.reduce(flag, reduction="sum").item() > 0 and not stop:
-                stop = "max_time"
-        if stop:
+        if stop := _stop(state, cfg, total_steps, max_time, steps_per_epoch, acc):
             state.stopped_by = stop
             break
         if state.batch + per_step > len(plan):  # epoch done (a partial last step is not taken)
             state.epoch, state.batch = state.epoch + 1, 0
             plan = f.source.epoch_batches(state.epoch)
             continue
-
-        torch.manual_seed(derive_seed(cfg.seed, 3, state.step, rank))
-        mine = list(range(rank, per_step, world))  # this rank's micro-batches of the step
-        step_loss = torch.zeros((), device=acc.device)
-        for k, j in enumerate(mine):
-            i = state.batch + j
-            batch = prefetch.take((state.epoch, i), plan, generator)
-            if i + world < len(plan):  # this rank's next micro-batch: the same step's, or the next step's
-                prefetch.ahead((state.epoch, i + world), plan, generator)
-            sync = contextlib.nullcontext() if k == len(mine) - 1 else acc.no_sync(objective)
-            with sync:
-                with torch.autocast(acc.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                    loss, _ = objective(**to_device(f.batch_fields(batch), acc.device))
-                acc.backward(loss / cfg.grad_accum)
-            step_loss += loss.detach() / cfg.grad_accum
-            window["tokens"] += batch.n_tokens
-            window["padded"] += batch.n_padded
-        if cfg.max_grad_norm > 0:
-            acc.clip_grad_norm_(objective.parameters(), cfg.max_grad_norm)
-        lr = cfg.lr * lr_multiplier(state.step, cfg.warmup_steps, total_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr  # the schedule is a pure function of the step: nothing else to save
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        result = train_step(setup, state.step, micro_batches(state.epoch, state.batch, plan))
         heap.step()
         state.step += 1
         state.batch += per_step
-        window["loss"] += step_loss
-        window["n"] += 1
+        window.add(result)
         progress.update(1)
-
         if state.step % cfg.log_every == 0 or state.step == total_steps:
-            tokens = (
-                int(acc.reduce(torch.tensor(window["tokens"], device=acc.device), reduction="sum"))
-                if world > 1
-                else window["tokens"]
-            )
-            dt = time.perf_counter() - window["t"]
-            state.tokens += tokens
-            record = {
-                "step": state.step,
-                "epoch": state.epoch + state.batch / max(1, len(plan)),
-                "loss": float(acc.reduce(window["loss"], reduction="mean") if world > 1 else window["loss"])
-                / window["n"],
-                "lr": lr,
-                "tokens_per_s": tokens / max(dt, 1e-9),
-                "pad_waste_pct": 100.0 * (1 - window["tokens"] / max(1, window["padded"])),
-                "tokens": state.tokens,
-                "elapsed_s": time.perf_counter() - segment_start,
-            }
+            record = _log_line(acc, window, state, len(plan), result.lr, segment_start)
             metrics.log(record)
             progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}")
-            window = new_window()
+            window = _Window(torch.zeros((), device=acc.device))
         if state.step % cfg.eval_every == 0:
             evaluate()
         fault("step", state.step)
         if state.step % cfg.save_every == 0:
-            checkpoint()
+            _checkpoint(f, setup, state)
 
     progress.close()
     prefetch.close()
     if state.step % cfg.eval_every:
         evaluate()
-    checkpoint()
+    _checkpoint(f, setup, state)
+    _save_model(f, objective)
+    metrics.close()
+    log(f"stopped by {state.stopped_by} at step {state.step} ({state.elapsed:.0f}s); model -> {f.run_dir / 'model'}")
+    return state
+
+
+def _resume(f: Fit, optimizer: torch.optim.Optimizer, log: Callable[[str], None]) -> LoopState:
+    """The newest checkpoint's loop state, its optimizer state loaded into `optimizer`; a fresh state
+    when not resuming or when there is none. Metrics past the checkpoint's step are dropped."""
+    ckpts = checkpoints(f.run_dir) if f.cfg.resume else []
+    if not ckpts:
+        return LoopState()
+    saved = load_training_state(ckpts[-1], optimizer)
+    state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
+    log(f"resumed from {ckpts[-1]} at step {state.step}")
+    if f.accelerator.is_main_process:
+        truncate_metrics(f.run_dir, state.step)
+    return state
+
+
+def _checkpoint(f: Fit, s: StepSetup, state: LoopState) -> None:
+    """Model, optimizer and loop state at `state.step`, written by the main process once all ranks are there."""
+    acc = s.accelerator
     acc.wait_for_everyone()
-    sd = _unwrapped_state_dict(acc, objective, world)
+    sd = _unwrapped_state_dict(acc, s.objective, acc.num_processes)
+    if acc.is_main_process:
+        save_checkpoint(
+            f.run_dir, state.step, f.hf_model, f.tokenizer, s.optimizer, asdict(state), sd, f.cfg.keep_checkpoints
+        )
+    acc.wait_for_everyone()
+
+
+def _evaluate(s: StepSetup, evaluate: Callable[[nn.Module], dict]) -> dict:
+    """`evaluate(objective)` in eval mode, without gradients, under the training autocast."""
+    s.objective.eval()
+    with torch.inference_mode(), autocast(s.accelerator.device, s.dtype):
+        result = evaluate(s.objective)
+    s.objective.train()
+    return result
+
+
+def _stop(state: LoopState, cfg: TrainConfig, total: int, max_time: float | None, spe: int, acc) -> str:
+    """The budget that ends the run now ('' = none), decided identically on every rank."""
+    stop = _budget_reached(state, cfg, total, max_time, spe)
+    if acc.num_processes > 1 and max_time is not None:  # one rank over its time budget stops them all at the same step
+        flag = torch.tensor([1.0 if stop else 0.0], device=acc.device)
+        if acc.reduce(flag, reduction="sum").item() > 0 and not stop:
+            stop = "max_time"
+    return stop
+
+
+def _log_line(acc, window: _Window, state: LoopState, plan_len: int, lr: float, segment_start: float) -> dict:
+    """The metrics record of `window` (loss averaged and tokens summed over ranks); adds the window's
+    tokens to `state.tokens`."""
+    world = acc.num_processes
+    tokens = (
+        int(acc.reduce(torch.tensor(window.tokens, device=acc.device), reduction="sum")) if world > 1 else window.tokens
+    )
+    dt = time.perf_counter() - window.t
+    state.tokens += tokens
+    return {
+        "step": state.step,
+        "epoch": state.epoch + state.batch / max(1, plan_len),
+        "loss": float(acc.reduce(window.loss, reduction="mean") if world > 1 else window.loss) / window.n,
+        "lr": lr,
+        "tokens_per_s": tokens / max(dt, 1e-9),
+        "pad_waste_pct": 100.0 * (1 - window.tokens / max(1, window.padded)),
+        "tokens": state.tokens,
+        "elapsed_s": time.perf_counter() - segment_start,
+    }
+
+
+def _save_model(f: Fit, objective: nn.Module) -> None:
+    """The final model into `run_dir/model`: plain HF weights (LoRA merged, its adapter saved beside) and
+    the run's extra files."""
+    acc = f.accelerator
+    acc.wait_for_everyone()
+    sd = _unwrapped_state_dict(acc, objective, acc.num_processes)
     if acc.is_main_process:
         extra = dict(f.extra_files() if f.extra_files else {})
         if has_lora(f.hf_model):  # the adapter on its own (PEFT format), then merged into the weights
@@ -278,9 +355,6 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
             merge_lora(f.hf_model)
             sd = None
         save_model_atomic(f.run_dir / "model", f.hf_model, f.tokenizer, sd, extra)
-    metrics.close()
-    log(f"stopped by {state.stopped_by} at step {state.step} ({state.elapsed:.0f}s); model -> {f.run_dir / 'model'}")
-    return state
 
 
 def _unwrapped_state_dict(acc, objective: nn.Module, world: int) -> dict | None:

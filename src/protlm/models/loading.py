@@ -22,10 +22,10 @@ from pathlib import Path
 from protlm.errors import ProtlmError
 from protlm.io.hf_dirs import ADAPTER_CONFIG, check_adapter, refuse_remote_code
 from protlm.io.structured import read_json_object
-from protlm.models.size import check_model_size
+from protlm.models.size import FAMILIES, check_model_size
 
 TASK_FILE = "protlm_task.json"  # written by `protlm finetune` beside a task model or baseline
-BACKBONES = ("roberta", "longformer", "esm", "bert")
+BACKBONES = FAMILIES  # declared with the size rules each family follows (models/size.py)
 # Learned absolute positions start after the padding index in RoBERTa, Longformer and ESM
 # (`padding_idx + 1` = 2), so N tokens need N + 2 rows; BERT's start at 0. ESM-2's rotary positions
 # have no table, but the model was trained on 1,024-token inputs and its config says so the same way.

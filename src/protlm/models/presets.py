@@ -10,7 +10,6 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from protlm.errors import ProtlmError
 from protlm.io.structured import read_yaml, refuse_auto_map
-from protlm.models.loading import BACKBONES
 from protlm.models.size import check_model_size
 
 PRESETS = ("tiny", "roberta-small", "roberta-base", "esm-size")
@@ -33,8 +32,6 @@ def load_preset(name_or_path: str) -> dict:
     if not isinstance(cfg, dict) or "model_type" not in cfg:
         raise ProtlmError(f"{name_or_path}: a model preset is a YAML mapping with at least model_type")
     refuse_auto_map(cfg, name_or_path)
-    if cfg["model_type"] not in BACKBONES:  # what protlm sizes, loads and fine-tunes
-        raise ProtlmError(f"{name_or_path}: model_type must be one of {', '.join(BACKBONES)}")
     return cfg
 
 

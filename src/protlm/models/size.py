@@ -68,9 +68,17 @@ DIMENSIONS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_h
               "max_position_embeddings")  # fmt: skip
 
 
+# The model families protlm supports (and sizes here); `models.loading.BACKBONES` is this tuple.
+FAMILIES = ("roberta", "longformer", "esm", "bert")
+
+
 def check_dimensions(config, where: str | Path) -> None:
-    """ProtlmError naming `where` unless the sizes are positive integers that fit together (heads divide
-    the width; Longformer's windows are even and within the positions)."""
+    """ProtlmError naming `where` unless the config is of a family protlm supports and its sizes are
+    positive integers that fit together (heads divide the width; Longformer's windows are even and
+    within the positions)."""
+    kind = _field(config, "model_type", None)
+    if kind is not None and kind not in FAMILIES:  # another family's sizes follow rules estimated nowhere here
+        raise ProtlmError(f"{where}: model_type must be one of {', '.join(FAMILIES)}, found {_short(kind)}")
     given = [n for n in DIMENSIONS if not (isinstance(config, dict) and n not in config)]  # else HF's default
     for name in given:
         value = _field(config, name, None)

@@ -772,6 +772,65 @@ def test_paths_and_configs_that_cannot_work_are_exit_2(tmp_path, capsys, micro_m
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A 4-step micro pre-training run with a checkpoint at step 4 (to be copied and tampered with)."""
+    from protlm.cli import main
+    from test_pretrain import base_args
+
+    root = tmp_path_factory.mktemp("run")
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", *base_args(root / "run", root / "cache", **{"--max-steps": 4})])
+    assert e.value.code in (0, None)
+    return root / "run"
+
+
+def _tamper_state(run: Path, edit) -> None:
+    (ckpt,) = (run / "checkpoints").glob("step-*")
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    (ckpt / "trainer_state.json").write_text(json.dumps(edit(state)))
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["state is a list", "no param_groups", "param_groups of strings", "lr a list", "rng a string",
+     "step a string", "metrics line a list", "metrics step a string"],
+)  # fmt: skip
+def test_a_tampered_run_dir_is_exit_2_on_resume(tmp_path, capsys, finished_run, case):
+    """A run dir copied from someone else, resumed: its checkpoint state and metrics are input too."""
+    from test_pretrain import base_args
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    edits = {
+        "state is a list": lambda st: [st],
+        "no param_groups": lambda st: {k: v for k, v in st.items() if k != "param_groups"},
+        "param_groups of strings": lambda st: {**st, "param_groups": ["x"] * len(st["param_groups"])},
+        "lr a list": lambda st: {**st, "param_groups": [{**g, "lr": [1, 2, 3]} for g in st["param_groups"]]},
+        "rng a string": lambda st: {**st, "rng": "x"},
+        "step a string": lambda st: {**st, "step": "abc"},
+    }
+    if case in edits:
+        _tamper_state(run, edits[case])
+    else:
+        bad = "[1, 2]" if case == "metrics line a list" else '{"step": "abc", "loss": 1.0}'
+        (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text() + bad + "\n")
+    args = base_args(run, tmp_path / "cache", **{"--max-steps": 6, "--resume": ""})[:-1]  # a flag: no value
+    code, _, err = run_cli(["pretrain", *args], capsys)
+    assert code == 2, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("protlm: error: ") and ("checkpoint" in line or "metrics" in line), err
+
+
+def test_plot_draws_only_what_it_can_read(tmp_path, capsys):
+    """Records without a step, without eval_ppl, or with text for a number are left out of the plot."""
+    (tmp_path / "metrics.jsonl").write_text('{"loss": 1}\n{"step": 1, "eval_loss": 2.0}\n'
+                                            '{"step": 2, "loss": "x"}\n{"step": 3, "loss": 1.5}\n')  # fmt: skip
+    code, _, err = run_cli(["plot", str(tmp_path)], capsys)
+    assert code in (0, None), err
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
 # ----------------------------------------------------------------------------- last-resort handler
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from protlm.errors import ProtlmError
 from protlm.io.atomic import new_temp_dir
 from protlm.io.structured import read_json
 from protlm.progress import no_hf_bars
@@ -154,8 +155,51 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_training_state(ckpt: Path, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore optimizer and RNG states from `ckpt`; returns the saved loop state."""
+    """Restore optimizer and RNG states from `ckpt`; returns the saved loop state. A checkpoint is part of
+    a run directory, which may come from someone else: anything that does not fit this run's optimizer,
+    or is not the RNG state protlm saves, is one ProtlmError naming the checkpoint."""
+    from safetensors import SafetensorError
+
     state = read_json(ckpt / STATE_FILE)
-    _load_optimizer(optimizer, ckpt / OPTIM_FILE, state.pop("param_groups"))
-    set_rng_state(state.pop("rng"), load_file(ckpt / "rng.safetensors"))
+    try:
+        if not isinstance(state, dict):
+            raise TypeError(f"{STATE_FILE} holds a {type(state).__name__}, not an object")
+        groups = state.pop("param_groups")
+        _check_param_groups(groups, optimizer)
+        _load_optimizer(optimizer, ckpt / OPTIM_FILE, groups)
+        set_rng_state(state.pop("rng"), load_file(ckpt / "rng.safetensors"))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, SafetensorError) as e:
+        why = (str(e).splitlines() or [""])[0][:160]
+        raise ProtlmError(f"{ckpt}: not a checkpoint this run can resume ({type(e).__name__}: {why})") from None
     return state
+
+
+def _check_param_groups(groups, optimizer: torch.optim.Optimizer) -> None:
+    """The saved optimizer groups match the live ones: same count, same parameters, each setting of the
+    same kind (a number where a number goes), so that nothing fails later, mid-training."""
+    live = optimizer.param_groups
+    if not isinstance(groups, list) or len(groups) != len(live):
+        raise ValueError("param_groups do not match this run's optimizer")
+    for saved, group in zip(groups, live, strict=True):
+        if not isinstance(saved, dict) or set(saved) != set(group):
+            raise ValueError("param_groups do not match this run's optimizer")
+        params = saved["params"]
+        if (
+            not isinstance(params, list)
+            or len(params) != len(group["params"])
+            or any(type(i) is not int for i in params)
+        ):
+            raise ValueError("param_groups name other parameters than this run's")
+        for key, value in group.items():
+            if key != "params" and _kind(saved[key]) != _kind(value):
+                raise ValueError(f"param_groups: {key} is not a {_kind(value)}")
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return type(value).__name__
+    if isinstance(value, int | float) or (torch.is_tensor(value) and value.numel() == 1):
+        return "number"
+    if isinstance(value, list | tuple):
+        return "pair" if len(value) == 2 and all(_kind(v) == "number" for v in value) else "list"
+    return type(value).__name__

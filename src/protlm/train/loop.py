@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from protlm.device import autocast, autocast_dtype, to_device
+from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.models.kernels import training_kernels
 from protlm.models.lora import adapter_files, has_lora, merge_lora
@@ -284,6 +285,12 @@ def _resume(f: Fit, optimizer: torch.optim.Optimizer, log: Callable[[str], None]
         return LoopState()
     saved = load_training_state(ckpts[-1], optimizer)
     state = LoopState(**{k: v for k, v in saved.items() if k in LoopState.__dataclass_fields__})
+    for name, default in asdict(LoopState()).items():  # a run dir may come from someone else
+        value = getattr(state, name)
+        if type(value) is not type(default) and not (type(default) is float and type(value) is int):
+            raise ProtlmError(
+                f"{ckpts[-1]}: not a checkpoint this run can resume ({name} is not a {type(default).__name__})"
+            )
     log(f"resumed from {ckpts[-1]} at step {state.step}")
     if f.accelerator.is_main_process:
         truncate_metrics(f.run_dir, state.step)

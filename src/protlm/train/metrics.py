@@ -42,10 +42,28 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
+    """The records of `run_dir/metrics.jsonl`: JSON objects whose `step` is an integer (InputError naming the
+    line otherwise: a run dir may come from someone else)."""
+    from protlm.errors import InputError
+
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [parse_json(text, path, i) for i, text in enumerate(path.read_text().splitlines(), 1) if text.strip()]
+    records = []
+    for i, text in enumerate(path.read_text().splitlines(), 1):
+        if text.strip():
+            record = parse_json(text, path, i)
+            if not isinstance(record, dict) or type(record.get("step", 0)) is not int:
+                raise InputError(path, "not a metrics record (a JSON object with an integer step)", line=i)
+            records.append(record)
+    return records
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of the records holding `key` as a finite number (others are not plotted)."""
+    kept = [r for r in records if isinstance(r.get(key), int | float) and not isinstance(r.get(key), bool)
+            and math.isfinite(r[key]) and "step" in r]  # fmt: skip
+    return [r["step"] for r in kept], [r[key] for r in kept]
 
 
 def truncate_metrics(run_dir: Path, after_step: int) -> None:
@@ -66,17 +84,17 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     from protlm.errors import ProtlmError
 
     records = read_metrics(run_dir)
-    train = [r for r in records if "loss" in r]
-    evals = [r for r in records if "eval_loss" in r]
-    if not train and not evals:
+    train, evals, ppl = _series(records, "loss"), _series(records, "eval_loss"), _series(records, "eval_ppl")
+    if not train[0] and not evals[0]:
         raise ProtlmError(f"{run_dir}: no metrics.jsonl records to plot")
     out = Path(out) if out else Path(run_dir) / "loss.png"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
-    if train:
-        ax1.plot([r["step"] for r in train], [r["loss"] for r in train], lw=1, label="train MLM loss")
-    if evals:
-        ax1.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="held-out MLM loss")
-        ax2.plot([r["step"] for r in evals], [r["eval_ppl"] for r in evals], "o-", color="C1")
+    if train[0]:
+        ax1.plot(*train, lw=1, label="train MLM loss")
+    if evals[0]:
+        ax1.plot(*evals, "o-", label="held-out MLM loss")
+    if ppl[0]:
+        ax2.plot(*ppl, "o-", color="C1")
     ax1.set_xlabel("step")
     ax1.set_ylabel("cross-entropy (nats)")
     ax1.legend()

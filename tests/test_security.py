@@ -831,6 +831,29 @@ def test_plot_draws_only_what_it_can_read(tmp_path, capsys):
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"labels": 7}, "labels is not"),
+        ({"labels": [[1]]}, "labels must be a list of names"),
+        ({"task": ["localization"]}, "task is not"),
+        ({"data": {"split_seed": "x"}}, "data.split_seed is not"),
+        ({"baseline": {"kind": "sequence", "n_classes": "2", "symmetric": False}}, "baseline.n_classes is not"),
+    ],
+)
+def test_a_tampered_task_file_is_exit_2(tmp_path, capsys, micro_model, changes, words):
+    """protlm_task.json of a fine-tuned model (or baseline) from someone else: its fields are input too."""
+    model = tmp_path / "ft"
+    shutil.copytree(micro_model, model)
+    info = {"task": "localization", "kind": "sequence", "labels": ["Nucleus", "Cytoplasm"], "seed": 0,
+            "data": {"data": None, "background": None, "sequences": None, "split_seed": 0, "strict": False}}  # fmt: skip
+    (model / "protlm_task.json").write_text(json.dumps({**info, **changes}))
+    code, _, err = run_cli(["predict", "--model", str(model), str(DATA / "swissprot_50.fasta"), "--out",
+                            str(tmp_path / "p.tsv")], capsys)  # fmt: skip
+    assert code == 2, err[-2000:]
+    assert words in one_line_error(err)
+
+
 # ----------------------------------------------------------------------------- last-resort handler
 
 

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from protlm.errors import ProtlmError
+from protlm.errors import InputError, ProtlmError
 from protlm.io.hf_dirs import ADAPTER_CONFIG, check_adapter, refuse_remote_code
 from protlm.io.structured import read_json_object
 from protlm.models.size import FAMILIES, check_model_size
@@ -210,11 +210,34 @@ class ModelDir:
         return load_safetensors_model(task_model_class(config), self.path, config=config, **kwargs)
 
 
+_SCALAR = (str, int, float, bool)
+# protlm_task.json, as `protlm finetune` writes it: each field's JSON type (None allowed where listed)
+_TASK_SCHEMA = {"task": str, "kind": str, "labels": list, "data": dict, "seed": int, "config": dict, "baseline": dict,
+                "model_source": (str, type(None)), "data_summary": dict}  # fmt: skip
+_TASK_DATA = {"data": (str, type(None)), "background": (str, type(None)), "sequences": (str, type(None)),
+              "split_seed": int, "strict": bool}  # fmt: skip
+_BASELINE = {"kind": str, "n_classes": int, "symmetric": bool}
+
+
+def read_task_file(path: Path) -> dict:
+    """`protlm_task.json` of a fine-tuned model or baseline, its fields checked to have the types protlm
+    writes (a model dir may come from someone else): InputError naming the file and the field otherwise."""
+    info = read_json_object(path)
+    for fields, value, where in ((_TASK_SCHEMA, info, ""), (_TASK_DATA, info.get("data"), "data."),
+                                 (_BASELINE, info.get("baseline"), "baseline.")):  # fmt: skip
+        for key, kind in fields.items() if isinstance(value, dict) else ():
+            if key in value and not (isinstance(value[key], kind) and (kind is bool or type(value[key]) is not bool)):
+                raise InputError(path, f"{where}{key} is not what protlm writes there")
+    if not all(type(label) in _SCALAR for label in info.get("labels", [])):
+        raise InputError(path, "labels must be a list of names")
+    return info
+
+
 def open_model(spec: str | Path) -> ModelDir:
     """A model directory or Hub id, checked (config or task file present, no custom code)."""
     path = resolve(spec)
     task_file = path / TASK_FILE
-    task = read_json_object(task_file) if task_file.is_file() else None
+    task = read_task_file(task_file) if task_file.is_file() else None
     if task is None or "baseline" not in task:
         model_dir(path)
     return ModelDir(str(spec), path, task)

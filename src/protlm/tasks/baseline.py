@@ -19,7 +19,6 @@ from safetensors.numpy import load_file, save_file
 from protlm.errors import ProtlmError
 from protlm.io import STANDARD
 from protlm.io.atomic import output_dir, write_json
-from protlm.io.structured import read_json
 from protlm.tasks.data import IGNORE, Example
 
 _AA = {c: i for i, c in enumerate(STANDARD)}
@@ -122,7 +121,11 @@ class Baseline:
 
     @classmethod
     def load(cls, path: Path) -> Baseline:
-        meta = read_json(path / "protlm_task.json")["baseline"]
+        from protlm.models.loading import read_task_file
+
+        meta = read_task_file(path / "protlm_task.json").get("baseline")
+        if not isinstance(meta, dict) or not {"kind", "n_classes", "symmetric"} <= set(meta):
+            raise ProtlmError(f"{path / 'protlm_task.json'}: not a baseline protlm wrote (no baseline settings)")
         model = cls(meta["kind"], meta["n_classes"], meta["symmetric"])
         t = load_file(path / "baseline.safetensors")
         model.mean, model.scale, model.coef, model.intercept = t["mean"], t["scale"], t["coef"], t["intercept"]

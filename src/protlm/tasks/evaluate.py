@@ -8,8 +8,7 @@ from pathlib import Path
 
 from protlm.errors import ProtlmError
 from protlm.io.atomic import output_dir, write_json
-from protlm.io.structured import read_json_object
-from protlm.models.loading import TASK_FILE, open_model, window_tokens
+from protlm.models.loading import TASK_FILE, open_model, read_task_file, window_tokens
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import build_taskset
@@ -24,7 +23,7 @@ def load_finetuned(path: Path, info_from: Path | None = None, need_info: bool = 
     info_file = (info_from or path) / TASK_FILE
     if need_info and not info_file.is_file():
         raise ProtlmError(f"{path}: not a fine-tuned protlm model (no {TASK_FILE}); use the run's model/ directory")
-    info = read_json_object(info_file) if info_file.is_file() else {}
+    info = read_task_file(info_file) if info_file.is_file() else {}
     if "baseline" in info:
         return "baseline", Baseline.load(path), None, info
     md = open_model(path)

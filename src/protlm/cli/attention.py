@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import StrictOpt
+from protlm.cli.options import StrictOpt, option
 from protlm.errors import ProtlmError
 
 attention_app = typer.Typer(help="Attention maps: export them, score them against binding interfaces.")
@@ -17,8 +17,8 @@ contacts_app = typer.Typer(
     invoke_without_command=True,
 )
 
-ModelOpt = Annotated[str, typer.Option(help="A pre-trained (or fine-tuned) model: a dir or an HF Hub id.")]
-PdbOpt = Annotated[list[Path], typer.Option(help="PDB / mmCIF file(s) or folder(s) of them (repeatable).")]
+ModelOpt = option("model", note="Pre-trained or fine-tuned.")
+PdbOpt = option("pdb", list[Path], note="Repeatable.")
 CutoffOpt = Annotated[float, typer.Option(help="Interface: any heavy atom within this many Angstrom.")]
 
 
@@ -38,15 +38,15 @@ def _log(msg: str) -> None:
 @attention_app.command("export")
 def export_cmd(
     model: ModelOpt,
-    out: Annotated[Path, typer.Option(help="Output .npz (per input: ID.attention, ID.special, ID.chain_index...).")],
+    out: option("out", Path, note="a .npz file (per input: ID.attention, ID.special, ID.chain_index ...)."),
     fasta: Annotated[
         Path | None, typer.Option(help="FASTA: each record one input (chains of an assembly joined by ':').")
     ] = None,
     pair: Annotated[
         tuple[Path, Path] | None, typer.Option(help="Two FASTA files: record k of the first paired with record k.")
     ] = None,
-    pdb: Annotated[Path | None, typer.Option(help="A PDB / mmCIF file: its chains (--chains) as one input.")] = None,
-    chains: Annotated[str | None, typer.Option(help="Chains of --pdb, e.g. A,B (default: all protein chains).")] = None,
+    pdb: option("pdb", Path | None, note="One file: its chains (--chains) as one input.") = None,
+    chains: option("chains", str | None, note="Of --pdb (default: all protein chains).") = None,
     half: Annotated[bool, typer.Option("--half", help="Store maps as float16 (default float32).")] = False,
     strict: StrictOpt = False,
 ) -> None:
@@ -103,15 +103,15 @@ def export_cmd(
 def sites_cmd(
     model: ModelOpt,
     pdb: PdbOpt,
-    chains: Annotated[str | None, typer.Option(help="Chain pair A,B (default: every pair with an interface).")] = None,
+    chains: option("chains", str | None, note="A pair (default: every pair with an interface).") = None,
     reference: Annotated[
         str | None, typer.Option(help="A model to compare with, e.g. the same model before pair pre-training.")
     ] = None,
     cutoff: CutoffOpt = 5.0,
-    top_k: Annotated[int | None, typer.Option(help="k of precision at k (default: the true interface size).")] = None,
-    out: Annotated[Path | None, typer.Option(help="JSON with every per-head and per-case number.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Self-contained HTML report (PNGs written beside it).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random-score baseline.")] = 0,
+    top_k: option("top_k", int | None, note="k of precision at k (default: the true interface size).") = None,
+    out: option("out", Path | None, note="a JSON file with every per-head and per-case number.") = None,
+    report: option("report", Path | None) = None,
+    seed: option("seed", int, note="Of the random-score baseline.") = 0,
 ) -> None:
     """Per-head ROC-AUC / precision at k of attention-derived scores against true interface residues."""
     from protlm.attention.maps import AttentionModel
@@ -149,14 +149,14 @@ def sites_cmd(
 @contacts_app.callback()
 def contacts_cmd(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option(help="A pre-trained model: a dir or an HF Hub id.")] = None,
-    pdb: Annotated[Path | None, typer.Option(help="A PDB / mmCIF file.")] = None,
+    model: option("model", str | None) = None,
+    pdb: option("pdb", Path | None, note="One file.") = None,
     chain: Annotated[str | None, typer.Option(help="Chain to score (default: every protein chain).")] = None,
     regression: Annotated[
         Path | None, typer.Option(help="Dir of contact_regression.safetensors (default: the model dir).")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="JSON with precision at L, L/2, L/5 per range and chain.")] = None,
-    report: Annotated[Path | None, typer.Option(help="Self-contained HTML report (PNGs written beside it).")] = None,
+    out: option("out", Path | None, note="a JSON file with precision at L, L/2, L/5 per range and chain.") = None,
+    report: option("report", Path | None) = None,
 ) -> None:
     """Contact precision at L, L/2, L/5 (short, medium, long range) of a structure's chains."""
     if ctx.invoked_subcommand is not None:
@@ -198,7 +198,7 @@ def contacts_fit_cmd(
     model: ModelOpt,
     pdb: PdbOpt,
     c: Annotated[float, typer.Option("--c", help="Inverse L1 strength of the logistic regression (ESM: 0.15).")] = 0.15,
-    out: Annotated[Path | None, typer.Option(help="Where to save the regression (default: the model dir).")] = None,
+    out: option("out", Path | None, note="a directory for the regression (default: the model's).") = None,
 ) -> None:
     """Fit the L1 logistic regression of contacts on every protein chain of the given structures."""
     from protlm.attention import contacts as C

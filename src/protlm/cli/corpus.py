@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import IdColOpt, MaxLenOpt, SeqColOpt, StrictOpt, residue_policy
+from protlm.cli.options import (
+    IdColOpt,
+    MaxLenOpt,
+    SeqColOpt,
+    StrictOpt,
+    TokenizerOpt,
+    WorkersOpt,
+    option,
+    residue_policy,
+)
 
 corpus_app = typer.Typer(help="Prepare corpora once into sharded token stores that training memory-maps.",
                          no_args_is_help=True)  # fmt: skip
@@ -19,9 +28,9 @@ def prepare_cmd(
     inputs: Annotated[
         list[str], typer.Argument(help="FASTA / TSV / CSV / Parquet files (.gz too), globs, or scl2205[:SPLIT].")
     ],
-    tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory.")],
-    out: Annotated[Path, typer.Option(help="Store directory (new, or a store to resume).")],
-    workers: Annotated[int, typer.Option(help="Tokenizing processes (one core each).")] = 1,
+    tokenizer: TokenizerOpt,
+    out: option("out", Path, note="a store directory (new, or a store to resume)."),
+    workers: WorkersOpt = 1,
     shard: Annotated[
         str | None,
         typer.Option(

@@ -13,11 +13,15 @@ from protlm.cli.options import (
     GroupsOpt,
     IdColOpt,
     MaxLenOpt,
+    MemoryOpt,
     NegOpt,
     PairSeedOpt,
     SeqColOpt,
     SplitOpt,
     StrictOpt,
+    TokenizerOpt,
+    WorkersOpt,
+    option,
     residue_policy,
 )
 from protlm.errors import ProtlmError
@@ -28,7 +32,7 @@ pairs_app = typer.Typer(help="Build and inspect binding / non-binding pair sets.
 
 @tokenizer_app.command("train")
 def tokenizer_train(
-    out: Annotated[Path, typer.Option(help="Output directory (an HF tokenizer directory).")],
+    out: option("out", Path, note="a directory (an HF tokenizer directory)."),
     corpus: CorpusOpt = "scl2205",
     kind: Annotated[
         str,
@@ -66,7 +70,7 @@ def tokenizer_train(
 
 @tokenizer_app.command("stats")
 def tokenizer_stats(
-    tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory.")],
+    tokenizer: TokenizerOpt,
     corpus: CorpusOpt = "scl2205:heldout",
     plot: Annotated[Path | None, typer.Option(help="Write a length histogram PNG here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
@@ -102,11 +106,9 @@ def tokenizer_stats(
 
 @pairs_app.command("build")
 def pairs_build(
-    pairs: Annotated[
-        Path, typer.Option(help="TSV/CSV of id pairs (columns id_a, id_b), e.g. ppi_positive_pairs.tsv.gz.")
-    ],
-    sequences: Annotated[Path, typer.Option(help="Sequences of those ids: FASTA/TSV/Parquet (optionally .gz).")],
-    out: Annotated[Path, typer.Option(help="Output directory: pairs.parquet + report.json.")],
+    pairs: option("pairs", Path, note="A TSV / CSV of id pairs (columns id_a, id_b), e.g. ppi_positive_pairs.tsv.gz."),
+    sequences: option("sequences", Path),
+    out: option("out", Path, note="a directory: pairs.parquet + report.json."),
     split: SplitOpt = "strict",
     negatives_per_positive: NegOpt = 1.0,
     seed: PairSeedOpt = 0,
@@ -134,15 +136,15 @@ def pairs_build_string(
     links: Annotated[
         Path, typer.Option(help="STRING links file (protein.physical.links.v12.0.txt.gz or .detailed/.full).")
     ],
-    sequences: Annotated[Path, typer.Option(help="STRING sequences FASTA (protein.sequences.v12.0.fa.gz).")],
-    out: Annotated[Path, typer.Option(help="Output directory: pairs-*.parquet shards + report.json.")],
+    sequences: option("sequences", Path, note="STRING's FASTA (protein.sequences.v12.0.fa.gz)."),
+    out: option("out", Path, note="a directory: pairs-*.parquet shards + report.json."),
     species: Annotated[str | None, typer.Option(help="NCBI taxon id to keep, e.g. 9606.")] = None,
     min_score: Annotated[int, typer.Option(help="Positives: combined_score >= this (0-1000; paper: 700).")] = 700,
     negatives_per_positive: NegOpt = 1.0,
     split: SplitOpt = "strict",
-    tokenizer: Annotated[Path | None, typer.Option(help="Tokenizer to measure pair lengths with.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="Drop (and count) pairs longer than this many tokens.")] = 512,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")] = "1GB",
+    tokenizer: option("tokenizer", Path | None, note="Measures pair lengths.") = None,
+    max_tokens: option("max_tokens", int, note="Longer pairs are dropped (and counted).") = 512,
+    memory_limit: MemoryOpt = "1GB",
     seed: PairSeedOpt = 0,
     groups: GroupsOpt = None,
     strict: StrictOpt = False,
@@ -169,10 +171,10 @@ def pairs_prepare(
             "pairs*.parquet shards (as `pairs build-string` writes), or 'builtin'."
         ),
     ],
-    tokenizer: Annotated[Path, typer.Option(help="Tokenizer directory.")],
-    out: Annotated[Path, typer.Option(help="Pair store directory (new).")],
-    workers: Annotated[int, typer.Option(help="Tokenizing processes (one core each).")] = 1,
-    memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit; it spills to disk beyond it.")] = "1GB",
+    tokenizer: TokenizerOpt,
+    out: option("out", Path, note="a pair store directory (new)."),
+    workers: WorkersOpt = 1,
+    memory_limit: MemoryOpt = "1GB",
     strict: StrictOpt = False,
     max_length: MaxLenOpt = None,
 ) -> None:
@@ -190,8 +192,8 @@ def pairs_prepare(
 @pairs_app.command("from-lmdb")
 def pairs_from_lmdb(
     lmdb_path: Annotated[Path, typer.Argument(help="PEER/TAPE PPI LMDB (primary_1, primary_2, interaction).")],
-    out: Annotated[Path, typer.Option(help="Output pair table (.parquet or .tsv).")],
-    split: Annotated[str, typer.Option(help="Split name to give these pairs: train, dev or test.")] = "train",
+    out: option("out", Path, note="a pair table (.parquet or .tsv)."),
+    split: option("split", note="The name these pairs get: train, dev or test.") = "train",
     strict: StrictOpt = False,
 ) -> None:
     """Convert a PEER HumanPPI/YeastPPI LMDB split into a protlm pair table (no code is unpickled)."""
@@ -211,7 +213,7 @@ def pairs_from_lmdb(
 @pairs_app.command("stats")
 def pairs_stats_cmd(
     path: Annotated[str, typer.Argument(help="Pair directory (with pairs.parquet), pair table, or 'builtin'.")],
-    tokenizer: Annotated[Path | None, typer.Option(help="Also report token lengths with this tokenizer.")] = None,
+    tokenizer: option("tokenizer", Path | None, note="Also report token lengths.") = None,
 ) -> None:
     """Label balance, split sizes and length distribution of a pair set."""
     from protlm.pairs import builtin_pairs, pairs_stats

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import IdColOpt, MaxLenOpt, SeqColOpt, StrictOpt, residue_policy
+from protlm.cli.options import IdColOpt, MaxLenOpt, SeqColOpt, StrictOpt, option, residue_policy
 from protlm.errors import ProtlmError
 
 
@@ -16,29 +16,20 @@ def embed_cmd(
         Path,
         typer.Argument(help="FASTA (chains joined by ':' = one assembly), or TSV/CSV/Parquet with --id-col/--seq-col."),
     ],
-    model: Annotated[
-        str,
-        typer.Option(
-            help="Model: protlm pretrain output, a fine-tuned model/, an ESM-2 / ProtBERT / "
-            "RoBERTa dir, or an HF Hub id (e.g. facebook/esm2_t6_8M_UR50D)."
-        ),
-    ],
-    out: Annotated[Path, typer.Option(help="Output file: .parquet, .npz or .h5 (format by extension).")],
+    model: option("model", note="protlm pretrain output, a fine-tuned model/, or e.g. facebook/esm2_t6_8M_UR50D."),
+    out: option("out", Path, note="a .parquet, .npz or .h5 file (format by extension)."),
     pool: Annotated[
         list[str] | None, typer.Option(help="mean, cls or residue (per-residue vectors); repeat for several.")
     ] = None,
     layers: Annotated[str, typer.Option(help="Hidden states, e.g. -1 or -1,-4 (0 = embeddings).")] = "-1",
-    tokens_per_batch: Annotated[int, typer.Option(help="Token budget of one batch.")] = 16384,
+    tokens_per_batch: option("tokens_per_batch", int | None, note="Default: 16,384.") = None,
     stride: Annotated[
         int | None, typer.Option(help="Tokens between windows over long proteins (default half a window).")
     ] = None,
-    max_tokens: Annotated[
-        int | None,
-        typer.Option(
-            help="Window length in tokens (default: the model's positions, at most 2,048 for dense attention)."
-        ),
-    ] = None,
-    precision: Annotated[str, typer.Option(help="auto (bf16 only where faster), fp32 or bf16.")] = "auto",
+    max_tokens: option(
+        "max_tokens", int | None, note="A window (default: the model's positions, at most 2,048 for dense attention)."
+    ) = None,  # fmt: skip
+    precision: option("precision", str | None) = None,
     id_col: IdColOpt = "id",
     seq_col: SeqColOpt = "sequence",
     strict: StrictOpt = False,
@@ -55,8 +46,9 @@ def embed_cmd(
         layer_ids = tuple(int(x) for x in layers.split(","))
     except ValueError:
         raise ProtlmError(f"--layers {layers!r}: use e.g. -1 or -1,-4") from None
-    options = {"pools": tuple(pool or ["mean"]), "layers": layer_ids, "tokens_per_batch": tokens_per_batch,
-               "stride": stride, "max_tokens": max_tokens, "precision": precision}  # fmt: skip
+    given = {"pools": tuple(pool) if pool else None, "layers": layer_ids, "tokens_per_batch": tokens_per_batch,
+             "stride": stride, "max_tokens": max_tokens, "precision": precision}  # fmt: skip
+    options = {k: v for k, v in given.items() if v is not None}  # unset: EmbedOptions' defaults
     keys = EmbedOptions(**options).keys()
     lm = load(model)
     embedder = lm.embedder(**options)
@@ -89,8 +81,8 @@ def predict_cmd(
             "id_a,id_b,seq_a,seq_b."
         ),
     ],
-    model: Annotated[str, typer.Option(help="A fine-tuned model dir (OUT/seed-K/model of protlm finetune).")],
-    out: Annotated[Path, typer.Option(help="Output TSV.")],
+    model: option("model", note="A fine-tuned model/ (OUT/seed-K/model of protlm finetune)."),
+    out: option("out", Path, note="a TSV file."),
     strict: StrictOpt = False,
 ) -> None:
     """Predict with a fine-tuned model: TSV of id, label and class probabilities (residue tasks: states)."""
@@ -134,8 +126,8 @@ def predict_cmd(
 
 def fill_cmd(
     text: Annotated[str, typer.Argument(help="A sequence with <mask> where residues are to be predicted.")],
-    model: Annotated[str, typer.Option(help="A pre-trained masked LM: a dir or an HF Hub id.")],
-    top_k: Annotated[int, typer.Option(help="Candidates per mask.")] = 5,
+    model: option("model", note="A masked LM."),
+    top_k: option("top_k", int, note="Candidates per mask.") = 5,
 ) -> None:
     """Masked-residue prediction: the top-k tokens (residue strings) for every <mask>."""
     from protlm.api import load

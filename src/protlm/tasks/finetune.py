@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from protlm.models.size import check_model_size
 from protlm.tasks import metrics as M
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import TaskSet, build_taskset
+from protlm.tasks.config import NO_MONITORING, FinetuneConfig
 from protlm.tasks.data import TaskData, subsample
 from protlm.tasks.evaluate import evaluate_model, load_finetuned
 from protlm.tasks.model import task_model_class
@@ -43,51 +44,6 @@ from protlm.train.config import TrainConfig
 from protlm.train.loop import Fit, derive_seed, fit
 
 DEV_MONITOR = 2000
-NO_MONITORING = 10**9
-
-
-@dataclass
-class FinetuneConfig(TrainConfig):
-    """`protlm finetune` options on top of the loop's (budget default: the task's epochs)."""
-
-    out: str = "runs/finetune"
-    task: str = "localization"
-    model: str = ""  # pre-trained dir | scratch:DIR | scratch (with tokenizer + preset) | baseline
-    data: str | None = None  # task data (None = built-in where the task has it)
-    background: str | None = None
-    sequences: str | None = None  # assembly tables with a members column: the members' sequences
-    tokenizer: str | None = None  # for `--model scratch`
-    preset: str = "tiny"  # for `--model scratch`
-    freeze: bool = False
-    pooling: str | None = None  # cls | mean (default: cls, mean when frozen)
-    weighted_loss: bool = False
-    batch_size: int | None = None  # sequences per batch (default: the task's)
-    max_tokens: int | None = None
-    train_limit: int | None = None  # subsample the training split (seeded)
-    split_seed: int = 0  # seed of splits made here (independent of the training seeds)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    resume: bool = False  # continue each seed's run from its newest checkpoint
-    lr: float | None = None  # default: the task's
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.06
-    eval_every: int = 10**9  # NO_MONITORING: score after training only; set e.g. 100 to follow dev metrics
-    save_every: int = 10**9
-    strict: bool = False
-    cache_dir: str | None = None
-
-    def validate(self) -> None:
-        spec = get_task(self.task)
-        if self.lr is None:
-            self.lr = spec.lr
-        if self.max_steps is None and self.max_epochs is None and self.max_time is None:
-            self.max_epochs = spec.epochs
-        super().validate()
-        if not self.model:
-            raise ProtlmError("--model is required: a pre-trained model directory, scratch[:DIR] or baseline")
-        if self.pooling not in (None, "cls", "mean"):
-            raise ProtlmError(f"--pooling must be cls or mean, got {self.pooling!r}")
-        if not self.seeds:
-            raise ProtlmError("--seeds needs at least one seed, e.g. 0,1,2")
 
 
 # ---------------------------------------------------------------- models
@@ -220,7 +176,7 @@ def train_one(
     if cfg.model == "baseline":
         return fit_baseline(cfg, spec, data, train, seed, info, run_dir, log)
 
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(cfg.device)
     ckpts = checkpoints(run_dir)
     if ckpts and not cfg.resume:
         raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")

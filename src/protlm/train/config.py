@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
@@ -11,6 +11,7 @@ import yaml
 from protlm.errors import ProtlmError
 from protlm.io.atomic import write_text
 from protlm.io.structured import read_yaml, refuse_auto_map
+from protlm.settings import setting
 
 _TIME = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -31,34 +32,36 @@ def parse_duration(text: str | None) -> float | None:
 
 @dataclass
 class TrainConfig:
-    """Options of the training loop shared by pre-training and fine-tuning."""
+    """Options of the training loop shared by pre-training and fine-tuning: each field is one flag
+    (`cli/options.config_command`), with the help declared here."""
 
-    out: str = "runs/pretrain"
-    seed: int = 0
-    lr: float = 5e-4
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    adam_eps: float = 1e-6
-    max_grad_norm: float = 1.0
-    grad_accum: int = 1
-    tokens_per_batch: int = 8192
-    max_steps: int | None = None
-    max_epochs: float | None = None
-    max_time: str | None = None
-    precision: str = "auto"  # auto | bf16 | fp32
-    prefetch: str = "off"  # on | off: build the next micro-batch in a thread (no measured gain: bench/RESULTS.md)
-    kernels: str = "on"  # on | off: protlm's CPU training kernels (models/kernels.py: chunked attention dropout)
-    log_every: int = 10
-    eval_every: int = 200
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    resume: bool = False
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
-    lora_rank: int = 0  # > 0: train LoRA adapters of this rank (peft) instead of all weights
-    lora_alpha: float | None = None  # LoRA scale numerator (default 2 x rank)
-    lora_targets: str = "query,value"  # linear layers that get adapters
+    out: str = setting("runs/pretrain", note="Run directory: checkpoints, metrics.jsonl, config.yaml, model/.")
+    seed: int = setting(0, note="Of initialisation, batching, masking and dropout.")
+    device: str = setting("auto")
+    lr: float = setting(5e-4, "Peak learning rate (AdamW).")
+    warmup_steps: int = setting(100, "Linear warmup steps, then linear decay.")
+    weight_decay: float = setting(0.01, "AdamW weight decay.")
+    adam_beta1: float = setting(0.9, "AdamW beta1.")
+    adam_beta2: float = setting(0.98, "AdamW beta2.")
+    adam_eps: float = setting(1e-6, "AdamW epsilon.")
+    max_grad_norm: float = setting(1.0, "Clip gradients to this global norm (0: no clipping).")
+    grad_accum: int = setting(1, "Micro-batches accumulated per optimizer step.")
+    tokens_per_batch: int = setting(8192)
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps.")
+    max_epochs: float | None = setting(None, "Stop after this many epochs.")
+    max_time: str | None = setting(None, "Stop after this much training time, e.g. 90s, 20m, 1h30m.")
+    precision: str = setting("auto")
+    prefetch: str = setting("off", "on: build the next batch in a background thread (no measured gain: bench/RESULTS.md).")  # fmt: skip
+    kernels: str = setting("on", "on: protlm's CPU training kernels (chunked attention dropout, cheaper dropout masks; models/kernels.py); off: plain HF.")  # fmt: skip
+    log_every: int = setting(10, "Log metrics every N steps.")
+    eval_every: int = setting(200, "Held-out evaluation every N steps.")
+    save_every: int = setting(500, "Checkpoint every N steps.")
+    keep_checkpoints: int = setting(2, "Checkpoints kept (the newest).")
+    resume: bool = setting(False, "Continue from the newest good checkpoint in --out.")
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory, ~30% slower.")  # fmt: skip
+    lora_rank: int = setting(0, "Train LoRA adapters of this rank (peft) instead of all weights; saved in model/adapter/ and merged into model/ (0: all weights).")  # fmt: skip
+    lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank).")
+    lora_targets: str = setting("query,value", "Comma-separated linear layers that get adapters.")
 
     def validate(self) -> None:
         positive = ("lr", "tokens_per_batch", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints")
@@ -72,6 +75,8 @@ class TrainConfig:
         for name in ("prefetch", "kernels"):
             if getattr(self, name) not in ("on", "off"):
                 raise ProtlmError(f"invalid config: {name} must be on or off, got {getattr(self, name)!r}")
+        if self.device != "auto" and self.device.partition(":")[0] not in ("cpu", "cuda"):
+            raise ProtlmError(f"invalid config: device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise ProtlmError(f"invalid config: precision must be auto, bf16 or fp32, got {self.precision!r}")
         if self.lora_rank < 0:
@@ -89,22 +94,24 @@ class TrainConfig:
 class PretrainConfig(TrainConfig):
     """`protlm pretrain` options: data and model on top of the loop's."""
 
-    tokenizer: str = ""  # default: the model's own, when --model is a pre-trained model
-    model: str = "tiny"  # preset name, preset YAML, or a pre-trained model (directory or HF Hub id) to continue
-    corpus: str | None = "scl2205"
-    pairs: str | None = None
-    assemblies: str | None = None  # `:`-joined FASTA, or an `id, members` table with assembly_sequences
-    assembly_sequences: str | None = None
-    mix: dict[str, float] = field(
-        default_factory=lambda: {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0, "assemblies": 1.0}
+    tokenizer: str = setting("", note="Default: a pre-trained --model's own.")
+    model: str = setting("tiny", note="Or a preset (tiny, roberta-small, roberta-base, esm-size) or preset YAML: a fresh model; a pre-trained model is continued (its tokenizer by default).")  # fmt: skip
+    corpus: str | None = setting("scl2205", note="Or a corpus store (`protlm corpus prepare`); files are prepared into the cache once. Default: SCL2205 train+eval.", off="--no-corpus")  # fmt: skip
+    pairs: str | None = setting(None, note="A pair store (`protlm pairs prepare`), a pair table (id_a,id_b,seq_a,seq_b[,label][,split]) or a directory of pairs*.parquet (prepared into the cache once), or 'builtin'.")  # fmt: skip
+    assemblies: str | None = setting(None, "Assemblies of 2+ proteins: FASTA with chains joined by ':', or an id,members table.")  # fmt: skip
+    assembly_sequences: str | None = setting(None, "Sequences of the members of an id,members assembly table.")
+    mix: dict[str, float] = setting(
+        factory=lambda: {"singles": 1.0, "binding": 1.0, "nonbinding": 1.0, "assemblies": 1.0},
+        help="Mixture weights, e.g. singles=1,binding=0.5,nonbinding=0.5,assemblies=1.",
+        parse=lambda text: parse_mix(text),
     )
-    max_tokens: int | None = None  # default: the model's maximum
-    mlm_probability: float = 0.15
-    eval_fraction: float = 0.02
-    eval_max_examples: int = 512
-    strict: bool = False
-    dropout: float | None = None  # overrides the preset's hidden and attention dropout
-    cache_dir: str | None = None
+    max_tokens: int | None = setting(None, note="Default: the model's.")
+    mlm_probability: float = setting(0.15, "Share of tokens masked.")
+    eval_fraction: float = setting(0.02, "Share of the corpus held out for evaluation.")
+    eval_max_examples: int = setting(512, "Held-out examples scored at each evaluation.")
+    strict: bool = setting(False)
+    dropout: float | None = setting(None, "Override the preset's hidden and attention dropout.")
+    cache_dir: str | None = setting(None)
 
     @property
     def from_preset(self) -> bool:
@@ -149,19 +156,6 @@ def parse_mix(text: str) -> dict[str, float]:
         if not eq:
             raise ProtlmError(f"--mix {text!r}: use e.g. singles=1,binding=0.5,nonbinding=0.5")
     return out
-
-
-def overrides_from(cls, params: dict, **special) -> dict:
-    """Config overrides from a command's parameters: every parameter named like a field of `cls` (Paths
-    as text; an unset flag, False, as None so that a recipe's value stands), then `special` (options
-    whose value needs parsing). The typer signature is the one declaration of each option's flag and
-    help; this function is the one mapping from flags to config fields."""
-    names = {f.name for f in fields(cls)}
-    out = {}
-    for name, value in params.items():
-        if name in names:
-            out[name] = None if value is False else str(value) if isinstance(value, Path) else value
-    return out | special
 
 
 def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:

@@ -235,7 +235,7 @@ def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, accelera
 
 def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopState:
     """Run (or resume) a pre-training run into `cfg.out`."""
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(cfg.device)
     run_dir = Path(cfg.out)
     with run_lock(run_dir, "pretrain", enabled=accelerator.is_main_process):  # one run per --out
         return _pretrain(cfg, accelerator, run_dir, log if accelerator.is_main_process else (lambda _msg: None))

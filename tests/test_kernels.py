@@ -145,13 +145,17 @@ def test_training_without_dropout_is_the_sdpa_model():
     torch.testing.assert_close(fast, plain)
 
 
-def test_kernels_option_is_on_or_off():
+def test_kernels_option_is_auto_on_or_off():
     from protlm.errors import ProtlmError
     from protlm.train.config import TrainConfig
+    from protlm.train.loop import kernels_on
 
     TrainConfig(kernels="off", max_steps=1).validate()
-    with pytest.raises(ProtlmError, match="kernels must be on or off"):
+    with pytest.raises(ProtlmError, match="kernels must be auto, on or off"):
         TrainConfig(kernels="fast", max_steps=1).validate()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert kernels_on("auto", cpu) and not kernels_on("auto", cuda)  # CPU kernels: on where they were made for
+    assert kernels_on("on", cuda) and not kernels_on("off", cpu)
 
 
 def test_to_device_on_cpu_keeps_the_tensors():

@@ -118,12 +118,12 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def to_device(fields: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch's tensors on `device`; to a GPU from pinned memory without blocking the host, so the
-    next batch is built while this one is copied and trained on."""
+def to_device(fields: dict[str, torch.Tensor | None], device: torch.device) -> dict[str, torch.Tensor | None]:
+    """A batch's tensors on `device` (None stays None); to a GPU from pinned memory without blocking
+    the host, so the next batch is built while this one is copied and trained on."""
     if device.type != "cuda":
-        return {k: v.to(device) for k, v in fields.items()}
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in fields.items()}
+        return {k: None if v is None else v.to(device) for k, v in fields.items()}
+    return {k: None if v is None else v.pin_memory().to(device, non_blocking=True) for k, v in fields.items()}
 
 
 def available_memory(device=None) -> int | None:

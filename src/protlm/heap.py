@@ -37,8 +37,8 @@ def _malloc_trim():
 class HeapTrim:
     """Call `step()` once per training step or batch; every `every` calls the free heap goes back."""
 
-    def __init__(self, every: int = 10):
-        self.every, self.calls, self._trim = every, 0, _malloc_trim()
+    def __init__(self, every: int = 10, enabled: bool = True):
+        self.every, self.calls, self._trim = every, 0, _malloc_trim() if enabled else None
 
     @property
     def active(self) -> bool:

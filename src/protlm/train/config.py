@@ -52,7 +52,7 @@ class TrainConfig:
     max_time: str | None = setting(None, "Stop after this much training time, e.g. 90s, 20m, 1h30m.")
     precision: str = setting("auto")
     prefetch: str = setting("off", "on: build the next batch in a background thread (no measured gain: bench/RESULTS.md).")  # fmt: skip
-    kernels: str = setting("on", "on: protlm's CPU training kernels (chunked attention dropout, cheaper dropout masks; models/kernels.py); off: plain HF.")  # fmt: skip
+    kernels: str = setting("auto", "protlm's CPU training kernels (chunked attention dropout, cheaper dropout masks; models/kernels.py): on, off (plain HF) or auto (on on the CPU, off on a GPU).")  # fmt: skip
     log_every: int = setting(10, "Log metrics every N steps.")
     eval_every: int = setting(200, "Held-out evaluation every N steps.")
     save_every: int = setting(500, "Checkpoint every N steps.")
@@ -72,9 +72,10 @@ class TrainConfig:
             raise ProtlmError("invalid config: warmup_steps, weight_decay and max_grad_norm must be >= 0")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
             raise ProtlmError("invalid config: Adam betas must be in [0, 1)")
-        for name in ("prefetch", "kernels"):
-            if getattr(self, name) not in ("on", "off"):
-                raise ProtlmError(f"invalid config: {name} must be on or off, got {getattr(self, name)!r}")
+        if self.prefetch not in ("on", "off"):
+            raise ProtlmError(f"invalid config: prefetch must be on or off, got {self.prefetch!r}")
+        if self.kernels not in ("auto", "on", "off"):
+            raise ProtlmError(f"invalid config: kernels must be auto, on or off, got {self.kernels!r}")
         if self.device != "auto" and self.device.partition(":")[0] not in ("cpu", "cuda"):
             raise ProtlmError(f"invalid config: device must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "bf16", "fp32"):

@@ -36,6 +36,18 @@ class Batch:
     labels: torch.Tensor  # (B, T) original ids at scored positions, -100 elsewhere
     n_tokens: int  # real (non-pad) tokens
 
+    # Worked out on the host, from the host's tensors, so that the step on the device never waits for
+    # the device to answer a question about the data (a boolean index calls nonzero; transformers' mask
+    # path asks whether any row is padded).
+    @property
+    def masked_index(self) -> torch.Tensor:
+        """Flat positions of the scored tokens, (M,)."""
+        return (self.labels.reshape(-1) != -100).nonzero().squeeze(1)
+
+    @property
+    def padded_rows(self) -> bool:
+        return self.n_tokens < self.input_ids.numel()
+
     @property
     def n_padded(self) -> int:
         return int(self.input_ids.numel())

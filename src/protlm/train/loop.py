@@ -99,19 +99,27 @@ class Prefetch:
             self.pool.shutdown(wait=True)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; no weight decay on biases and LayerNorm weights (as in BERT/RoBERTa)."""
+def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | None = None) -> torch.optim.AdamW:
+    """AdamW; no weight decay on biases and LayerNorm weights (as in BERT/RoBERTa). On CUDA the fused
+    kernel (one launch for all parameters, the step count on the device: no host sync), elsewhere
+    PyTorch's default (foreach)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+    fused = True if device is not None and device.type == "cuda" else None
+    return torch.optim.AdamW(
+        groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused
+    )
 
 
-def mlm_fields(batch) -> dict[str, torch.Tensor]:
-    """The tensors of an MLM batch that the objective takes."""
-    return {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask, "labels": batch.labels}
+def mlm_fields(batch) -> dict[str, torch.Tensor | None]:
+    """The tensors of an MLM batch that the objective takes: no attention mask when no row is padded,
+    and the scored positions as indices (both known on the host: no device sync in the step)."""
+    mask = batch.attention_mask if batch.padded_rows else None
+    return {"input_ids": batch.input_ids, "attention_mask": mask, "labels": batch.labels,
+            "masked_index": batch.masked_index}  # fmt: skip
 
 
 @dataclass
@@ -130,10 +138,16 @@ class Fit:
     extra_files: Callable[[], dict] | None = None  # files written into the final model dir
 
 
+def kernels_on(choice: str, device: torch.device) -> bool:
+    """`--kernels auto` is on where they were made for and measured: the CPU."""
+    return choice == "on" or (choice == "auto" and device.type == "cpu")
+
+
 def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None] = print) -> LoopState:
     """Train until a budget is reached; returns the final loop state. The HF model trains with protlm's
-    CPU kernels (`--kernels on`, models/kernels.py) and is saved as the plain HF model it was."""
-    with training_kernels(f.hf_model, enabled=f.cfg.kernels == "on"):
+    CPU kernels (`--kernels`, models/kernels.py: by default on the CPU only) and is saved as the plain HF
+    model it was."""
+    with training_kernels(f.hf_model, enabled=kernels_on(f.cfg.kernels, f.accelerator.device)):
         return _fit(f, total_steps, steps_per_epoch, log)
 
 
@@ -204,12 +218,14 @@ class _Window:
 
 def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None]) -> LoopState:
     cfg, acc = f.cfg, f.accelerator
-    heap = HeapTrim()  # batch shapes change every step: free heap pages go back to the system (heap.py)
+    # batch shapes change every step: free host heap pages go back to the system (heap.py); on a GPU the
+    # activations are not on the host heap, and a trim costs tens of ms a call
+    heap = HeapTrim(enabled=acc.device.type == "cpu")
     world, rank = acc.num_processes, acc.process_index
     per_step = world * cfg.grad_accum
     max_time = parse_duration(cfg.max_time)
     dtype = autocast_dtype(cfg.precision, acc.device)
-    optimizer = make_optimizer(f.objective, cfg)
+    optimizer = make_optimizer(f.objective, cfg, acc.device)
     state = _resume(f, optimizer, log)
     objective, optimizer = acc.prepare(f.objective, optimizer)
     setup = StepSetup(objective, optimizer, acc, cfg, total_steps, dtype, f.batch_fields)

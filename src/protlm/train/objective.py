@@ -23,15 +23,26 @@ class MaskedLMObjective(nn.Module):
         super().__init__()
         self.model = model  # e.g. RobertaForMaskedLM / LongformerForMaskedLM / EsmForMaskedLM / BertForMaskedLM
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor, **kwargs):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor,
+        masked_index: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        """`masked_index`: the flat positions of `labels` != -100, when the caller knows them (the
+        training batches do, from the host); else they are found here, which waits for the device."""
         base = self.model.base_model  # the encoder (RobertaModel / LongformerModel / EsmModel / BertModel)
         extra = encoder_kwargs(self.model.config, input_ids)  # Longformer: global attention on <s>
         hidden = base(
             input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs
         ).last_hidden_state  # (B, T, H)
-        selected = labels != -100  # (B, T)
-        n = selected.sum()
-        logits = mlm_head(self.model)(hidden[selected])  # (M, V), M = masked positions
-        if logits.shape[0] == 0:  # nothing masked in this batch: a zero loss that keeps the graph
+        if masked_index is None:
+            masked_index = (labels.reshape(-1) != -100).nonzero().squeeze(1)
+        n = masked_index.numel()
+        picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, masked_index)
+        logits = mlm_head(self.model)(picked)  # (M, V), M = masked positions
+        if n == 0:  # nothing masked in this batch: a zero loss that keeps the graph
             return hidden.sum() * 0.0, n
-        return F.cross_entropy(logits.float(), labels[selected]), n
+        return F.cross_entropy(logits.float(), labels.reshape(-1).index_select(0, masked_index)), n

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from protlm.batching import plan_batches
-from protlm.device import make_accelerator
+from protlm.device import make_accelerator, to_device
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
@@ -35,7 +35,7 @@ from protlm.tokenized import ConcatTokens
 from protlm.train.checkpoint import checkpoints
 from protlm.train.config import PretrainConfig, save_config
 from protlm.train.data import Examples, PretrainData
-from protlm.train.loop import Fit, LoopState, derive_seed, fit
+from protlm.train.loop import Fit, LoopState, derive_seed, fit, mlm_fields
 from protlm.train.metrics import plot_run
 from protlm.train.objective import MaskedLMObjective
 
@@ -218,13 +218,10 @@ def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, accelera
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 7, k if k < len(plan) else 0))
             items = [held[i] for i in plan[k if k < len(plan) else 0]]
             batch = data.make_batch(items, gen, cfg.mlm_probability)
-            loss, n = objective(
-                input_ids=batch.input_ids.to(accelerator.device),
-                attention_mask=batch.attention_mask.to(accelerator.device),
-                labels=batch.labels.to(accelerator.device),
-            )
+            loss, n = objective(**to_device(mlm_fields(batch), accelerator.device))
             if k < len(plan):
-                total += torch.stack([loss.double() * n, n.double()])
+                total[0] += loss.double() * n
+                total[1] += n
         if world > 1:
             total = accelerator.reduce(total, reduction="sum")
         ce = float(total[0] / total[1].clamp(min=1))

@@ -46,3 +46,23 @@ def test_one_accelerator():
                 if name == "Accelerator":
                     builders.append(str(path))
     assert builders == []
+
+
+def test_the_peak_is_measured_on_large_matrices_after_a_warm_up_best_of_several(monkeypatch):
+    import torch
+
+    from protlm import device as D
+
+    sizes, calls = [], []
+    real_mm = torch.mm
+
+    def mm(a, b):
+        sizes.append(a.shape[0])
+        calls.append(1)
+        return real_mm(a, b)
+
+    monkeypatch.setattr(torch, "mm", mm)
+    flops = D.matmul_flops(torch.float32, seconds=0.5)
+    assert set(sizes) == {D.PEAK_SIZE["cpu"]} and D.PEAK_SIZE["cuda"] == 8192
+    assert len(calls) >= 1 + 5 and (len(calls) - 1) % 5 == 0  # one warm-up, then 5 equal timed runs
+    assert flops > 0

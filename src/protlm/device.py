@@ -78,27 +78,39 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def matmul_flops(dtype: torch.dtype, n: int = 512, seconds: float = 0.2, device: str = "cpu") -> float:
-    """Measured FLOP/s of an n x n matmul in `dtype` on the CPU (or `device`)."""
+PEAK_SIZE = {"cuda": 8192, "cpu": 1024}  # matrices large enough to be bound by arithmetic, not launches
+
+
+def matmul_flops(
+    dtype: torch.dtype, n: int | None = None, seconds: float = 0.2, device: str = "cpu", trials: int = 5
+) -> float:
+    """Measured FLOP/s of n x n matmuls in `dtype` on `device`: the best of `trials` timed runs of about
+    `seconds / trials` each, after a warm-up, each run ended by a sync (so the GPU's work is timed, not
+    the launch rate). `n` defaults to a size that keeps the device busy (8192 on CUDA)."""
+    n = n or PEAK_SIZE["cuda" if device.startswith("cuda") else "cpu"]
     a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.mm(a, b)
+    start = time.perf_counter()
+    torch.mm(a, b)  # warm-up: the kernel choice and the clocks
     sync()
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        reps += 1
-        if reps % 16 == 0:
-            sync()
-    sync()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+    per = max(time.perf_counter() - start, 1e-6)
+    reps = max(1, int(seconds / trials / per))
+    trials = trials if per * trials <= 2 * seconds else 1  # a slow kernel (bf16 without bf16 units): once
+    best = 0.0
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        sync()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+    return best
 
 
 @functools.cache
 def cpu_bf16_is_faster() -> bool:
     """Measure, don't assume: bf16 matmul must beat fp32 on this CPU (a torch build without
     AVX512-BF16 kernels runs bf16 matmuls ~100x slower than fp32)."""
-    return matmul_flops(torch.bfloat16) > matmul_flops(torch.float32)
+    return matmul_flops(torch.bfloat16, 512, 0.1, trials=2) > matmul_flops(torch.float32, 512, 0.1, trials=2)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:

@@ -9,6 +9,7 @@ from protlm.settings import setting
 from protlm.train.config import TrainConfig
 
 NO_MONITORING = 10**9
+TASK_TOKENS_PER_BATCH = 8192
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -60,6 +61,10 @@ class FinetuneConfig(TrainConfig):
         if self.max_steps is None and self.max_epochs is None and self.max_time is None:
             self.max_epochs = spec.epochs
         super().validate()
+        if self.tokens_per_batch == "auto":  # tasks are not probed on a GPU yet: the CPU's measured budget
+            self.tokens_per_batch = TASK_TOKENS_PER_BATCH
+        if self.tokens_per_step is not None:
+            self.grad_accum = max(1, -(-self.tokens_per_step // self.tokens_per_batch))
         if not self.model:
             raise ProtlmError("--model is required: a pre-trained model directory, scratch[:DIR] or baseline")
         if self.pooling not in (None, "cls", "mean"):

@@ -30,6 +30,17 @@ def parse_duration(text: str | None) -> float | None:
     return h * 3600 + mi * 60 + s
 
 
+def parse_budget(text: str) -> int | str:
+    """`auto` or a positive number of tokens."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise ProtlmError(f"--tokens-per-batch {text!r}: give a number of tokens or auto") from None
+    return value
+
+
 @dataclass
 class TrainConfig:
     """Options of the training loop shared by pre-training and fine-tuning: each field is one flag
@@ -46,7 +57,8 @@ class TrainConfig:
     adam_eps: float = setting(1e-6, "AdamW epsilon.")
     max_grad_norm: float = setting(1.0, "Clip gradients to this global norm (0: no clipping).")
     grad_accum: int = setting(1, "Micro-batches accumulated per optimizer step.")
-    tokens_per_batch: int = setting(8192)
+    tokens_per_batch: int | str = setting("auto", note="auto: 8,192 on the CPU; on a GPU, pretrain measures the largest budget that fits (the longest inputs, 15% of memory left free), up to 131,072.", parse=lambda text: parse_budget(text))  # fmt: skip
+    tokens_per_step: int | None = setting(None, "Target tokens per optimizer step and process: sets --grad-accum to reach it in --tokens-per-batch micro-batches.")  # fmt: skip
     max_steps: int | None = setting(None, "Stop after this many optimizer steps.")
     max_epochs: float | None = setting(None, "Stop after this many epochs.")
     max_time: str | None = setting(None, "Stop after this much training time, e.g. 90s, 20m, 1h30m.")
@@ -64,10 +76,14 @@ class TrainConfig:
     lora_targets: str = setting("query,value", "Comma-separated linear layers that get adapters.")
 
     def validate(self) -> None:
-        positive = ("lr", "tokens_per_batch", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints")
+        positive = ("lr", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints")
         for name in positive:
             if getattr(self, name) is None or getattr(self, name) <= 0:
                 raise ProtlmError(f"invalid config: {name} must be > 0, got {getattr(self, name)!r}")
+        if self.tokens_per_batch != "auto" and (type(self.tokens_per_batch) is not int or self.tokens_per_batch <= 0):
+            raise ProtlmError(f"invalid config: tokens_per_batch must be auto or > 0, got {self.tokens_per_batch!r}")
+        if self.tokens_per_step is not None and self.tokens_per_step <= 0:
+            raise ProtlmError(f"invalid config: tokens_per_step must be > 0, got {self.tokens_per_step!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ProtlmError("invalid config: warmup_steps, weight_decay and max_grad_norm must be >= 0")
         if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):

@@ -22,6 +22,7 @@ from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import write_json
 from protlm.io.lock import run_lock
+from protlm.io.structured import read_yaml
 from protlm.models import build_mlm, model_max_tokens
 from protlm.models.loading import open_model
 from protlm.models.lora import configure, load_lora_checkpoint
@@ -32,6 +33,7 @@ from protlm.store.inputs import tokenizer_fingerprint
 from protlm.store.pairs import PairStore, ensure_pair_store
 from protlm.tokenization import load_tokenizer
 from protlm.tokenized import ConcatTokens
+from protlm.train.budget import mlm_probe, resolve_budget
 from protlm.train.checkpoint import checkpoints
 from protlm.train.config import PretrainConfig, save_config
 from protlm.train.data import Examples, PretrainData
@@ -241,6 +243,16 @@ def pretrain(cfg: PretrainConfig, log: Callable[[str], None] = print) -> LoopSta
 RUN_FILES = ("model", "config.yaml", "metrics.jsonl", "loss.png", "tensorboard")  # what a run writes in --out
 
 
+def _saved_budget(cfg: PretrainConfig, run_dir: Path) -> int | None:
+    """The token budget a resumed run chose in its first segment (its batches replay exactly)."""
+    path = run_dir / "config.yaml"
+    if not (cfg.resume and path.is_file()):
+        return None
+    saved = read_yaml(path)
+    value = saved.get("tokens_per_batch") if isinstance(saved, dict) else None
+    return value if type(value) is int and value > 0 else None
+
+
 def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[str], None]) -> LoopState:
     if not cfg.resume and checkpoints(run_dir):
         raise ProtlmError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or choose a new --out")
@@ -270,6 +282,9 @@ def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[st
             ensure_assembly_store(cfg.assemblies, cfg.assembly_sequences, cfg.tokenizer, policy, cfg.cache_dir, log=say)
     accelerator.wait_for_everyone()
     data, held, reports = build_data(cfg, tokenizer, max_tokens, say)
+    objective = MaskedLMObjective(model)
+    probe = mlm_probe(objective, accelerator.device, cfg.precision, max_tokens, data.masking.random_ids)
+    resolve_budget(cfg, accelerator, probe, _saved_budget(cfg, run_dir), say)
     source = MLMSource(data, cfg.tokens_per_batch, cfg.mlm_probability)
     per_step = accelerator.num_processes * cfg.grad_accum
     steps_per_epoch = max(1, len(source.epoch_batches(0)) // per_step)
@@ -284,7 +299,6 @@ def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[st
         f"{n_params / 1e6:.1f}M parameters ({n_train / 1e6:.2f}M trainable), max {max_tokens} tokens, {steps_per_epoch:,} steps/epoch, "
         f"schedule over {total:,} steps, {accelerator.num_processes} process(es)"
     )
-    objective = MaskedLMObjective(model)
     evaluator = make_evaluator(data, held, cfg, accelerator)
     extra = {"protlm_pretrain.json": json.dumps({"config": asdict(cfg), "data": reports}, indent=2) + "\n"}
     job = Fit(objective, model, tokenizer, source, cfg, run_dir, accelerator, evaluator, extra_files=lambda: extra)

@@ -1,0 +1,101 @@
+"""Batches sized to the device: `--tokens-per-batch auto` and `--tokens-per-step`.
+
+On the CPU `auto` is 8,192 tokens, the budget measured best on 2 cores (bench/RESULTS.md). On a GPU it
+is measured once, before training: forward and backward on batches of the longest inputs (so every
+shorter bucket fits too), doubling the budget while the peak memory stays under 85% of the device's,
+up to `MAX_AUTO`. `--tokens-per-step` then sets the accumulation that reaches a target per optimizer
+step, so that the optimisation does not change with the device's memory. A resumed run keeps the
+budget its first segment chose (its batches must replay exactly).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from protlm.device import autocast, autocast_dtype, to_device
+
+CPU_TOKENS_PER_BATCH = 8192
+MAX_AUTO = 131_072  # more per micro-batch buys little once the GPU is busy; accumulate for more per step
+HEADROOM = 0.15  # of the device's memory left free: allocator fragmentation, buckets of other shapes
+
+
+def choose_tokens_per_batch(
+    peak: Callable[[int], int | None], capacity: int, max_tokens: int, cap: int = MAX_AUTO, headroom: float = HEADROOM
+) -> int:
+    """The largest budget, a power-of-two multiple of `max_tokens` up to `cap`, whose `peak(budget)`
+    (bytes; None = out of memory) stays within `(1 - headroom) * capacity`. At least one row."""
+    allowed = (1 - headroom) * capacity
+    best, budget = max_tokens, max_tokens
+    while budget <= max(cap, max_tokens):
+        used = peak(budget)
+        if used is None or used > allowed:
+            break
+        best, budget = budget, budget * 2
+    return best
+
+
+def measure_peak(objective, device: torch.device, dtype, max_tokens: int, residue_ids: torch.Tensor) -> Callable:
+    """`peak(budget)`: the peak bytes on `device` of one forward and backward of `objective` on
+    budget // max_tokens rows of `max_tokens` random residue tokens (15% scored), or None on out of memory."""
+
+    def peak(budget: int) -> int | None:
+        rows = max(1, budget // max_tokens)
+        gen = torch.Generator().manual_seed(0)
+        ids = residue_ids[torch.randint(0, len(residue_ids), (rows, max_tokens), generator=gen)]
+        labels = torch.where(torch.rand(ids.shape, generator=gen) < 0.15, ids, torch.full_like(ids, -100))
+        fields = {"input_ids": ids, "attention_mask": None, "labels": labels,
+                  "masked_index": (labels.reshape(-1) != -100).nonzero().squeeze(1)}  # fmt: skip
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            with autocast(device, dtype):
+                loss, _ = objective(**to_device(fields, device))
+            loss.backward()
+            torch.cuda.synchronize(device)
+            return int(torch.cuda.max_memory_allocated(device))
+        except torch.OutOfMemoryError:
+            return None
+        finally:
+            objective.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+
+    return peak
+
+
+def resolve_budget(cfg, accelerator, probe: Callable[[], int] | None, saved: int | None, log) -> None:
+    """Turn `cfg.tokens_per_batch` (a number or `auto`) into a number, and `cfg.tokens_per_step` into
+    `cfg.grad_accum`; in place. `probe()` measures the budget on a GPU (None: the CPU budget);
+    `saved`: the budget of the run being resumed, kept as it was."""
+    device = accelerator.device
+    if cfg.tokens_per_batch == "auto":
+        if saved is not None:
+            cfg.tokens_per_batch = saved
+        elif device.type != "cuda" or probe is None:
+            cfg.tokens_per_batch = CPU_TOKENS_PER_BATCH
+        else:
+            chosen = probe()
+            if accelerator.num_processes > 1:  # every rank plans the same batches: the smallest GPU decides
+                chosen = int(accelerator.gather(torch.tensor([chosen], device=device)).min())
+            cfg.tokens_per_batch = chosen
+            log(f"--tokens-per-batch auto: {chosen:,} tokens (measured on {torch.cuda.get_device_name(device)})")
+    if cfg.tokens_per_step is not None:  # per process, as --tokens-per-batch is
+        cfg.grad_accum = max(1, math.ceil(cfg.tokens_per_step / cfg.tokens_per_batch))
+
+
+def mlm_probe(
+    objective, device: torch.device, precision: str, max_tokens: int, residue_ids: torch.Tensor
+) -> Callable[[], int]:
+    """The GPU budget of a masked-LM objective: `choose_tokens_per_batch` over its measured peaks, with
+    the memory AdamW's two states will take set aside."""
+
+    def probe() -> int:
+        objective.to(device)
+        n_params = sum(p.numel() for p in objective.parameters() if p.requires_grad)
+        capacity = torch.cuda.get_device_properties(device).total_memory - 8 * n_params
+        peak = measure_peak(objective, device, autocast_dtype(precision, device), max_tokens, residue_ids)
+        return choose_tokens_per_batch(peak, capacity, max_tokens)
+
+    return probe

@@ -29,7 +29,9 @@ measured bf16 matmul peak.
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,7 +47,7 @@ from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokeni
 from protlm.tokenized import tokenize
 from protlm.train.config import TrainConfig
 from protlm.train.data import Batch, PretrainData
-from protlm.train.loop import StepSetup, make_optimizer, train_step
+from protlm.train.loop import StepSetup, kernels_on, make_optimizer, train_step
 from protlm.train.objective import MaskedLMObjective
 
 
@@ -63,12 +65,14 @@ def sync(device: str) -> None:
 HORIZON = 10**6  # the schedule's horizon: the bench stops on time long before
 
 
-def protlm_step(objective: nn.Module, precision: str, device: str) -> StepSetup:
-    """protlm's own step (`train_step`) as `protlm pretrain` runs it: its default AdamW, clipping, warmup
-    and decay, accumulation, autocast for `precision`, prepared by Accelerate on `device`."""
+def protlm_step(objective: nn.Module, precision: str, device: str, fused: bool = True) -> StepSetup:
+    """protlm's own step (`train_step`) as `protlm pretrain` runs it: its default AdamW (fused on CUDA;
+    `fused=False`: the lever's other side), clipping, warmup and decay, accumulation, autocast for
+    `precision`, prepared by Accelerate on `device`."""
     cfg = TrainConfig(max_steps=HORIZON, precision=precision)
     acc = make_accelerator(device)
-    objective, opt = acc.prepare(objective, make_optimizer(objective, cfg))
+    opt = make_optimizer(objective, cfg, acc.device if fused else None)
+    objective, opt = acc.prepare(objective, opt)
     return StepSetup(objective, opt, acc, cfg, HORIZON, autocast_dtype(precision, acc.device))
 
 
@@ -167,18 +171,36 @@ def run_hf_trainer(model, tset, tok, batch_size: int, seconds: float, device: st
             "context": float(tokens / max(1, steps) / batch_size)}  # fmt: skip
 
 
+def _median(runs: list[dict]) -> dict:
+    """The run of median tokens/s (its other numbers with it)."""
+    return sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
+
+
+WARMUP_STEPS = 5  # protlm rows: steps before the clock starts (kernel choice, allocator, clocks)
+
+
 def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float, precision: str,
-               kernels: bool = True, device: str = "cpu") -> dict:  # fmt: skip
-    """`train_step` on protlm's batches (length buckets, token budget, crops), as `protlm pretrain` runs it."""
+               kernels: bool | None = None, device: str = "cpu", fused: bool = True,
+               compile: bool = False) -> dict:  # fmt: skip
+    """`train_step` on protlm's batches (length buckets, token budget, crops), as `protlm pretrain` runs it:
+    `kernels=None` is `--kernels auto` (on on the CPU, off on a GPU). Timed after `WARMUP_STEPS` steps."""
     model.config._attn_implementation = "sdpa"
-    setup = protlm_step(MaskedLMObjective(model), precision, device)
+    objective = MaskedLMObjective(model)
+    if compile:  # the lever: the encoder compiled, shapes marked dynamic (the buckets vary in length)
+        model.base_model.forward = torch.compile(model.base_model.forward, dynamic=True)
+    setup = protlm_step(objective, precision, device, fused)
     accum = setup.cfg.grad_accum
     plan = data.epoch_batches(0, tokens_per_batch)
     tokens = padded = steps = 0
     ctx = []
-    with training_kernels(model, enabled=kernels):
-        start = time.perf_counter()
-        while time.perf_counter() - start < seconds:
+    enabled = kernels_on("auto", setup.accelerator.device) if kernels is None else kernels
+    with training_kernels(model, enabled=enabled):
+        first = time.perf_counter()
+        start = None
+        while start is None or time.perf_counter() - start < seconds:
+            if steps == WARMUP_STEPS:
+                sync(device)
+                start, tokens, padded, ctx = time.perf_counter(), 0, 0, []
             keys = range(steps * accum, (steps + 1) * accum)
             batches = [data.make_batch(plan[k % len(plan)], torch.Generator().manual_seed(k)) for k in keys]
             result = train_step(setup, steps, batches)
@@ -188,8 +210,10 @@ def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float,
             steps += 1
         sync(device)
         dt = time.perf_counter() - start
+        steps -= WARMUP_STEPS
     return {"tokens_per_s": tokens / dt, "steps": steps, "pad_waste_pct": 100 * (1 - tokens / padded), "seconds": dt,
-            "context": float(np.mean(ctx)), "precision": "bf16" if setup.dtype else "fp32"}  # fmt: skip
+            "warmup_seconds": start - first, "context": float(np.mean(ctx)),
+            "precision": "bf16" if setup.dtype else "fp32"}  # fmt: skip
 
 
 SEED, HF = "seed recipe (eager, fp32, pad to 512)", "HF Trainer (SDPA, dynamic padding, group_by_length)"
@@ -205,7 +229,9 @@ def main() -> None:
     ap.add_argument("--tokens-per-batch", type=int, default=8192)
     ap.add_argument("--hf-batch-size", type=int, help="HF Trainer batch size (default: --tokens-per-batch / 512)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--rows", default="seed,hf,protlm,protlm-plain,protlm-bf16", help="which rows to run")
+    ap.add_argument("--rows", default="seed,hf,protlm,protlm-kernels-on,protlm-bf16", help="which rows to run")
+    ap.add_argument("--passes", type=int, default=1, help="run every row this often, alternating the order")
+    ap.add_argument("--json", help="write every run and the medians here")
     args = ap.parse_args()
     torch.manual_seed(0)
     cuda = args.device.startswith("cuda")
@@ -217,7 +243,7 @@ def main() -> None:
     print(f"SCL2205 train: {len(tset):,} proteins, mean {tset.lengths.mean():.0f} tokens; preset {args.preset}; "
           f"device {args.device}; torch threads {torch.get_num_threads()}")  # fmt: skip
     size = 8192 if cuda else 2048
-    peaks = {d: matmul_flops(getattr(torch, d), size, 5.0, args.device) for d in ("float32", "bfloat16")}
+    peaks = {d: matmul_flops(getattr(torch, d), size, 2.0, args.device) for d in ("float32", "bfloat16")}
     print(f"matmul peak: fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s")
 
     empty = np.zeros((0, 2), dtype=np.int64)
@@ -232,25 +258,48 @@ def main() -> None:
     rows = {
         "seed": (SEED, lambda m: run_seed_recipe(m, tset, tok, args.seed_batch_size, secs, dev)),
         "hf": (HF, lambda m: run_hf_trainer(m, tset, tok, hf_batch, secs, dev)),
-        "protlm": (f"protlm {precision}", lambda m: run_protlm(m, data, tpb, secs, precision, True, dev)),
+        "protlm": (
+            f"protlm {precision} (as pretrain runs it)",
+            lambda m: run_protlm(m, data, tpb, secs, precision, None, dev),
+        ),  # fmt: skip
+        "protlm-kernels-on": (
+            f"protlm {precision}, --kernels on",
+            lambda m: run_protlm(m, data, tpb, secs, precision, True, dev),
+        ),  # fmt: skip
         "protlm-plain": (
             f"protlm {precision}, --kernels off",
             lambda m: run_protlm(m, data, tpb, secs, precision, False, dev),
         ),  # fmt: skip
-        "protlm-bf16": ("protlm bf16 autocast", lambda m: run_protlm(m, data, tpb, secs, "bf16", True, dev)),
+        "protlm-unfused": (
+            f"protlm {precision}, AdamW not fused",
+            lambda m: run_protlm(m, data, tpb, secs, precision, None, dev, fused=False),
+        ),  # fmt: skip
+        "protlm-compile": (
+            f"protlm {precision}, torch.compile",
+            lambda m: run_protlm(m, data, tpb, secs, precision, None, dev, compile=True),
+        ),  # fmt: skip
+        "protlm-bf16": ("protlm bf16 autocast", lambda m: run_protlm(m, data, tpb, secs, "bf16", None, dev)),
     }
-    results = {}
-    for key in args.rows.split(","):
-        if cuda and key == "protlm-bf16":
-            continue  # the protlm row is bf16 already
-        name, fn = rows[key]
-        model = build_mlm(args.preset, tok, seed=0)
-        model.load_state_dict(init)
-        model.to(args.device).train()
-        results[name] = r = fn(model)
-        flops = flops_per_token(model.config, r["context"]) * r["tokens_per_s"]
-        r["mfu_fp32_pct"], r["mfu_bf16_pct"] = 100 * flops / peaks["float32"], 100 * flops / peaks["bfloat16"]
-        print(f"{name}: {r['tokens_per_s']:,.0f} tokens/s", flush=True)
+    keys = [k for k in args.rows.split(",") if not (cuda and k == "protlm-bf16")]  # on CUDA the protlm row is bf16
+    runs: dict[str, list[dict]] = {}
+    for p in range(args.passes):  # every row warmed up; the order alternates between passes
+        for key in keys if p % 2 == 0 else keys[::-1]:
+            name, fn = rows[key]
+            model = build_mlm(args.preset, tok, seed=0)
+            model.load_state_dict(init)
+            model.to(args.device).train()
+            r = fn(model)
+            flops = flops_per_token(model.config, r["context"]) * r["tokens_per_s"]
+            r["mfu_fp32_pct"], r["mfu_bf16_pct"] = 100 * flops / peaks["float32"], 100 * flops / peaks["bfloat16"]
+            runs.setdefault(name, []).append(r)
+            print(f"pass {p}: {name}: {r['tokens_per_s']:,.0f} tokens/s", flush=True)
+            del model
+            if cuda:
+                torch.cuda.empty_cache()
+    results = {name: _median(rs) for name, rs in runs.items()}
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks, "runs": runs,
+                                               "median": results}, indent=2))  # fmt: skip
     base = results.get(SEED, {}).get("tokens_per_s", float("nan"))
     hf = results.get(HF, {}).get("tokens_per_s", float("nan"))
     print(f"HF Trainer batch size {hf_batch} (mean {mean_len:.0f} tokens a protein)")

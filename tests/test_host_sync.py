@@ -51,6 +51,7 @@ def _syncs(seqs: list[str], preset: str = "micro.yaml") -> list[str]:
     counter = SyncCounter()
     # the optimizer's own step count lives on the host for a non-fused AdamW; on CUDA it is fused, on the device
     opt.optimizer.register_step_pre_hook(lambda *a: setattr(counter, "paused", True))
+
     def host_fields(b):  # the batch's own fields are worked out on the host, before they go to the device
         counter.paused = True
         fields = mlm_fields(b)

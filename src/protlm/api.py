@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from protlm.device import resolve_device
 from protlm.embed import Embedder, Embedding, EmbedOptions
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SeqRecord
@@ -68,7 +69,8 @@ class ProtLM:
     """A loaded model: a pre-trained masked LM (protlm's own, ESM-2, ProtBERT, RoBERTa; a directory or
     an HF Hub id), a fine-tuned task model, or a composition baseline."""
 
-    def __init__(self, path: str | Path, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str = "auto"):
+        device = resolve_device(device)  # first: a device this machine lacks is named before any loading
         self.model_dir = open_model(path)
         self.path, self.info, self.device = self.model_dir.path, self.model_dir.task, device
         self.task_model = self.baseline = self._mlm = None
@@ -201,7 +203,8 @@ class ProtLM:
         return results
 
 
-def load(path: str | Path, device: str = "cpu") -> ProtLM:
+def load(path: str | Path, device: str = "auto") -> ProtLM:
     """Load a model directory (`protlm pretrain` output, a fine-tuned `model/`, any ESM-2 / ProtBERT /
-    RoBERTa directory) or an HF Hub id such as `facebook/esm2_t6_8M_UR50D`."""
+    RoBERTa directory) or an HF Hub id such as `facebook/esm2_t6_8M_UR50D`, onto `device` (auto: the GPU
+    when there is one; cpu, cuda, cuda:N)."""
     return ProtLM(path, device)

@@ -37,7 +37,10 @@ def resolve_device(spec: str = "auto") -> torch.device:
     if kind == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n == 0 or (index and int(index) >= n):
-            raise ProtlmError(f"device {spec!r}: this machine has {n} CUDA device(s)")
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ProtlmError(
+                f"device {spec!r}: this machine has {n} CUDA device(s) (torch {torch.__version__}, {build})"
+            )
     return torch.device(spec)
 
 

@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"protlm: error: {one_line(str(e.filename or ''))}: {e.strerror or e}", err=True)
         raise SystemExit(2) from None
     except Exception as e:  # noqa: BLE001 - the last resort: never a traceback without --debug
+        if type(e).__name__ == "OutOfMemoryError" and type(e).__module__.startswith("torch"):
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+            typer.echo(f"protlm: error: the device ran out of memory ({one_line(first)[:300]}): lower --tokens-per-batch "
+                       "(or --max-tokens)", err=True)  # fmt: skip
+            raise SystemExit(2) from None
         _internal_error(args, e, debug)
         raise SystemExit(1) from None
     except BaseException as e:  # a Rust panic in `tokenizers` (pyo3's PanicException) is no Exception

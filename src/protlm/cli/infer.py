@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import IdColOpt, MaxLenOpt, SeqColOpt, StrictOpt, option, residue_policy
+from protlm.cli.options import DeviceOpt, IdColOpt, MaxLenOpt, SeqColOpt, StrictOpt, option, residue_policy
 from protlm.errors import ProtlmError
 
 
@@ -34,6 +34,7 @@ def embed_cmd(
     seq_col: SeqColOpt = "sequence",
     strict: StrictOpt = False,
     max_length: MaxLenOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Embed proteins of any length: pooled or per-residue vectors, streamed to Parquet / NPZ / HDF5."""
     from protlm.api import load
@@ -50,7 +51,7 @@ def embed_cmd(
              "stride": stride, "max_tokens": max_tokens, "precision": precision}  # fmt: skip
     options = {k: v for k, v in given.items() if v is not None}  # unset: EmbedOptions' defaults
     keys = EmbedOptions(**options).keys()
-    lm = load(model)
+    lm = load(model, device)
     embedder = lm.embedder(**options)
     report = SkipReport(str(input))
     records = read_inputs(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
@@ -84,12 +85,13 @@ def predict_cmd(
     model: option("model", note="A fine-tuned model/ (OUT/seed-K/model of protlm finetune)."),
     out: option("out", Path, note="a TSV file."),
     strict: StrictOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Predict with a fine-tuned model: TSV of id, label and class probabilities (residue tasks: states)."""
     from protlm.api import load
     from protlm.io import SkipReport, read_sequences
 
-    lm = load(model)
+    lm = load(model, device)
     spec = lm.task
     report = SkipReport(str(input))
     policy = residue_policy(strict, None)
@@ -128,9 +130,10 @@ def fill_cmd(
     text: Annotated[str, typer.Argument(help="A sequence with <mask> where residues are to be predicted.")],
     model: option("model", note="A masked LM."),
     top_k: option("top_k", int, note="Candidates per mask.") = 5,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Masked-residue prediction: the top-k tokens (residue strings) for every <mask>."""
     from protlm.api import load
 
-    for k, candidates in enumerate(load(model).fill(text, top_k)):
+    for k, candidates in enumerate(load(model, device).fill(text, top_k)):
         typer.echo(f"mask {k + 1}: " + "  ".join(f"{tok} {p:.3f}" for tok, p in candidates))

@@ -109,9 +109,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | No
             (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = True if device is not None and device.type == "cuda" else None
-    return torch.optim.AdamW(
-        groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused
-    )
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
 
 
 def mlm_fields(batch) -> dict[str, torch.Tensor | None]:
@@ -265,7 +263,10 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
             state.epoch, state.batch = state.epoch + 1, 0
             plan = f.source.epoch_batches(state.epoch)
             continue
-        result = train_step(setup, state.step, micro_batches(state.epoch, state.batch, plan))
+        try:
+            result = train_step(setup, state.step, micro_batches(state.epoch, state.batch, plan))
+        except torch.OutOfMemoryError:
+            raise _out_of_memory(f, state, plan) from None
         heap.step()
         state.step += 1
         state.batch += per_step
@@ -291,6 +292,19 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
     metrics.close()
     log(f"stopped by {state.stopped_by} at step {state.step} ({state.elapsed:.0f}s); model -> {f.run_dir / 'model'}")
     return state
+
+
+def _out_of_memory(f: Fit, state: LoopState, plan: list) -> ProtlmError:
+    """One line: the step and the largest batch it held, what to lower, and the checkpoint left intact."""
+    cfg, per_step = f.cfg, f.accelerator.num_processes * f.cfg.grad_accum
+    items = [len(plan[i]) for i in range(state.batch, min(state.batch + per_step, len(plan)))]
+    ckpts = checkpoints(f.run_dir)
+    kept = f"{ckpts[-1]} is intact (--resume continues from it)" if ckpts else "no checkpoint was written yet"
+    return ProtlmError(
+        f"out of memory on {f.accelerator.device} at step {state.step} (micro-batches of up to {max(items, default=0)} "
+        f"sequences, --tokens-per-batch {cfg.tokens_per_batch}): lower --tokens-per-batch or --max-tokens, and raise "
+        f"--grad-accum (or set --tokens-per-step) to keep the tokens per step; {kept}"
+    )
 
 
 def _resume(f: Fit, optimizer: torch.optim.Optimizer, log: Callable[[str], None]) -> LoopState:

@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch
+from protlm.batching import MaskingVocab, Packing, mask_for_mlm, pad_batch
 from protlm.corpora import open_corpus
 from protlm.device import autocast_dtype, make_accelerator, matmul_flops
 from protlm.models import build_mlm
 from protlm.models.kernels import training_kernels
+from protlm.models.loading import POSITION_OFFSETS
 from protlm.tokenization import DEFAULT_VOCAB_SIZE, load_tokenizer, train_tokenizer
 from protlm.tokenized import tokenize
 from protlm.train.config import TrainConfig
@@ -181,16 +182,18 @@ WARMUP_STEPS = 5  # protlm rows: steps before the clock starts (kernel choice, a
 
 def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float, precision: str,
                kernels: bool | None = None, device: str = "cpu", fused: bool = True,
-               compile: bool = False) -> dict:  # fmt: skip
+               compile: bool = False, packed: bool = False) -> dict:  # fmt: skip
     """`train_step` on protlm's batches (length buckets, token budget, crops), as `protlm pretrain` runs it:
-    `kernels=None` is `--kernels auto` (on on the CPU, off on a GPU). Timed after `WARMUP_STEPS` steps."""
+    `kernels=None` is `--kernels auto` (on on the CPU, off on a GPU); `packed` is `--pack on` (rows of
+    the data's max tokens). Timed after `WARMUP_STEPS` steps."""
     model.config._attn_implementation = "sdpa"
     objective = MaskedLMObjective(model)
     if compile:  # the lever: the encoder compiled, shapes marked dynamic (the buckets vary in length)
         model.base_model.forward = torch.compile(model.base_model.forward, dynamic=True)
     setup = protlm_step(objective, precision, device, fused)
     accum = setup.cfg.grad_accum
-    plan = data.epoch_batches(0, tokens_per_batch)
+    packing = Packing.of(tokens_per_batch, data.max_tokens, POSITION_OFFSETS["roberta"]) if packed else None
+    plan = data.epoch_batches(0, tokens_per_batch, packing)
     tokens = padded = steps = 0
     ctx = []
     enabled = kernels_on("auto", setup.accelerator.device) if kernels is None else kernels
@@ -202,7 +205,8 @@ def run_protlm(model, data: PretrainData, tokens_per_batch: int, seconds: float,
                 sync(device)
                 start, tokens, padded, ctx = time.perf_counter(), 0, 0, []
             keys = range(steps * accum, (steps + 1) * accum)
-            batches = [data.make_batch(plan[k % len(plan)], torch.Generator().manual_seed(k)) for k in keys]
+            batches = [data.make_batch(plan[k % len(plan)], torch.Generator().manual_seed(k), packing=packing)
+                       for k in keys]  # fmt: skip
             result = train_step(setup, steps, batches)
             tokens += result.tokens
             padded += result.padded
@@ -277,6 +281,10 @@ def main() -> None:
         "protlm-compile": (
             f"protlm {precision}, torch.compile",
             lambda m: run_protlm(m, data, tpb, secs, precision, None, dev, compile=True),
+        ),  # fmt: skip
+        "protlm-packed": (
+            f"protlm {precision}, --pack on",
+            lambda m: run_protlm(m, data, tpb, secs, precision, None, dev, packed=True),
         ),  # fmt: skip
         "protlm-bf16": ("protlm bf16 autocast", lambda m: run_protlm(m, data, tpb, secs, "bf16", None, dev)),
     }

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch
+from protlm.batching import MaskingVocab, mask_for_mlm, pack_rows, pad_batch
 from protlm.device import make_accelerator
 from protlm.models import build_mlm
 from protlm.tokenization import load_tokenizer
@@ -39,12 +39,17 @@ class SyncCounter(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _syncs(seqs: list[str], preset: str = "micro.yaml") -> list[str]:
+def _syncs(seqs: list[str], preset: str = "micro.yaml", packed: bool = False) -> list[str]:
     tok = load_tokenizer(DATA / "tokenizer_bpe300")
     objective = MaskedLMObjective(build_mlm(str(DATA / preset), tok, seed=0)).train()
-    ids, mask = pad_batch([tok.assemble([tok.encode(s)]) for s in seqs], tok.pad_token_id)
+    encoded = [tok.assemble([tok.encode(s)]) for s in seqs]
+    if packed:
+        rows = pack_rows(encoded, 64, 1, tok.pad_token_id, 2)
+        ids, mask, extra = rows.input_ids, rows.attention_mask, (rows.segments, rows.position_ids)
+    else:
+        (ids, mask), extra = pad_batch(encoded, tok.pad_token_id), ()
     inputs, labels = mask_for_mlm(ids, MaskingVocab.of(tok), torch.Generator().manual_seed(0), 0.3)
-    batch = Batch(inputs, mask, labels, int(mask.sum()))
+    batch = Batch(inputs, mask, labels, int(mask.sum()), *extra)
     cfg = TrainConfig(max_steps=2, precision="fp32", kernels="off")
     acc = make_accelerator("cpu")
     prepared, opt = acc.prepare(objective, make_optimizer(objective, cfg, acc.device))
@@ -71,6 +76,11 @@ def test_a_step_on_padded_rows_asks_at_most_whether_rows_are_padded():
     # transformers' SDPA mask path checks `padding_mask.all()` once per forward; nothing of protlm's syncs
     seen = _syncs(["MKTAYIAKQRQISFVKSHFSRQ", "MVLSPA"])
     assert len(seen) <= 1 and all("_local_scalar_dense" in s or "is_nonzero" in s for s in seen), seen
+
+
+def test_a_packed_step_never_waits_for_the_device():
+    # its block mask is built on the device from the segments: transformers takes a 4-D mask as it is
+    assert _syncs(["MKTAYIAKQRQISFVKSHFSRQ", "MVLSPA", "MKVLAAGIVGLLLA"], packed=True) == []
 
 
 def test_the_counter_sees_a_boolean_index():

@@ -59,7 +59,9 @@ def test_weights_split_the_epoch_and_labels_never_reach_the_batch():
     counts = data.epoch_counts()
     assert counts == {"singles": 10, "binding": 10, "nonbinding": 10, "assemblies": 0}  # 30 examples, equal weights
     batch = data.make_batch([(ex, 0) for ex in data.epoch_examples(0)[0][:4]], torch.Generator().manual_seed(0))
-    assert set(vars(batch)) == {"input_ids", "attention_mask", "labels", "n_tokens"}  # MLM only
+    # MLM only (segments and positions are packed rows' layout, None here)
+    assert set(vars(batch)) == {"input_ids", "attention_mask", "labels", "n_tokens", "segments", "position_ids"}
+    assert batch.segments is None and batch.position_ids is None
 
 
 def test_sampled_negatives_never_known_never_self_same_organism():

@@ -42,6 +42,7 @@ def embed_cmd(
     from protlm.io import SkipReport
     from protlm.io.embeddings import open_writer
     from protlm.io.inference import read_inputs
+    from protlm.ranks import Ranks
 
     try:
         layer_ids = tuple(int(x) for x in layers.split(","))
@@ -51,27 +52,60 @@ def embed_cmd(
              "stride": stride, "max_tokens": max_tokens, "precision": precision}  # fmt: skip
     options = {k: v for k, v in given.items() if v is not None}  # unset: EmbedOptions' defaults
     keys = EmbedOptions(**options).keys()
-    lm = load(model, device)
+    ranks = Ranks.from_env()
+    lm = load(model, ranks.device(device))
     embedder = lm.embedder(**options)
     report = SkipReport(str(input))
     records = read_inputs(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
-    writer = open_writer(out, keys)
+    if ranks.world == 1:
+        n = _write_embeddings(embedder.embed(records), open_writer(out, keys), report, lm.device)
+    else:  # torchrun: every rank embeds its share into a spool; rank 0 merges them in input order
+        n = _embed_ranked(ranks, embedder, records, keys, out, report, lm.device)
+    if ranks.main:
+        typer.echo(report.summary(), err=True)
+        typer.echo(f"{n:,} embeddings ({', '.join(keys)}) written to {out}")
+
+
+def _embed_ranked(ranks, embedder, records, keys: list[str], out: Path, report, device) -> int:
+    """`protlm embed` under torchrun (`protlm.ranks`): the records of this rank into its spool, then
+    rank 0 merges the spools into `out` in input order; the count written."""
+    from protlm.io.embeddings import SpoolWriter, check_output, open_writer, read_spool
+    from protlm.ranks import interleave, run_sharded
+
+    counted = [0]
+
+    def work(spool: Path) -> None:
+        shard = embedder.embed(ranks.mine(records))
+        counted[0] = _write_embeddings(shard, SpoolWriter(spool, keys), report, device)
+
+    def merge(spools: list[Path]) -> None:
+        merged = interleave([read_spool(p) for p in spools])
+        counted[0] = _write_embeddings(merged, open_writer(out, keys), None, None)
+
+    check_output(out)  # before any work: a bad --out is named now, not after the ranks finished
+    run_sharded(ranks, out, device, work, merge)
+    return counted[0]
+
+
+def _write_embeddings(embeddings, writer, report, device) -> int:
+    """Stream `embeddings` into `writer` (atomic: aborted on any error or interrupt); the count written.
+    `report` (when given) must have used a record; `device` names the progress bar's work."""
     from protlm.progress import progress
 
     n = 0
-    with progress(unit="residues", desc="embed") as bar:
+    with progress(unit="residues", desc="embed" if device is not None else "merge") as bar:
         try:
-            for emb in embedder.embed(records):
+            for emb in embeddings:
                 writer.write(emb)
                 bar.update(emb.length)
                 n += 1
-            report.require_used()
+            if report is not None:
+                report.require_used()
         except BaseException:  # a bad record, an interrupt, no records: no file under the final name
             writer.abort()
             raise
         writer.close()
-    typer.echo(report.summary(), err=True)
-    typer.echo(f"{n:,} embeddings ({', '.join(keys)}) written to {out}")
+    return n
 
 
 def predict_cmd(
@@ -90,8 +124,10 @@ def predict_cmd(
     """Predict with a fine-tuned model: TSV of id, label and class probabilities (residue tasks: states)."""
     from protlm.api import load
     from protlm.io import SkipReport, read_sequences
+    from protlm.ranks import Ranks
 
-    lm = load(model, device)
+    ranks = Ranks.from_env()
+    lm = load(model, ranks.device(device))
     spec = lm.task
     report = SkipReport(str(input))
     policy = residue_policy(strict, None)
@@ -107,23 +143,54 @@ def predict_cmd(
             inputs = list(read_inputs(input, policy, report))
     else:
         inputs = list(read_sequences(input, policy, report))
-    typer.echo(report.summary(), err=True)
+    if ranks.main:
+        typer.echo(report.summary(), err=True)
     report.require_used()
-    preds = lm.predict(inputs)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    header = _prediction_header(spec.kind, lm.info["labels"])
+    if ranks.world == 1:
+        preds = lm.predict(inputs)
+        _write_lines(out, [header, *(_prediction_row(spec.kind, p) for p in preds)])
+        n = len(preds)
+    else:  # torchrun: every rank predicts its share into a spool; rank 0 merges them in input order
+        n = _predict_ranked(ranks, lm, inputs, header, out)
+    if ranks.main:
+        typer.echo(f"{n:,} predictions ({spec.name}) written to {out}")
+
+
+def _prediction_header(kind: str, labels) -> str:
+    if kind == "residue":
+        return "id\tlength\tpredicted\tmean_probability\n"
+    return "id\tpredicted\t" + "\t".join(f"p_{x}" for x in labels) + "\n"
+
+
+def _prediction_row(kind: str, p) -> str:
+    if kind == "residue":
+        return f"{p.id}\t{len(p.probabilities)}\t{p.states}\t{p.probabilities.max(-1).mean():.4f}\n"
+    return f"{p.id}\t{p.label}\t" + "\t".join(f"{v:.4f}" for v in p.probabilities) + "\n"
+
+
+def _write_lines(path: Path, lines) -> None:
     from protlm.io.atomic import atomic_open
 
-    with atomic_open(out) as fh:
-        if spec.kind == "residue":
-            fh.write("id\tlength\tpredicted\tmean_probability\n")
-            for p in preds:
-                fh.write(f"{p.id}\t{len(p.probabilities)}\t{p.states}\t{p.probabilities.max(-1).mean():.4f}\n")
-        else:
-            labels = preds[0].labels if preds else ()
-            fh.write("id\tpredicted\t" + "\t".join(f"p_{x}" for x in labels) + "\n")
-            for p in preds:
-                fh.write(f"{p.id}\t{p.label}\t" + "\t".join(f"{v:.4f}" for v in p.probabilities) + "\n")
-    typer.echo(f"{len(preds):,} predictions ({spec.name}) written to {out}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as fh:
+        fh.writelines(lines)
+
+
+def _predict_ranked(ranks, lm, inputs: list, header: str, out: Path) -> int:
+    """`protlm predict` under torchrun: this rank's inputs into its spool (one TSV row each), then rank 0
+    writes the header and the spools' rows round-robin, in input order; the count written."""
+    from protlm.ranks import interleave, run_sharded
+
+    def work(spool: Path) -> None:
+        _write_lines(spool, [_prediction_row(lm.task.kind, p) for p in lm.predict(list(ranks.mine(inputs)))])
+
+    def merge(spools: list[Path]) -> None:
+        parts = [iter(p.read_text(encoding="utf-8").splitlines(keepends=True)) for p in spools]
+        _write_lines(out, [header, *interleave(parts)])
+
+    run_sharded(ranks, out, lm.device, work, merge)
+    return len(inputs)
 
 
 def fill_cmd(

@@ -16,9 +16,12 @@ when all records are written: a failure or a kill never leaves a partial file un
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +41,18 @@ def member_name(rid: str) -> str:
     return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group(0).encode()), rid)
 
 
-def open_writer(path: str | Path, keys: list[str]):
+def check_output(path: str | Path) -> str:
+    """The output's format (its suffix); ProtlmError for an unknown one or a directory."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ProtlmError(f"{path}: unknown output format; use one of {', '.join(FORMATS)}")
     if Path(path).is_dir():
         raise ProtlmError(f"{path}: is a directory; --out names the output file")
+    return suffix
+
+
+def open_writer(path: str | Path, keys: list[str]):
+    suffix = check_output(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     cls = {".parquet": ParquetWriter, ".npz": NpzWriter}.get(suffix, H5Writer)
     return cls(path, keys)
@@ -172,3 +181,48 @@ class H5Writer(_Atomic):
     def close(self) -> None:
         self._close_file()
         self._publish()
+
+
+@dataclass
+class Spooled:
+    """An embedding read back from a rank's spool (the fields the writers read)."""
+
+    id: str
+    length: int
+    chains: tuple[int, ...]
+    vectors: dict[str, np.ndarray]
+
+
+class SpoolWriter(_Atomic):
+    """One rank's share of a `torchrun` embed (`protlm.ranks`): an uncompressed zip of `.npy` arrays,
+    `K/KEY.npy` for the K-th record it wrote, and `index.json` (id, length, chains per record) at close."""
+
+    def __init__(self, path, keys: list[str]):
+        self.keys, self.index = keys, []
+        self.zip = zipfile.ZipFile(self._start(path), "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+
+    def write(self, emb) -> None:
+        for key in self.keys:
+            with self.zip.open(f"{len(self.index)}/{key}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(emb.vectors[key], np.float32), allow_pickle=False)
+        self.index.append([emb.id, int(emb.length), [int(c) for c in emb.chains]])
+
+    def _close_file(self) -> None:
+        self.zip.close()
+
+    def close(self) -> None:
+        self.zip.writestr("index.json", json.dumps({"keys": self.keys, "records": self.index}))
+        self._close_file()
+        self._publish()
+
+
+def read_spool(path: Path) -> Iterator[Spooled]:
+    """The embeddings of a spool, in the order written (arrays read without pickle)."""
+    with zipfile.ZipFile(path) as zf:
+        meta = json.loads(zf.read("index.json"))
+        for k, (rid, length, chains) in enumerate(meta["records"]):
+            vectors = {}
+            for key in meta["keys"]:
+                with zf.open(f"{k}/{key}.npy") as fh:
+                    vectors[key] = np.lib.format.read_array(fh, allow_pickle=False)
+            yield Spooled(rid, length, tuple(chains), vectors)

@@ -30,6 +30,10 @@ BACKBONES = FAMILIES  # declared with the size rules each family follows (models
 # (`padding_idx + 1` = 2), so N tokens need N + 2 rows; BERT's start at 0. ESM-2's rotary positions
 # have no table, but the model was trained on 1,024-token inputs and its config says so the same way.
 POSITION_OFFSETS = {"roberta": 2, "longformer": 2, "esm": 2, "bert": 0}
+# Families whose encoder takes a 4-D block-diagonal attention mask and its own position ids, so that
+# proteins can share a row (pretrain --pack). Not ESM (its token dropout rescales by each row's mask
+# and reads the mask as 2-D) nor Longformer (sliding windows).
+PACKABLE = ("roberta", "bert")
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]  # never *.bin / *.pt / *.pkl: pickles
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 

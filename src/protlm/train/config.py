@@ -123,6 +123,7 @@ class PretrainConfig(TrainConfig):
         parse=lambda text: parse_mix(text),
     )
     max_tokens: int | None = setting(None, note="Default: the model's.")
+    pack: str = setting("auto", "Pack several proteins into each row of --max-tokens, each attending to itself only (static shapes, no padding): on, off, or auto (off: not yet measured faster on any device; bench/RESULTS.md). RoBERTa and BERT models.")  # fmt: skip
     mlm_probability: float = setting(0.15, "Share of tokens masked.")
     eval_fraction: float = setting(0.02, "Share of the corpus held out for evaluation.")
     eval_max_examples: int = setting(512, "Held-out examples scored at each evaluation.")
@@ -157,6 +158,8 @@ class PretrainConfig(TrainConfig):
             raise ProtlmError(f"invalid config: eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.max_tokens is not None and self.max_tokens < 8:
             raise ProtlmError(f"invalid config: max_tokens must be >= 8, got {self.max_tokens}")
+        if self.pack not in ("auto", "on", "off"):
+            raise ProtlmError(f"invalid config: pack must be auto, on or off, got {self.pack!r}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ProtlmError(f"invalid config: dropout must be in [0, 1), got {self.dropout}")
 

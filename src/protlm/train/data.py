@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from protlm.batching import MaskingVocab, mask_for_mlm, pad_batch, plan_batch_bounds
+from protlm.batching import (
+    MaskingVocab,
+    Packing,
+    mask_for_mlm,
+    pack_rows,
+    pad_batch,
+    plan_batch_bounds,
+    plan_packed_bounds,
+)
 from protlm.pairs.negatives import NegativePool
 
 KINDS = ("singles", "binding", "nonbinding", "assemblies")
@@ -35,6 +43,10 @@ class Batch:
     attention_mask: torch.Tensor  # (B, T) 1 = real token, 0 = pad
     labels: torch.Tensor  # (B, T) original ids at scored positions, -100 elsewhere
     n_tokens: int  # real (non-pad) tokens
+    # Packed rows (`batching.pack_rows`): each protein's number in its row and its own positions; the
+    # objective attends within a protein only. None in padded batches.
+    segments: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
 
     # Worked out on the host, from the host's tensors, so that the step on the device never waits for
     # the device to answer a question about the data (a boolean index calls nonzero; transformers' mask
@@ -224,10 +236,15 @@ class PretrainData:
             crops[over] = rng.integers(0, np.asarray(lengths)[first] - self.content + 1)
         return examples, np.minimum(ex_len, self.max_tokens), crops
 
-    def epoch_batches(self, epoch: int, tokens_per_batch: int) -> EpochPlan:
-        """Token-budget batches of (example, crop start) for one epoch."""
+    def epoch_batches(self, epoch: int, tokens_per_batch: int, packing: Packing | None = None) -> EpochPlan:
+        """Token-budget batches of (example, crop start) for one epoch: of similar lengths, padded; or,
+        with `packing`, of any lengths, to be packed into its rows."""
         examples, ex_len, crops = self.epoch_examples(epoch)
-        order, bounds, batch_order = plan_batch_bounds(ex_len, tokens_per_batch, _rng(self.seed, 2, epoch))
+        rng = _rng(self.seed, 2, epoch)
+        if packing is None:
+            order, bounds, batch_order = plan_batch_bounds(ex_len, tokens_per_batch, rng)
+        else:
+            order, bounds, batch_order = plan_packed_bounds(ex_len, packing.capacity, rng)
         return EpochPlan(examples, crops, order, bounds, batch_order)
 
     @property
@@ -236,15 +253,25 @@ class PretrainData:
         return self.max_tokens - self.template.overhead(1)
 
     def make_batch(
-        self, items: list[tuple[tuple[int, ...], int]], generator: torch.Generator, mlm: float = 0.15
+        self,
+        items: list[tuple[tuple[int, ...], int]],
+        generator: torch.Generator,
+        mlm: float = 0.15,
+        packing: Packing | None = None,
     ) -> Batch:
-        """Assemble, pad and mask one batch (masking drawn from `generator`)."""
+        """Assemble, pad (or pack) and mask one batch (masking drawn from `generator`)."""
         seqs = []
         for example, crop in items:
             parts = [self.tset.get(i) for i in example]
             if len(parts) == 1 and len(parts[0]) > self.content:
                 parts = [parts[0][crop : crop + self.content]]
             seqs.append(self.tokenizer.assemble(parts))
-        ids, attn = pad_batch(seqs, self.tokenizer.pad_token_id)
+        pad = self.tokenizer.pad_token_id
+        if packing is not None:
+            packed = pack_rows(seqs, packing.row_len, packing.rows, pad, packing.position_offset)
+            masked, labels = mask_for_mlm(packed.input_ids, self.masking, generator, mlm)
+            n = int(packed.attention_mask.sum())
+            return Batch(masked, packed.attention_mask, labels, n, packed.segments, packed.position_ids)
+        ids, attn = pad_batch(seqs, pad)
         masked, labels = mask_for_mlm(ids, self.masking, generator, mlm)
         return Batch(masked, attn, labels, int(attn.sum()))

@@ -114,10 +114,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device | No
 
 def mlm_fields(batch) -> dict[str, torch.Tensor | None]:
     """The tensors of an MLM batch that the objective takes: no attention mask when no row is padded,
-    and the scored positions as indices (both known on the host: no device sync in the step)."""
-    mask = batch.attention_mask if batch.padded_rows else None
-    return {"input_ids": batch.input_ids, "attention_mask": mask, "labels": batch.labels,
-            "masked_index": batch.masked_index}  # fmt: skip
+    and the scored positions as indices (both known on the host: no device sync in the step); packed
+    rows bring their segments and positions."""
+    fields = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask if batch.padded_rows else None,
+              "labels": batch.labels, "masked_index": batch.masked_index}  # fmt: skip
+    if getattr(batch, "segments", None) is not None:  # packed rows: the objective builds the block mask
+        fields.update(attention_mask=None, segments=batch.segments, position_ids=batch.position_ids)
+    return fields
 
 
 @dataclass

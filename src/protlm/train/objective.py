@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from protlm.batching import block_diagonal_mask
 from protlm.models.loading import mlm_head
 from protlm.models.longformer import encoder_kwargs
 
@@ -29,10 +30,14 @@ class MaskedLMObjective(nn.Module):
         attention_mask: torch.Tensor | None,
         labels: torch.Tensor,
         masked_index: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
         **kwargs,
     ):
         """`masked_index`: the flat positions of `labels` != -100, when the caller knows them (the
-        training batches do, from the host); else they are found here, which waits for the device."""
+        training batches do, from the host); else they are found here, which waits for the device.
+        `segments` (packed rows, with their `position_ids` in kwargs): attention stays within a protein."""
+        if segments is not None:
+            attention_mask = block_diagonal_mask(segments)
         base = self.model.base_model  # the encoder (RobertaModel / LongformerModel / EsmModel / BertModel)
         extra = encoder_kwargs(self.model.config, input_ids)  # Longformer: global attention on <s>
         hidden = base(

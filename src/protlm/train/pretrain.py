@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from protlm.batching import plan_batches
+from protlm.batching import Packing, plan_batches
 from protlm.device import make_accelerator, to_device
 from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
@@ -24,7 +24,7 @@ from protlm.io.atomic import write_json
 from protlm.io.lock import run_lock
 from protlm.io.structured import read_yaml
 from protlm.models import build_mlm, model_max_tokens
-from protlm.models.loading import open_model
+from protlm.models.loading import PACKABLE, POSITION_OFFSETS, open_model
 from protlm.models.lora import configure, load_lora_checkpoint
 from protlm.pairs.negatives import NegativePool
 from protlm.store import TokenStore, ensure_store
@@ -49,14 +49,32 @@ class MLMSource:
     data: PretrainData
     tokens_per_batch: int
     mlm_probability: float
+    packing: Packing | None = None
 
     def epoch_batches(self, epoch: int):
         if getattr(self, "_plan", (None,))[0] != epoch:  # planned once: sizing the schedule, then the loop
-            self._plan = (epoch, self.data.epoch_batches(epoch, self.tokens_per_batch))
+            self._plan = (epoch, self.data.epoch_batches(epoch, self.tokens_per_batch, self.packing))
         return self._plan[1]
 
     def make_batch(self, items, generator: torch.Generator):
-        return self.data.make_batch(items, generator, self.mlm_probability)
+        return self.data.make_batch(items, generator, self.mlm_probability, self.packing)
+
+
+def check_packing(cfg: PretrainConfig, config) -> None:
+    """`--pack on` for a family that cannot take a block mask is refused before any data is prepared."""
+    if cfg.pack == "on" and config.model_type not in PACKABLE:
+        raise ProtlmError(f"--pack on: {config.model_type} models cannot be packed (only {', '.join(PACKABLE)}: "
+                          "their encoders take a block-diagonal mask and restarting positions); use --pack off")  # fmt: skip
+
+
+def resolve_packing(cfg: PretrainConfig, config, max_tokens: int, log: Callable[[str], None]) -> Packing | None:
+    """`--pack`: on packs rows of `max_tokens` (refused for families that cannot take a block mask);
+    auto is off until packing is measured faster (bench/RESULTS.md)."""
+    if cfg.pack != "on":
+        return None
+    packing = Packing.of(cfg.tokens_per_batch, max_tokens, POSITION_OFFSETS[config.model_type])
+    log(f"packed batches: {packing.rows} row(s) of {packing.row_len} tokens, planned to {packing.capacity:,} tokens")
+    return packing
 
 
 def load_model(cfg: PretrainConfig, tokenizer, run_dir: Path, log: Callable[[str], None]):
@@ -268,6 +286,7 @@ def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[st
     else:
         tokenizer = load_tokenizer(cfg.tokenizer)
     model = load_model(cfg, tokenizer, run_dir, say)
+    check_packing(cfg, model.config)
     limit = model_max_tokens(model.config)
     if cfg.max_tokens is not None and cfg.max_tokens > limit:
         raise ProtlmError(f"--max-tokens {cfg.max_tokens} exceeds the model's {limit} positions")
@@ -285,7 +304,8 @@ def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[st
     objective = MaskedLMObjective(model)
     probe = mlm_probe(objective, accelerator.device, cfg.precision, max_tokens, data.masking.random_ids)
     resolve_budget(cfg, accelerator, probe, _saved_budget(cfg, run_dir), say)
-    source = MLMSource(data, cfg.tokens_per_batch, cfg.mlm_probability)
+    packing = resolve_packing(cfg, model.config, max_tokens, say)
+    source = MLMSource(data, cfg.tokens_per_batch, cfg.mlm_probability, packing)
     per_step = accelerator.num_processes * cfg.grad_accum
     steps_per_epoch = max(1, len(source.epoch_batches(0)) // per_step)
     epochs = cfg.max_epochs if cfg.max_epochs is not None else 1.0  # schedule horizon under --max-time only

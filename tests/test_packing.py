@@ -8,15 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.backbones import build_protbert
+from tests.conftest import run_cli
 
-from protlm.batching import PACK_FILL, MaskingVocab, Packing, first_fit_rows, mask_for_mlm, pack_rows, pad_batch
-from protlm.batching import plan_packed_bounds
+from protlm.batching import (
+    PACK_FILL,
+    MaskingVocab,
+    Packing,
+    first_fit_rows,
+    mask_for_mlm,
+    pack_rows,
+    pad_batch,
+    plan_packed_bounds,
+)
 from protlm.models import build_mlm
 from protlm.models.loading import POSITION_OFFSETS, open_model
 from protlm.tokenization import load_tokenizer
 from protlm.train.objective import MaskedLMObjective
-from tests.backbones import build_protbert
-from tests.conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
 SEQS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGG", "MAHHHHHHVDDDDK",

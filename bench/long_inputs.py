@@ -25,7 +25,7 @@ def child(path: str, length: int, mode: str, preset: str, window: int, reps: int
     from transformers import AutoConfig, AutoModelForMaskedLM, LongformerConfig, LongformerForMaskedLM
 
     from protlm.models import load_preset
-    from protlm.models.longformer import global_attention_mask
+    from protlm.models.backbones import global_attention_mask
 
     cfg = load_preset(preset)
     cfg.pop("model_type")
@@ -39,7 +39,7 @@ def child(path: str, length: int, mode: str, preset: str, window: int, reps: int
     ids = torch.randint(5, 10261, (1, length))
     ids[0, 0], ids[0, -1] = 0, 2
     mask = torch.ones_like(ids)
-    extra = {} if path == "dense" else {"global_attention_mask": global_attention_mask(ids)}
+    extra = {} if path == "dense" else {"global_attention_mask": global_attention_mask(ids, cls_id=0)}
     times = []
     if mode == "forward":
         model.eval()

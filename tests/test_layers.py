@@ -12,9 +12,9 @@ graph = sys.modules["import_graph"] = importlib.util.module_from_spec(_spec)  # 
 _spec.loader.exec_module(graph)
 
 EDGES = graph.edges()
-# The one cycle left, closed by a lazy import (models/loading -> tasks/model -> models/longformer -> models/loading);
-# the backbone table (issue 27) removes it. No other cycle may appear.
-KNOWN_CYCLES = [["protlm.models.loading", "protlm.models.longformer", "protlm.tasks.model"]]
+# The backbone table (issue 27) removed the last cycle (models/loading -> tasks/model -> models/longformer ->
+# models/loading). None may appear.
+KNOWN_CYCLES: list[list[str]] = []
 
 
 def imports_of(prefix: str) -> set[str]:

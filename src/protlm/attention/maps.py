@@ -26,8 +26,7 @@ import torch
 from protlm.align import residue_map
 from protlm.errors import InputError, ProtlmError
 from protlm.io.atomic import atomic_open
-from protlm.models.loading import load_safetensors_model, model_max_tokens, open_model, quiet_hf
-from protlm.models.longformer import is_longformer
+from protlm.models.loading import model_max_tokens, open_model, quiet_hf
 
 
 @dataclass
@@ -69,19 +68,20 @@ class AttentionModel:
         if self.model_dir.is_baseline:
             raise ProtlmError(f"{path}: a composition baseline has no attention")
         config = self.model_dir.config()
-        if is_longformer(config):
+        family = self.model_dir.backbone
+        if family.sliding_window:
             raise ProtlmError(
                 f"{self.path}: a Longformer's sliding-window attention is not a full map; analyse the RoBERTa it was "
                 "converted from, or a dense conversion (`protlm longformer convert --attention dense`)"
             )
         self.tokenizer = self.model_dir.tokenizer()
         self.has_contact_head = False  # ESM-2's own trained contact regression, when the checkpoint has it
-        if config.model_type == "esm" and not self.model_dir.is_task_model:
+        if family.contact_head and not self.model_dir.is_task_model:
             from transformers import AutoModel
 
             with quiet_hf():
-                self.model, info = load_safetensors_model(AutoModel, self.path, add_pooling_layer=False,
-                                                          attn_implementation="eager", output_loading_info=True)  # fmt: skip
+                self.model, info = self.model_dir.load(AutoModel, add_pooling_layer=False, attn_implementation="eager",
+                                                       output_loading_info=True)  # fmt: skip
             self.has_contact_head = not any("contact_head" in k for k in info["missing_keys"])
         else:
             self.model = self.model_dir.encoder(attn_implementation="eager")

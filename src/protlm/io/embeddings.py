@@ -28,6 +28,7 @@ import numpy as np
 
 from protlm.errors import ProtlmError
 from protlm.io.atomic import new_temp_file
+from protlm.io.structured import parse_json
 
 FORMATS = (".parquet", ".npz", ".h5", ".hdf5")
 
@@ -219,7 +220,7 @@ class SpoolWriter(_Atomic):
 def read_spool(path: Path) -> Iterator[Spooled]:
     """The embeddings of a spool, in the order written (arrays read without pickle)."""
     with zipfile.ZipFile(path) as zf:
-        meta = json.loads(zf.read("index.json"))
+        meta = parse_json(zf.read("index.json"), f"{path}:index.json")
         for k, (rid, length, chains) in enumerate(meta["records"]):
             vectors = {}
             for key in meta["keys"]:

@@ -19,15 +19,18 @@ from protlm.io.structured import read_json_object, refuse_auto_map
 CODE_BEARING = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
 
 
-def refuse_remote_code(directory: str | Path) -> None:
+def refuse_remote_code(directory: str | Path, read: dict[str, dict] | None = None) -> dict | None:
     """ProtlmError when any code-bearing JSON file of `directory` has an `auto_map` (custom code), or its
-    root adapter is not one protlm would write (`check_adapter`)."""
+    root adapter is not one protlm would write (`check_adapter`). Files are read once: each one read is
+    put in `read` (name -> object), for the caller to use; the root adapter config is returned."""
     directory = Path(directory)
+    read = {} if read is None else read
     for name in CODE_BEARING:
         f = directory / name
         if f.is_file():
-            refuse_auto_map(read_json_object(f), f)
-    check_adapter(directory)
+            read[name] = read_json_object(f)
+            refuse_auto_map(read[name], f)
+    return check_adapter(directory)
 
 
 # --------------------------------------------------------------------------------------------- adapters

@@ -16,24 +16,18 @@ The safety rules hold here, in one place:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from protlm.errors import InputError, ProtlmError
-from protlm.io.hf_dirs import ADAPTER_CONFIG, check_adapter, refuse_remote_code
+from protlm.io.hf_dirs import ADAPTER_CONFIG, refuse_remote_code
 from protlm.io.structured import read_json_object
-from protlm.models.size import FAMILIES, check_model_size
+from protlm.models.backbones import BACKBONES, Backbone, backbone
+from protlm.models.size import check_model_size
 
 TASK_FILE = "protlm_task.json"  # written by `protlm finetune` beside a task model or baseline
-BACKBONES = FAMILIES  # declared with the size rules each family follows (models/size.py)
-# Learned absolute positions start after the padding index in RoBERTa, Longformer and ESM
-# (`padding_idx + 1` = 2), so N tokens need N + 2 rows; BERT's start at 0. ESM-2's rotary positions
-# have no table, but the model was trained on 1,024-token inputs and its config says so the same way.
-POSITION_OFFSETS = {"roberta": 2, "longformer": 2, "esm": 2, "bert": 0}
-# Families whose encoder takes a 4-D block-diagonal attention mask and its own position ids, so that
-# proteins can share a row (pretrain --pack). Not ESM (its token dropout rescales by each row's mask
-# and reads the mask as 2-D) nor Longformer (sliding windows).
-PACKABLE = ("roberta", "bert")
+# Read off the backbone table (models/backbones.py), for callers that index by model_type.
+POSITION_OFFSETS = {name: b.position_offset for name, b in BACKBONES.items()}
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]  # never *.bin / *.pt / *.pkl: pickles
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
 
@@ -59,15 +53,15 @@ def resolve(spec: str | Path) -> Path:
         raise ProtlmError(f"{spec}: cannot fetch from the HF Hub ({str(e).splitlines()[0][:160]})") from None
 
 
-def model_dir(path: str | Path, adapter_base: bool = False) -> Path:
-    """`path` as a model directory (with config.json) that brings no code of its own. A root LoRA adapter
-    (which transformers applies on load) must be one protlm would write, and a base model it names must
-    pass the same checks (older transformers load the base from there)."""
+def model_dir(path: str | Path, adapter_base: bool = False) -> tuple[Path, dict]:
+    """`path` as a model directory that brings no code of its own, and its config.json as read (once).
+    A root LoRA adapter (which transformers applies on load) must be one protlm would write, and a base
+    model it names must pass the same checks (older transformers load the base from there)."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ProtlmError(f"{path}: not a model directory (no config.json)")
-    refuse_remote_code(path)
-    adapter = check_adapter(path)
+    read: dict[str, dict] = {}
+    adapter = refuse_remote_code(path, read)
     if adapter is not None and adapter_base:
         raise ProtlmError(f"{path / ADAPTER_CONFIG}: the base model of an adapter has an adapter itself")
     base = (adapter or {}).get("base_model_name_or_path")
@@ -77,67 +71,44 @@ def model_dir(path: str | Path, adapter_base: bool = False) -> Path:
                               "model directory; protlm checks a base before loading it (point it at one, or "
                               "remove it to use this directory's own weights)")  # fmt: skip
         model_dir(base, adapter_base=True)
-    return path
+    return path, read["config.json"]
+
+
+def hf_config(path: Path, raw: dict):
+    """The HF config of a checked model directory, from its config.json as read (`raw`), as
+    `AutoConfig.from_pretrained` builds it, without reading the file again."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import CONFIG_MAPPING
+
+    model_type = raw.get("model_type")
+    try:
+        config = CONFIG_MAPPING[model_type].from_dict(dict(raw))
+    except (ValueError, KeyError, TypeError, StrictDataclassError) as e:  # unknown model_type, fields of wrong type
+        raise ProtlmError(f"{path / 'config.json'}: not a config transformers can load (model_type "
+                          f"{model_type!r}: {str(e).splitlines()[0][:160]})") from None  # fmt: skip
+    config.name_or_path = str(path)
+    return config
 
 
 def load_config(path: str | Path):
     """The HF config of a model directory."""
-    from huggingface_hub.errors import StrictDataclassError
-    from transformers import AutoConfig
-
-    path = model_dir(path)
-    model_type = read_json_object(path / "config.json").get("model_type")
-    try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=False)
-    except (ValueError, KeyError, TypeError, StrictDataclassError) as e:  # unknown model_type, fields of wrong type
-        raise ProtlmError(f"{path / 'config.json'}: not a config transformers can load (model_type "
-                          f"{model_type!r}: {str(e).splitlines()[0][:160]})") from None  # fmt: skip
+    return hf_config(*model_dir(path))
 
 
 def load_safetensors_model(model_cls, path: str | Path, **kwargs):
-    """`model_cls.from_pretrained(path)` from safetensors weights only, never remote code.
-
-    SDPA attention by default, except for Longformer (its own sliding-window kernel)."""
-    from safetensors import SafetensorError
-
-    from protlm.progress import no_hf_bars
-
-    path = model_dir(path)
-    model_type = read_json_object(path / "config.json").get("model_type")
-    attention = {} if model_type == "longformer" else {"attn_implementation": "sdpa"}
-    if "config" not in kwargs:
-        load_config(path)  # a damaged config.json is named as such
-    check_model_size(kwargs.get("config") or read_json_object(path / "config.json"), path / "config.json")
-    try:
-        with no_hf_bars():  # no "Loading weights" bar per model load
-            return model_cls.from_pretrained(
-                path, use_safetensors=True, trust_remote_code=False, **{**attention, **kwargs}
-            )
-    except OSError:
-        raise ProtlmError(
-            f"{path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "
-            "`model.save_pretrained(dir, safe_serialization=True)` in a trusted environment)"
-        ) from None
-    except (ValueError, KeyError, AttributeError, TypeError, RuntimeError, IndexError) as e:
-        # an unknown model_type or activation, a pad_token_id past the vocabulary, weights whose shapes
-        # disagree with the config: the config and the weights do not make a model
-        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
-        raise ProtlmError(f"{path / 'config.json'}: cannot build a model from it and its weights ({first})") from None
-    except SafetensorError as e:  # a truncated or corrupt weights file
-        raise ProtlmError(f"{path / 'model.safetensors'}: not a readable safetensors file ({str(e)[:160]})") from None
+    """`model_cls.from_pretrained(path)` from safetensors weights only, never remote code, with the
+    family's attention implementation (models/backbones.py)."""
+    return open_model(path).load(model_cls, **kwargs)
 
 
 def check_backbone(config, path) -> str:
     """The config's model_type, when protlm supports it as a backbone."""
-    kind = getattr(config, "model_type", None)
-    if kind not in BACKBONES:
-        raise ProtlmError(f"{path}: protlm supports {', '.join(BACKBONES)} backbones, found {kind!r}")
-    return kind
+    return backbone(config, path).name
 
 
 def model_max_tokens(config) -> int:
     """Longest input (incl. special tokens) the model's positions allow."""
-    return config.max_position_embeddings - POSITION_OFFSETS.get(config.model_type, 0)
+    return config.max_position_embeddings - backbone(config).position_offset
 
 
 DENSE_WINDOW = 2048  # default window of dense attention: ProtBERT allows 40,000 positions, O(L^2) memory
@@ -149,7 +120,7 @@ def window_tokens(config, requested: int | None = None) -> int:
     limit = model_max_tokens(config)
     if requested:
         return min(requested, limit)
-    return limit if config.model_type == "longformer" else min(limit, DENSE_WINDOW)
+    return limit if backbone(config).sliding_window else min(limit, DENSE_WINDOW)
 
 
 def mlm_head(model):
@@ -163,11 +134,13 @@ def mlm_head(model):
 
 @dataclass
 class ModelDir:
-    """What one model directory holds, read once."""
+    """What one model directory holds, each file read once: its config.json and protlm's task file."""
 
     spec: str  # what the user gave: a directory or a Hub id
     path: Path  # the local directory (the HF cache snapshot for a Hub id)
     task: dict | None  # protlm_task.json of a fine-tuned model or baseline, else None
+    raw: dict | None = None  # config.json as read (None for a composition baseline, which has none)
+    _config: object = field(default=None, repr=False)
 
     @property
     def is_baseline(self) -> bool:
@@ -177,17 +150,60 @@ class ModelDir:
     def is_task_model(self) -> bool:
         return self.task is not None and not self.is_baseline
 
+    def hf_config(self):
+        """The HF config (any model_type transformers knows), built once."""
+        if self._config is None:
+            if self.raw is None:
+                raise ProtlmError(f"{self.spec}: not a model directory (no config.json)")
+            self._config = hf_config(self.path, self.raw)
+        return self._config
+
     def config(self):
-        config = load_config(self.path)
+        """The HF config of a supported backbone."""
+        config = self.hf_config()
         check_backbone(config, self.spec)
         return config
+
+    @property
+    def backbone(self) -> Backbone:
+        return backbone(self.config(), self.spec)
 
     def tokenizer(self):
         from protlm.tokenization import load_tokenizer
 
-        if (self.path / "config.json").is_file():
-            load_config(self.path)  # transformers reads it too: a damaged one is named as such, first
+        if self.raw is not None:
+            self.hf_config()  # transformers reads it too: a damaged one is named as such, first
         return load_tokenizer(self.path)
+
+    def load(self, model_cls, **kwargs):
+        """`model_cls.from_pretrained` on this directory: its config as built here, safetensors weights only,
+        never remote code, the family's attention implementation unless `attn_implementation` is given."""
+        from safetensors import SafetensorError
+
+        from protlm.progress import no_hf_bars
+
+        config = kwargs.pop("config", None) or self.config()
+        check_model_size(config, self.path / "config.json")
+        kwargs = {**backbone(config, self.spec).load_kwargs(), **kwargs}
+        try:
+            with no_hf_bars():  # no "Loading weights" bar per model load
+                return model_cls.from_pretrained(
+                    self.path, config=config, use_safetensors=True, trust_remote_code=False, **kwargs
+                )
+        except OSError:
+            raise ProtlmError(
+                f"{self.path}: no model.safetensors; protlm loads safetensors weights only (convert a .bin with "
+                "`model.save_pretrained(dir, safe_serialization=True)` in a trusted environment)"
+            ) from None
+        except (ValueError, KeyError, AttributeError, TypeError, RuntimeError, IndexError) as e:
+            # an unknown model_type or activation, a pad_token_id past the vocabulary, weights whose shapes
+            # disagree with the config: the config and the weights do not make a model
+            first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+            raise ProtlmError(f"{self.path / 'config.json'}: cannot build a model from it and its weights "
+                              f"({first})") from None  # fmt: skip
+        except SafetensorError as e:  # a truncated or corrupt weights file
+            raise ProtlmError(f"{self.path / 'model.safetensors'}: not a readable safetensors file "
+                              f"({str(e)[:160]})") from None  # fmt: skip
 
     def encoder(self, **kwargs):
         """The bare encoder (no head), for embeddings and attention."""
@@ -196,22 +212,21 @@ class ModelDir:
         with quiet_hf():  # the MLM / task head is not needed: no load report for it
             if self.is_task_model:
                 return self.task_model(**kwargs).base_model
-            return load_safetensors_model(AutoModel, self.path, add_pooling_layer=False, **kwargs)
+            return self.load(AutoModel, add_pooling_layer=False, **kwargs)
 
     def masked_lm(self):
         from transformers import AutoModelForMaskedLM
 
         if self.task is not None:
             raise ProtlmError(f"{self.spec}: a fine-tuned model has no masked-LM head; use the pre-trained model")
-        self.config()
         with quiet_hf():
-            return load_safetensors_model(AutoModelForMaskedLM, self.path)
+            return self.load(AutoModelForMaskedLM)
 
     def task_model(self, config=None, **kwargs):
         from protlm.tasks.model import task_model_class
 
         config = config or self.config()
-        return load_safetensors_model(task_model_class(config), self.path, config=config, **kwargs)
+        return self.load(task_model_class(config), config=config, **kwargs)
 
 
 _SCALAR = (str, int, float, bool)
@@ -242,9 +257,10 @@ def open_model(spec: str | Path) -> ModelDir:
     path = resolve(spec)
     task_file = path / TASK_FILE
     task = read_task_file(task_file) if task_file.is_file() else None
+    raw = None
     if task is None or "baseline" not in task:
-        model_dir(path)
-    return ModelDir(str(spec), path, task)
+        path, raw = model_dir(path)
+    return ModelDir(str(spec), path, task, raw)
 
 
 class quiet_hf:  # noqa: N801 (a context manager used like a function)

@@ -15,35 +15,18 @@ import torch
 
 from protlm.errors import ProtlmError
 from protlm.io.atomic import output_dir, write_json
+from protlm.models.backbones import BACKBONES, backbone
 from protlm.models.loading import load_safetensors_model
-from protlm.models.presets import POSITION_OFFSET
 from protlm.models.size import check_model_size
 from protlm.tokenization import load_tokenizer
 
 INFO_FILE = "protlm_longformer.json"
-
-
-def is_longformer(config) -> bool:
-    return getattr(config, "model_type", "") == "longformer"
-
-
-def global_attention_mask(input_ids: torch.Tensor, cls_id: int, sep_id: int | None = None) -> torch.Tensor:
-    """(B, T) 1 on `<s>` (and on every `</s>` when `sep_id` is given): tokens that attend to and are
-    attended by the whole input. Classification heads read `<s>`, so it must see everything."""
-    mask = input_ids == cls_id
-    if sep_id is not None:
-        mask = mask | (input_ids == sep_id)
-    return mask.long()
+POSITION_OFFSET = BACKBONES["longformer"].position_offset  # = RoBERTa's: the table is copied over
 
 
 def encoder_kwargs(config, input_ids: torch.Tensor) -> dict:
-    """Extra keyword arguments of the encoder call: Longformer's global attention, nothing for RoBERTa."""
-    if not is_longformer(config):
-        return {}
-    cls_id = config.bos_token_id if config.bos_token_id is not None else 0
-    sep_id = config.sep_token_id if config.sep_token_id is not None else config.eos_token_id
-    separators = getattr(config, "protlm_global_separators", False)
-    return {"global_attention_mask": global_attention_mask(input_ids, cls_id, sep_id if separators else None)}
+    """Extra keyword arguments of the encoder call: Longformer's global attention, nothing for the others."""
+    return backbone(config).encoder_kwargs(config, input_ids)
 
 
 ATTENTION = ("auto", "longformer", "dense")
@@ -81,7 +64,7 @@ def convert_roberta_to_longformer(
     if attention not in ATTENTION:
         raise ProtlmError(f"--attention must be one of {', '.join(ATTENTION)}, got {attention!r}")
     roberta = load_safetensors_model(AutoModelForMaskedLM, source)
-    if roberta.config.model_type != "roberta":
+    if not backbone(roberta.config, source).to_longformer:
         raise ProtlmError(f"{source}: expected a RoBERTa masked LM, found {roberta.config.model_type!r}")
     tokenizer = load_tokenizer(str(source))
     if attention == "dense" or (attention == "auto" and dense_is_exact(max_length, window)):

@@ -15,18 +15,20 @@ import json
 from torch import nn
 
 from protlm.errors import ProtlmError
+from protlm.models.backbones import backbone
 
-DEFAULT_TARGETS = ("query", "value")  # attention projections: named alike in RoBERTa, BERT, ESM-2, Longformer
 
-
-def parse_targets(text: str | None) -> tuple[str, ...]:
-    targets = tuple(t.strip() for t in (text or ",".join(DEFAULT_TARGETS)).split(",") if t.strip())
+def parse_targets(text: str | None, model: nn.Module) -> tuple[str, ...]:
+    """`--lora-targets` as module names; None: the model family's default (models/backbones.py)."""
+    if text is None:
+        return backbone(model.config).lora_targets
+    targets = tuple(t.strip() for t in text.split(",") if t.strip())
     if not targets:
         raise ProtlmError("--lora-targets needs module names, e.g. query,value")
     return targets
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: tuple[str, ...] = DEFAULT_TARGETS,
+def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: tuple[str, ...] | None = None,
              train: tuple[str, ...] = (), base: str = "", seed: int = 0) -> nn.Module:  # fmt: skip
     """Inject rank-`rank` adapters into every linear layer whose name ends with a target; freeze the rest
     except parameters whose names start with a prefix in `train`. The adapters' random initialisation
@@ -36,6 +38,7 @@ def add_lora(model: nn.Module, rank: int, alpha: float | None = None, targets: t
 
     if rank <= 0:
         raise ProtlmError(f"--lora-rank must be > 0, got {rank}")
+    targets = backbone(model.config).lora_targets if targets is None else targets
     linear = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
     unknown = [t for t in targets if t not in linear]
     if unknown:
@@ -59,7 +62,7 @@ def configure(model: nn.Module, cfg, train: tuple[str, ...] = (), base: str = ""
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora_rank:
-        add_lora(model, cfg.lora_rank, cfg.lora_alpha, parse_targets(cfg.lora_targets), train, base, cfg.seed)
+        add_lora(model, cfg.lora_rank, cfg.lora_alpha, parse_targets(cfg.lora_targets, model), train, base, cfg.seed)
     return model
 
 

@@ -10,11 +10,10 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from protlm.errors import ProtlmError
 from protlm.io.structured import read_yaml, refuse_auto_map
+from protlm.models.backbones import BACKBONES
 from protlm.models.size import check_model_size
 
 PRESETS = ("tiny", "roberta-small", "roberta-base", "esm-size")
-# RoBERTa's learned positions start at padding_idx + 1 = 2, so 512 tokens need 514 embeddings.
-POSITION_OFFSET = 2
 
 
 def load_preset(name_or_path: str) -> dict:
@@ -63,7 +62,8 @@ def build_mlm(preset: str | dict, tokenizer, seed: int = 0, **overrides) -> PreT
         value = getattr(config, name, None)
         if not isinstance(value, int) or value <= 0:
             raise ProtlmError(f"invalid model config: {name} must be a positive integer, got {value!r}")
-    if config.max_position_embeddings < 8 + POSITION_OFFSET:
+    family = BACKBONES.get(config.model_type)  # an unknown family is refused by check_model_size, below
+    if config.max_position_embeddings < 8 + (family.position_offset if family else 0):
         raise ProtlmError(
             f"invalid model config: max_position_embeddings {config.max_position_embeddings} is too small"
         )

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from protlm.device import available_memory
 from protlm.errors import ProtlmError
+from protlm.models.backbones import BACKBONES
 
 MAX_MODEL_BYTES = 128 << 30  # 128 GiB of parameters: ESM-2 15B in float32 is 60 GB
 MAX_WINDOW = 1 << 14  # Longformer attention window accepted whatever the positions (protlm's default: 512)
@@ -46,11 +47,12 @@ def estimate_parameters(config) -> int:
     v, h = _count(config, "vocab_size"), _count(config, "hidden_size")
     n_layers, inter = _count(config, "num_hidden_layers"), _count(config, "intermediate_size", 4 * h)
     # only ESM builds no position table for rotary positions (RoBERTa / BERT allocate it whatever the type)
-    rotary = _field(config, "position_embedding_type", "absolute") == "rotary" and _field(config, "model_type") == "esm"
+    family = BACKBONES.get(_field(config, "model_type", None))
+    rotary = _field(config, "position_embedding_type", "absolute") == "rotary" and family and family.rotary_positions
     positions = 0 if rotary else _count(config, "max_position_embeddings")
     embeddings = (v + positions + _count(config, "type_vocab_size")) * h + 2 * h
     layer = 4 * h * h + 4 * h + 2 * h * inter + inter + h + 4 * h  # attention, feed-forward, two norms
-    if _field(config, "model_type", None) == "longformer":
+    if family and family.global_attention:
         layer += 3 * h * h + 3 * h  # global query, key, value
     head = h * h + h + 2 * h + v + (0 if _field(config, "tie_word_embeddings", True) else v * h)
     return embeddings + n_layers * layer + head
@@ -68,8 +70,6 @@ DIMENSIONS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_h
               "max_position_embeddings")  # fmt: skip
 
 
-# The model families protlm supports (and sizes here); `models.loading.BACKBONES` is this tuple.
-FAMILIES = ("roberta", "longformer", "esm", "bert")
 
 
 def check_dimensions(config, where: str | Path) -> None:
@@ -77,8 +77,8 @@ def check_dimensions(config, where: str | Path) -> None:
     positive integers that fit together (heads divide the width; Longformer's windows are even and
     within the positions)."""
     kind = _field(config, "model_type", None)
-    if kind is not None and kind not in FAMILIES:  # another family's sizes follow rules estimated nowhere here
-        raise ProtlmError(f"{where}: model_type must be one of {', '.join(FAMILIES)}, found {_short(kind)}")
+    if kind is not None and kind not in BACKBONES:  # another family's sizes follow rules estimated nowhere here
+        raise ProtlmError(f"{where}: model_type must be one of {', '.join(BACKBONES)}, found {_short(kind)}")
     given = [n for n in DIMENSIONS if not (isinstance(config, dict) and n not in config)]  # else HF's default
     for name in given:
         value = _field(config, name, None)
@@ -88,7 +88,7 @@ def check_dimensions(config, where: str | Path) -> None:
             _field(config, "hidden_size") % _field(config, "num_attention_heads"):  # fmt: skip
         raise ProtlmError(f"{where}: hidden_size {_field(config, 'hidden_size')} is not a multiple of "
                           f"num_attention_heads {_field(config, 'num_attention_heads')}")  # fmt: skip
-    if _field(config, "model_type", None) == "longformer" and _field(config, "attention_window", None) is not None:
+    if kind in BACKBONES and BACKBONES[kind].sliding_window and _field(config, "attention_window", None) is not None:
         windows = _field(config, "attention_window", None)
         windows = windows if isinstance(windows, list) else [windows]
         # inputs are padded to a multiple of the window: a 2**28 window is a 2**28-token forward pass

@@ -1,7 +1,8 @@
 """Task heads on the pre-trained encoder: sequence / pair classification and per-residue labels.
 
-`ProteinTaskModel` (RoBERTa), `LongformerTaskModel`, `EsmTaskModel` (ESM-2) and `BertTaskModel` (ProtBERT) are HF
-`PreTrainedModel`s (encoder + one head) so fine-tuned models
+`task_class(family)` builds, from the backbone table (models/backbones.py), one HF `PreTrainedModel` per
+family (encoder + one head: `ProteinTaskModel` for RoBERTa, `LongformerTaskModel`, `EsmTaskModel` for ESM-2,
+`BertTaskModel` for ProtBERT), so fine-tuned models
 save and load with `save_pretrained` / `from_pretrained` in safetensors, and loading a pre-trained
 MLM directory fills the encoder and initialises the head. The head kind and pooling are stored
 in the HF config (`protlm_head`, `protlm_pooling`).
@@ -16,21 +17,18 @@ in the HF config (`protlm_head`, `protlm_pooling`).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.models.bert.modeling_bert import BertModel, BertPreTrainedModel
-from transformers.models.esm.modeling_esm import EsmModel, EsmPreTrainedModel
-from transformers.models.longformer.modeling_longformer import LongformerModel, LongformerPreTrainedModel
-from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaPreTrainedModel
 
-from protlm.errors import ProtlmError
-from protlm.models.longformer import encoder_kwargs
+from protlm.models.backbones import BACKBONES, backbone
 from protlm.tasks.align import MAX_OFFSET, N_AA
 
 
 class _TaskHeads:
-    """The heads, shared by the RoBERTa and the Longformer task models (`self.encoder` is the base model)."""
+    """The heads, shared by every family's task model (`self.base_model` is the encoder)."""
 
     def _init_heads(self, config) -> None:
         self.num_labels = config.num_labels
@@ -67,7 +65,7 @@ class _TaskHeads:
         class_weights: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
         """logits (B, C) for sequence/pair heads, (B, R, C) for the residue head; loss when labels given."""
-        extra = encoder_kwargs(self.config, input_ids)  # Longformer: global attention on <s>
+        extra = backbone(self.config).encoder_kwargs(self.config, input_ids)  # Longformer: global attention on <s>
         h = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state  # (B, T, d)
         if self.head_kind == "residue":
             logits = self._residue_logits(h, residue_index, residue_offset, residue_aa)
@@ -106,53 +104,30 @@ class _TaskHeads:
         return self.out_proj(self.dropout(x))  # (B, R, C)
 
 
-class ProteinTaskModel(_TaskHeads, RobertaPreTrainedModel):
-    """RoBERTa encoder + task head."""
+@functools.cache
+def task_class(family: str) -> type:
+    """protlm's task model for a backbone family: its HF `{prefix}PreTrainedModel` with the encoder (no pooling
+    layer) under the family's own attribute name, plus the task heads. Built from the backbone table, so a new
+    family needs no class here; saved and loaded as any HF model (config, safetensors weights)."""
+    import transformers
+
+    b = BACKBONES[family]
+    pretrained = getattr(transformers, f"{b.hf_prefix}PreTrainedModel")
+    encoder = getattr(transformers, f"{b.hf_prefix}Model")
 
     def __init__(self, config):
-        super().__init__(config)
-        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        pretrained.__init__(self, config)
+        setattr(self, pretrained.base_model_prefix, encoder(config, add_pooling_layer=False))
         self._init_heads(config)
         self.post_init()
 
-
-class LongformerTaskModel(_TaskHeads, LongformerPreTrainedModel):
-    """Longformer encoder + the same task heads (global attention on `<s>`)."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.longformer = LongformerModel(config, add_pooling_layer=False)
-        self._init_heads(config)
-        self.post_init()
-
-
-class EsmTaskModel(_TaskHeads, EsmPreTrainedModel):
-    """ESM-2 encoder + the same task heads (`<cls> A <eos>` inputs)."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.esm = EsmModel(config, add_pooling_layer=False)
-        self._init_heads(config)
-        self.post_init()
-
-
-class BertTaskModel(_TaskHeads, BertPreTrainedModel):
-    """BERT encoder (ProtBERT) + the same task heads (`[CLS] A [SEP]` inputs)."""
-
-    def __init__(self, config):
-        super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=False)
-        self._init_heads(config)
-        self.post_init()
-
-
-TASK_MODELS = {"roberta": ProteinTaskModel, "longformer": LongformerTaskModel, "esm": EsmTaskModel,
-               "bert": BertTaskModel}  # fmt: skip
+    doc = f"{b.title} encoder + protlm's task heads."
+    return type(b.task_model, (_TaskHeads, pretrained), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
 def task_model_class(config) -> type:
     """The task-model class for an encoder config."""
-    cls = TASK_MODELS.get(getattr(config, "model_type", None))
-    if cls is None:
-        raise ProtlmError(f"no task model for model_type {config.model_type!r}; supported: {', '.join(TASK_MODELS)}")
-    return cls
+    return task_class(backbone(config, "task model").name)
+
+
+ProteinTaskModel = task_class("roberta")  # the paper's RoBERTa + heads, by the name its checkpoints record

@@ -73,7 +73,7 @@ class TrainConfig:
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory, ~30% slower.")  # fmt: skip
     lora_rank: int = setting(0, "Train LoRA adapters of this rank (peft) instead of all weights; saved in model/adapter/ and merged into model/ (0: all weights).")  # fmt: skip
     lora_alpha: float | None = setting(None, "LoRA scale numerator (default 2 x rank).")
-    lora_targets: str = setting("query,value", "Comma-separated linear layers that get adapters.")
+    lora_targets: str | None = setting(None, "Comma-separated linear layers that get adapters (default: the backbone's, query,value for every family; models/backbones.py).")  # fmt: skip
 
     def validate(self) -> None:
         positive = ("lr", "grad_accum", "log_every", "eval_every", "save_every", "keep_checkpoints")

@@ -24,7 +24,8 @@ from protlm.io.atomic import write_json
 from protlm.io.lock import run_lock
 from protlm.io.structured import read_yaml
 from protlm.models import build_mlm, model_max_tokens
-from protlm.models.loading import PACKABLE, POSITION_OFFSETS, open_model
+from protlm.models.backbones import BACKBONES, backbone
+from protlm.models.loading import open_model
 from protlm.models.lora import configure, load_lora_checkpoint
 from protlm.pairs.negatives import NegativePool
 from protlm.store import TokenStore, ensure_store
@@ -62,8 +63,9 @@ class MLMSource:
 
 def check_packing(cfg: PretrainConfig, config) -> None:
     """`--pack on` for a family that cannot take a block mask is refused before any data is prepared."""
-    if cfg.pack == "on" and config.model_type not in PACKABLE:
-        raise ProtlmError(f"--pack on: {config.model_type} models cannot be packed (only {', '.join(PACKABLE)}: "
+    if cfg.pack == "on" and not backbone(config).packable:
+        packable = ", ".join(name for name, b in BACKBONES.items() if b.packable)
+        raise ProtlmError(f"--pack on: {config.model_type} models cannot be packed (only {packable}: "
                           "their encoders take a block-diagonal mask and restarting positions); use --pack off")  # fmt: skip
 
 
@@ -72,7 +74,7 @@ def resolve_packing(cfg: PretrainConfig, config, max_tokens: int, log: Callable[
     auto is off until packing is measured faster (bench/RESULTS.md)."""
     if cfg.pack != "on":
         return None
-    packing = Packing.of(cfg.tokens_per_batch, max_tokens, POSITION_OFFSETS[config.model_type])
+    packing = Packing.of(cfg.tokens_per_batch, max_tokens, backbone(config).position_offset)
     log(f"packed batches: {packing.rows} row(s) of {packing.row_len} tokens, planned to {packing.capacity:,} tokens")
     return packing
 

@@ -30,23 +30,25 @@ from protlm.tasks import get_task
 from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import build_taskset
 from protlm.tasks.data import Example
-from protlm.tasks.predict import predict_logits, softmax
+from protlm.tasks.kinds import states
+from protlm.tasks.predict import predict_logits
 
 
 @dataclass
 class Prediction:
-    """One prediction: the label and class probabilities; residue tasks give one label per residue."""
+    """One prediction, as the task's kind gives it: a class and the class probabilities; one class per
+    residue (residue tasks); the predicted label set and per-label probabilities (multi-label); a number
+    (regression)."""
 
     id: str
-    label: str | list[str]
-    probabilities: np.ndarray  # (C,) or (length, C)
+    label: str | list[str] | float
+    probabilities: np.ndarray  # (C,) or (length, C); the predicted number for a regression
     labels: tuple[str, ...]  # the label space, in the order of the probability columns
 
     @property
     def states(self) -> str:
         """Residue tasks: the per-residue labels as one string (e.g. 'CCHHHHEE' for ss3)."""
-        labels = self.label if isinstance(self.label, list) else [self.label]
-        return "".join(labels) if all(len(x) == 1 for x in labels) else " ".join(labels)
+        return states(self.label if isinstance(self.label, list) else [self.label])
 
 
 def _records(seqs, policy: ResiduePolicy = ResiduePolicy()) -> Iterator[SeqRecord]:
@@ -117,39 +119,33 @@ class ProtLM:
         """Predictions for sequences ({id: seq}, [(id, seq)], records) or, for pair / assembly tasks,
         [(id, seq_a, seq_b, ...)], {id: "A:B:C"}, records with ':'-joined chains or protlm `Pair`s.
         Long inputs are windowed (cropped for pairs / assemblies) as in evaluation."""
-        spec, labels = self.task, tuple(self.info["labels"])
-        if spec.kind == "pair":
+        kind, labels = self.task.kind, tuple(self.info["labels"])
+        if kind.multi_part:
             items = inputs.items() if isinstance(inputs, Mapping) else inputs
-            examples = [self._pair_example(p, k) for k, p in enumerate(items)]
+            examples = [self._pair_example(p, k, kind.placeholder("", len(labels))) for k, p in enumerate(items)]
         else:
-            examples = [
-                Example(r.id, (r.seq,), np.zeros(len(r.seq), np.int8) if spec.kind == "residue" else 0)
-                for r in _records(inputs)
-            ]
+            examples = [Example(r.id, (r.seq,), kind.placeholder(r.seq, len(labels))) for r in _records(inputs)]
         if self.baseline is not None:
-            _, prob = self.baseline.predict_proba(examples)
-            if spec.kind == "residue":
+            _, out = self.baseline.predict_proba(examples)
+            if kind.per_residue:
                 bounds = np.cumsum([0] + [len(ex.parts[0]) for ex in examples])
-                probs = [prob[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+                outputs = [out[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
             else:
-                probs = list(prob)
+                outputs = list(out)
         else:
             trained = (self.info.get("config") or {}).get("max_tokens")  # the windows it was trained on
             max_tokens = window_tokens(self.task_model.config, trained)
-            ts = build_taskset(spec.kind, examples, self.tokenizer, max_tokens)
-            probs = [softmax(z) for z in predict_logits(self.task_model, ts, tokens_per_batch, batch_size)]
-        out = []
-        for ex, p in zip(examples, probs, strict=True):
-            label = [labels[k] for k in p.argmax(-1)] if spec.kind == "residue" else labels[int(p.argmax())]
-            out.append(Prediction(ex.id, label, p, labels))
-        return out
+            ts = build_taskset(kind, examples, self.tokenizer, max_tokens)
+            outputs = [kind.outputs(z) for z in predict_logits(self.task_model, ts, tokens_per_batch, batch_size)]
+        return [Prediction(ex.id, kind.predicted(p, labels), p, labels)
+                for ex, p in zip(examples, outputs, strict=True)]  # fmt: skip
 
     @staticmethod
-    def _pair_example(item, k: int):
+    def _pair_example(item, k: int, label=0):
         """A pair / assembly input as an Example: a protlm `Pair`, (id, seq_a, seq_b, ...), or
         (id, "A:B:C") / a SeqRecord with chains joined by ':'."""
         if isinstance(item, Pair):
-            return Example(f"{item.id_a}|{item.id_b}", (item.seq_a, item.seq_b), 0)
+            return Example(f"{item.id_a}|{item.id_b}", (item.seq_a, item.seq_b), label)
         if isinstance(item, SeqRecord):
             rid, chains = item.id, item.seq.split(CHAIN_SEP)
         elif isinstance(item, str):
@@ -158,7 +154,7 @@ class ProtLM:
             rid, *chains = item
             chains = chains[0].split(CHAIN_SEP) if len(chains) == 1 else chains
         try:
-            return Example(str(rid), tuple(ResiduePolicy().clean(c) for c in chains), 0)
+            return Example(str(rid), tuple(ResiduePolicy().clean(c) for c in chains), label)
         except ValueError as e:
             raise ProtlmError(f"input {rid}: {e}") from None
 

@@ -121,7 +121,8 @@ def predict_cmd(
     strict: StrictOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Predict with a fine-tuned model: TSV of id, label and class probabilities (residue tasks: states)."""
+    """Predict with a fine-tuned model: TSV of id, label and class probabilities (residue tasks: states; multi-label:
+    the label set and per-label probabilities; regression: the value)."""
     from protlm.api import load
     from protlm.io import SkipReport, read_sequences
     from protlm.ranks import Ranks
@@ -131,7 +132,7 @@ def predict_cmd(
     spec = lm.task
     report = SkipReport(str(input))
     policy = residue_policy(strict, None)
-    if spec.kind == "pair":
+    if spec.kind.multi_part:
         from protlm.io import is_fasta
         from protlm.io.inference import read_inputs
         from protlm.io.tables import table_header
@@ -146,27 +147,15 @@ def predict_cmd(
     if ranks.main:
         typer.echo(report.summary(), err=True)
     report.require_used()
-    header = _prediction_header(spec.kind, lm.info["labels"])
+    header = spec.kind.header(tuple(lm.info["labels"]))
     if ranks.world == 1:
         preds = lm.predict(inputs)
-        _write_lines(out, [header, *(_prediction_row(spec.kind, p) for p in preds)])
+        _write_lines(out, [header, *(spec.kind.row(p.id, p.label, p.probabilities) for p in preds)])
         n = len(preds)
     else:  # torchrun: every rank predicts its share into a spool; rank 0 merges them in input order
         n = _predict_ranked(ranks, lm, inputs, header, out)
     if ranks.main:
         typer.echo(f"{n:,} predictions ({spec.name}) written to {out}")
-
-
-def _prediction_header(kind: str, labels) -> str:
-    if kind == "residue":
-        return "id\tlength\tpredicted\tmean_probability\n"
-    return "id\tpredicted\t" + "\t".join(f"p_{x}" for x in labels) + "\n"
-
-
-def _prediction_row(kind: str, p) -> str:
-    if kind == "residue":
-        return f"{p.id}\t{len(p.probabilities)}\t{p.states}\t{p.probabilities.max(-1).mean():.4f}\n"
-    return f"{p.id}\t{p.label}\t" + "\t".join(f"{v:.4f}" for v in p.probabilities) + "\n"
 
 
 def _write_lines(path: Path, lines) -> None:
@@ -183,7 +172,8 @@ def _predict_ranked(ranks, lm, inputs: list, header: str, out: Path) -> int:
     from protlm.ranks import interleave, run_sharded
 
     def work(spool: Path) -> None:
-        _write_lines(spool, [_prediction_row(lm.task.kind, p) for p in lm.predict(list(ranks.mine(inputs)))])
+        kind = lm.task.kind
+        _write_lines(spool, [kind.row(p.id, p.label, p.probabilities) for p in lm.predict(list(ranks.mine(inputs)))])
 
     def merge(spools: list[Path]) -> None:
         parts = [iter(p.read_text(encoding="utf-8").splitlines(keepends=True)) for p in spools]

@@ -6,6 +6,8 @@
   chains (the pair formula for k = 2);
 - residue tasks: one-hot residues in a window of +-7 around each residue -> logistic regression
   (a GOR-style per-residue reference).
+The linear model is the task kind's (tasks/kinds.py): multinomial logistic regression for classes, one
+logistic regression per label for multi-label tasks, ridge regression for a regression target.
 Saved as safetensors (weights, scaler) + JSON: nothing pickled.
 """
 
@@ -20,6 +22,7 @@ from protlm.errors import ProtlmError
 from protlm.io import STANDARD
 from protlm.io.atomic import output_dir, write_json
 from protlm.tasks.data import IGNORE, Example
+from protlm.tasks.kinds import Kind, get_kind
 
 _AA = {c: i for i, c in enumerate(STANDARD)}
 WINDOW = 7
@@ -52,15 +55,15 @@ def window_onehot(seq: str, window: int = WINDOW) -> np.ndarray:
 
 
 class Baseline:
-    """Standardised features + multinomial logistic regression, for one task kind."""
+    """Standardised features + the task kind's linear model (multinomial logistic regression for classes)."""
 
-    def __init__(self, kind: str, n_classes: int, symmetric: bool = False):
-        self.kind, self.n_classes, self.symmetric = kind, n_classes, symmetric
+    def __init__(self, kind: str | Kind, n_classes: int, symmetric: bool = False):
+        self.kind, self.n_classes, self.symmetric = get_kind(kind), n_classes, symmetric
         self.mean = self.scale = self.coef = self.intercept = None
 
     def features(self, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
         """(X, y); for residue tasks one row per scored residue."""
-        if self.kind == "residue":
+        if self.kind.per_residue:
             xs, ys = [], []
             for ex in examples:
                 keep = np.asarray(ex.label) != IGNORE
@@ -70,44 +73,32 @@ class Baseline:
         feats = []
         for ex in examples:
             comp = [composition(p) for p in ex.parts]
-            if self.kind == "pair" and self.symmetric:  # order-free, any number of chains
+            if self.kind.multi_part and self.symmetric:  # order-free, any number of chains
                 comp = [np.sum(comp, 0), np.max(comp, 0) - np.min(comp, 0)]
-            elif self.kind == "pair" and len(comp) != 2:
+            elif self.kind.multi_part and len(comp) != 2:
                 raise ProtlmError(f"{ex.id}: {len(comp)} proteins; this task's baseline takes ordered pairs")
             feats.append(np.concatenate(comp))
-        return np.asarray(feats), np.array([int(ex.label) for ex in examples], dtype=np.int64)
+        return np.asarray(feats), self.kind.targets([ex.label for ex in examples])
 
     def fit(self, examples: list[Example], seed: int = 0, class_weight: str | None = None) -> Baseline:
-        from sklearn.linear_model import LogisticRegression
-
-        if self.kind == "residue":  # whole chains, in a seeded order, up to MAX_RESIDUES residues
+        if self.kind.per_residue:  # whole chains, in a seeded order, up to MAX_RESIDUES residues
             order = np.random.default_rng(seed).permutation(len(examples))
             budget = np.cumsum([len(examples[i].parts[0]) for i in order])
             examples = [examples[i] for i in order[: max(1, int(np.searchsorted(budget, MAX_RESIDUES)))]]
         x, y = self.features(examples)
         self.mean, self.scale = x.mean(0), x.std(0) + 1e-8
-        clf = LogisticRegression(max_iter=500, C=1.0, class_weight=class_weight, random_state=seed)
-        clf.fit((x - self.mean) / self.scale, y)
-        coef = np.zeros((self.n_classes, x.shape[1]))
-        intercept = np.full(self.n_classes, -1e9)  # classes absent from training are never predicted
-        if len(clf.classes_) == 2 and coef.shape[0] >= 2:  # sklearn keeps one row for binary problems
-            coef[clf.classes_[1]], intercept[clf.classes_[1]] = clf.coef_[0], clf.intercept_[0]
-            intercept[clf.classes_[0]] = 0.0
-        else:
-            coef[clf.classes_], intercept[clf.classes_] = clf.coef_, clf.intercept_
-        self.coef, self.intercept = coef, intercept
+        self.coef, self.intercept = self.kind.fit_linear((x - self.mean) / self.scale, y, self.n_classes, seed,
+                                                         class_weight)  # fmt: skip
         return self
 
     def predict_proba(self, examples: list[Example]) -> tuple[np.ndarray, np.ndarray]:
-        """(y, probabilities (n, C)) with n rows per example or per scored residue."""
+        """(y, outputs) with n rows per example or per scored residue: class probabilities (n, C), per-label
+        probabilities (multi-label) or values (n,) (regression)."""
         ys, ps = [], []
         for start in range(0, len(examples), 512):  # chunks bound the memory of residue features
             x, y = self.features(examples[start : start + 512])
-            z = ((x - self.mean) / self.scale) @ self.coef.T + self.intercept
-            z -= z.max(1, keepdims=True)
-            p = np.exp(z)
             ys.append(y)
-            ps.append(p / p.sum(1, keepdims=True))
+            ps.append(self.kind.outputs(((x - self.mean) / self.scale) @ self.coef.T + self.intercept))
         return np.concatenate(ys), np.concatenate(ps)
 
     def save(self, path: Path, info: dict) -> None:
@@ -116,7 +107,7 @@ class Baseline:
         save_file(
             {k: np.ascontiguousarray(v, dtype=np.float64) for k, v in tensors.items()}, path / "baseline.safetensors"
         )
-        meta = {"kind": self.kind, "n_classes": self.n_classes, "symmetric": self.symmetric}
+        meta = {"kind": self.kind.name, "n_classes": self.n_classes, "symmetric": self.symmetric}
         write_json(path / "protlm_task.json", {**info, "baseline": meta})
 
     @classmethod

@@ -21,6 +21,7 @@ from protlm.align import residue_map
 from protlm.batching import pad_batch, plan_batches, share_budget, windows
 from protlm.tasks.align import MAX_OFFSET, aa_codes
 from protlm.tasks.data import IGNORE, Example
+from protlm.tasks.kinds import Kind, get_kind
 from protlm.tokenized import TokenizedSet
 
 Item = tuple[int, tuple[int, ...]]  # (example index, start token of each part)
@@ -33,7 +34,7 @@ class TaskBatch:
     examples: np.ndarray  # (B,) example indices
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
-    labels: torch.Tensor  # (B,) or (B, R) with -100 on padding / unscored residues
+    labels: torch.Tensor  # (B,) classes or numbers, (B, C) 0/1 label sets, or (B, R) with -100 on padding / unscored residues
     residue_index: torch.Tensor | None = None  # (B, R) position in input_ids of each residue's token
     residue_offset: torch.Tensor | None = None  # (B, R) offset of the residue inside its token
     residue_aa: torch.Tensor | None = None  # (B, R) amino-acid code, 0 on padding
@@ -60,7 +61,7 @@ class TaskSet:
     (the count may differ between examples).
     """
 
-    kind: str  # sequence | pair | residue  (pair = two or more proteins)
+    kind: Kind  # what the task predicts (tasks/kinds.py): its labels' collation, residue fields or not
     examples: list[Example]
     tset: TokenizedSet
     parts: list[tuple[int, ...]]  # protein indices into tset, per example
@@ -128,14 +129,14 @@ class TaskSet:
             else:
                 window = tokens[0][starts[0] : starts[0] + self.content]
                 seqs.append(self.tokenizer.assemble([window]))
-                if self.kind == "residue":
+                if self.kind.per_residue:
                     res.append(self._residues(ex, tokens[0], starts[0], len(window)))
-            if self.kind != "residue":
-                labels.append(int(ex.label))
+            labels.append(ex.label)
         ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id)
-        batch = TaskBatch(np.array([it[0] for it in items]), ids, mask, torch.tensor(labels, dtype=torch.long))
+        label_tensor = None if self.kind.per_residue else self.kind.label_tensor(labels)
+        batch = TaskBatch(np.array([it[0] for it in items]), ids, mask, label_tensor)
         batch.n_tokens, batch.n_padded = int(mask.sum()), mask.numel()
-        if self.kind == "residue":
+        if self.kind.per_residue:
             self._residue_fields(batch, res)
         return batch
 
@@ -165,8 +166,8 @@ class TaskSet:
         batch.residue_start = np.array([r[0] for r in res], dtype=np.int64)
 
 
-def build_taskset(kind: str, examples: list[Example], tokenizer, max_tokens: int, cache_dir=None) -> TaskSet:
-    """Tokenize the distinct proteins of `examples` once (cached) and index the parts."""
+def build_taskset(kind: str | Kind, examples: list[Example], tokenizer, max_tokens: int, cache_dir=None) -> TaskSet:
+    """Tokenize the distinct proteins of `examples` once (cached) and index the parts; `kind` a task kind or its name."""
     from protlm.tokenized import cached_tokenize
 
     index: dict[str, int] = {}
@@ -176,4 +177,4 @@ def build_taskset(kind: str, examples: list[Example], tokenizer, max_tokens: int
     seqs = list(index)
     tset = cached_tokenize(tokenizer, [f"p{k}" for k in range(len(seqs))], seqs, cache_dir)
     parts = [tuple(index[s] for s in ex.parts) for ex in examples]
-    return TaskSet(kind, examples, tset, parts, max_tokens, tokenizer)
+    return TaskSet(get_kind(kind), examples, tset, parts, max_tokens, tokenizer)

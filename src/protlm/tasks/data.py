@@ -1,21 +1,22 @@
 """Task examples and splits: what every task reader returns.
 
 An `Example` is one protein (sequence and residue tasks) or one ordered pair of proteins (pair
-tasks) with its label: a class index, or for residue tasks one class index per residue (-1 where
-the source marks the residue as unscored, e.g. TAPE's `valid_mask == 0`). `TaskData` holds the
+tasks) with its label, as its task kind (tasks/kinds.py) reads it: a class index; for residue tasks
+one class index per residue (-1 where the source marks the residue as unscored, e.g. TAPE's
+`valid_mask == 0`); a number (regression); a 0/1 vector over the labels (multi-label). `TaskData` holds the
 examples of every split with the label names, and counts of what the readers skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from protlm.errors import InputError, ProtlmError
 from protlm.io import SkipReport
+from protlm.tasks.kinds import Kind, get_kind
 
 IGNORE = -1  # residue label of an unscored residue
 
@@ -26,7 +27,7 @@ class Example:
 
     id: str
     parts: tuple[str, ...]
-    label: int | np.ndarray  # class index; (n_residues,) int8 array for residue tasks
+    label: int | float | np.ndarray  # class index; (n_residues,) int8 per residue; a number; (C,) 0/1 multi-label
     group: str = ""  # homology cluster / protein / epitope: examples of a group stay on one side of a split
 
 
@@ -39,6 +40,7 @@ class TaskData:
     source: str
     reports: list[SkipReport] = field(default_factory=list)
     notes: dict = field(default_factory=dict)  # how splits / negatives were made
+    kind: Kind | None = None  # the task's kind (set by `load_task_data`); None: one class per example
 
     def split(self, name: str) -> list[Example]:
         if name not in self.splits:
@@ -61,15 +63,10 @@ class TaskData:
             raise ProtlmError(f"{self.source}: the {' and '.join(empty)} {are} empty ({sizes}); every split needs "
                               "examples to train and score")  # fmt: skip
 
-    def class_counts(self, name: str) -> dict[str, int]:
-        """Examples (or scored residues) per class in a split: the class-imbalance report."""
-        counts: Counter = Counter()
-        for ex in self.splits[name]:
-            if isinstance(ex.label, np.ndarray):
-                counts.update(ex.label[ex.label >= 0].tolist())
-            else:
-                counts[ex.label] += 1
-        return {self.labels[k]: counts.get(k, 0) for k in range(len(self.labels))}
+    def class_counts(self, name: str) -> dict:
+        """The labels of a split as the task's kind summarises them: examples (or scored residues) per class,
+        positives per label, or the distribution of a regression target."""
+        return (self.kind or get_kind("sequence")).counts([ex.label for ex in self.splits[name]], self.labels)
 
     def summary(self) -> dict:
         return {

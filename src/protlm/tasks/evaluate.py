@@ -14,7 +14,6 @@ from protlm.tasks.baseline import Baseline
 from protlm.tasks.batches import build_taskset
 from protlm.tasks.data import TaskData
 from protlm.tasks.predict import predict
-from protlm.tasks.report import plot_confusion, plot_curves, write_predictions
 from protlm.tasks.table import get_task, load_task_data
 
 
@@ -38,7 +37,8 @@ def evaluate_model(
     tokens_per_batch: int = 8192,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Score a fine-tuned model on splits; write results.json, predictions, confusion / ROC / PR PNGs."""
+    """Score a fine-tuned model on splits; write results.json and the task kind's files (predictions, confusion /
+    ROC / PR PNGs, or a scatter plot for a regression)."""
     kind, model, tokenizer, info = load_finetuned(model_dir)
     spec = get_task(info["task"])
     if data is None:
@@ -48,7 +48,7 @@ def evaluate_model(
     data.require(splits)
     if list(data.labels) != info["labels"]:
         raise ProtlmError(
-            f"{model_dir}: the model's label space ({len(info['labels'])} classes) differs from the data's ({len(data.labels)})"
+            f"{model_dir}: the model's label space ({len(info['labels'])} labels) differs from the data's ({len(data.labels)})"
         )
     output_dir(out)
     results: dict = {"task": spec.name, "model": str(model_dir), "model_source": info.get("model_source"), "splits": {}}
@@ -57,7 +57,7 @@ def evaluate_model(
         t0 = time.perf_counter()
         if kind == "baseline":
             y, prob = model.predict_proba(examples)
-            ids = [ex.id for ex in examples] if spec.kind != "residue" else [""] * len(y)
+            ids = [""] * len(y) if spec.kind.per_residue else [ex.id for ex in examples]
         else:
             trained = (info.get("config") or {}).get("max_tokens")  # the windows the model was trained on
             ts = build_taskset(spec.kind, examples, tokenizer, window_tokens(model.config, trained))
@@ -70,12 +70,7 @@ def evaluate_model(
             "class_counts": data.class_counts(split),
             "seconds": time.perf_counter() - t0,
         }
-        title = f"{spec.name} {split} ({len(examples):,})"
-        plot_confusion(y, prob, data.labels, out / f"confusion_{split}.png", title)
-        if len(data.labels) == 2:
-            plot_curves(y, prob, out, split, title)
-        if spec.kind != "residue":
-            write_predictions(out / f"predictions_{split}.tsv", ids, y, prob, data.labels)
+        spec.kind.report(y, prob, data.labels, ids, out, split, f"{spec.name} {split} ({len(examples):,})")
         log(f"{spec.name} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" (n={len(y):,})")
     write_json(out / "results.json", results)
     return results

@@ -49,18 +49,20 @@ DEV_MONITOR = 2000
 # ---------------------------------------------------------------- models
 
 
-def _task_config(config, spec: TaskSpec, labels: tuple[str, ...], pooling: str):
-    config.num_labels = len(labels)
-    config.id2label = dict(enumerate(labels))
-    config.label2id = {name: i for i, name in enumerate(labels)}
-    config.protlm_head = "residue" if spec.kind == "residue" else "sequence"
+def _task_config(config, spec: TaskSpec, data: TaskData, pooling: str):
+    """The encoder's config with the task head's settings: outputs, labels, head shape, the kind's own."""
+    config.num_labels = spec.kind.n_outputs(data.labels)
+    config.id2label = dict(enumerate(data.labels))
+    config.label2id = {name: i for i, name in enumerate(data.labels)}
+    config.protlm_head, config.protlm_kind = spec.kind.head, spec.kind.name
     config.protlm_pooling = pooling
+    spec.kind.configure(config, [ex.label for ex in data.split("train")])
 
     config.architectures = [task_model_class(config).__name__]
     return config
 
 
-def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...], seed: int):
+def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, data: TaskData, seed: int):
     """(model, tokenizer, source description) for a pre-trained dir or Hub id, scratch:DIR or scratch + preset."""
     from transformers import AutoConfig
 
@@ -73,7 +75,7 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
         preset = load_preset(cfg.preset)
         kind = preset.pop("model_type")
         config = AutoConfig.for_model(kind, **preset, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-        config = _task_config(config, spec, labels, pooling)
+        config = _task_config(config, spec, data, pooling)
         check_model_size(config, cfg.preset)
         return task_model_class(config)(config), tokenizer, f"scratch ({cfg.preset})"
     scratch = cfg.model.startswith("scratch:")
@@ -81,7 +83,7 @@ def build_task_model(cfg: FinetuneConfig, spec: TaskSpec, labels: tuple[str, ...
     if md.task is not None:
         raise ProtlmError(f"{md.spec}: already a fine-tuned model; --model takes a pre-trained model (or --resume)")
     tokenizer = md.tokenizer()
-    config = _task_config(md.config(), spec, labels, pooling)
+    config = _task_config(md.config(), spec, data, pooling)
     if scratch:
         check_model_size(config, md.path / "config.json")
         return task_model_class(config)(config), tokenizer, f"scratch (architecture of {md.spec})"
@@ -135,18 +137,11 @@ class TaskSource:
         return self.ts.make_batch(items)
 
 
-def class_weights(data: TaskData) -> torch.Tensor:
-    """Inverse-frequency weights n / (C * n_c) of the training split (0 for absent classes)."""
-    counts = np.array(list(data.class_counts("train").values()), dtype=np.float64)
-    w = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
-    return torch.tensor(w, dtype=torch.float32)
-
-
 def fit_baseline(cfg: FinetuneConfig, spec: TaskSpec, data: TaskData, train: list, seed: int, info: dict,
                  run_dir: Path, log: Callable[[str], None]) -> Path:  # fmt: skip
     """`--model baseline`: fit the composition reference on `train`; returns the saved model directory."""
     t0 = time.perf_counter()
-    model = Baseline(spec.kind, len(data.labels), spec.symmetric)
+    model = Baseline(spec.kind, spec.kind.n_outputs(data.labels), spec.symmetric)
     model.fit(train, seed, "balanced" if cfg.weighted_loss else None)
     out = run_dir / "model"
     model.save(out, {**info, "model_source": "baseline", "train_seconds": time.perf_counter() - t0})
@@ -160,7 +155,7 @@ def train_one(
     """Fine-tune (or fit the baseline) for one seed; returns the saved model directory."""
     info = {
         "task": spec.name,
-        "kind": spec.kind,
+        "kind": spec.kind.name,
         "labels": list(data.labels),
         "data": {
             "data": cfg.data,
@@ -186,7 +181,7 @@ def train_one(
         _, model, tokenizer, _ = load_finetuned(ckpts[-1], info_from=run_dir / "model", need_info=False)
         source = f"{cfg.model} (resumed from {ckpts[-1].name})"
     else:  # with LoRA the base is rebuilt and the checkpoint's adapters loaded into it below
-        model, tokenizer, source = build_task_model(cfg, spec, data.labels, seed)
+        model, tokenizer, source = build_task_model(cfg, spec, data, seed)
     if cfg.freeze:
         model.base_model.requires_grad_(False)
     configure(model, cfg, train=head_prefixes(model), base=cfg.model)
@@ -204,7 +199,7 @@ def train_one(
     loop_cfg = TrainConfig(**{k: getattr(cfg, k) for k in TrainConfig.__dataclass_fields__})
     loop_cfg.out, loop_cfg.seed = str(run_dir), seed
     loop_cfg.warmup_steps = cfg.warmup_steps or int(cfg.warmup_ratio * total)
-    weights = class_weights(data) if cfg.weighted_loss else None
+    weights = spec.kind.class_weights([ex.label for ex in data.split("train")], data.labels) if cfg.weighted_loss else None
     objective = TaskObjective(model, weights, cfg.freeze)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(

@@ -1,8 +1,9 @@
-"""Task metrics from labels and predicted class probabilities.
+"""Task metrics from labels and predictions, by name (`METRICS`); each task kind lists the ones it reports.
 
-Every function takes `y` (n,) true class indices and `prob` (n, C) probabilities; residue tasks pass
-one row per scored residue, so Q3 / Q8 are per-residue accuracies over all residues of the split
-(not averaged per protein, as in TAPE and NetSurfP).
+Classification metrics take `y` (n,) true class indices and `prob` (n, C) probabilities; residue tasks
+pass one row per scored residue, so Q3 / Q8 are per-residue accuracies over all residues of the split
+(not averaged per protein, as in TAPE and NetSurfP). Regression metrics take `y` (n,) and the predicted
+values (n,); multi-label metrics `y` (n, C) 0/1 and per-label probabilities (n, C).
 """
 
 from __future__ import annotations
@@ -46,6 +47,66 @@ def _binary(y: np.ndarray, prob: np.ndarray) -> bool:
     return prob.shape[1] == 2 and len(np.unique(y)) == 2
 
 
+def compute(names: tuple[str, ...], y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    return {name: METRICS[name](y, prob) for name in names}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single seed)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+# ------------------------------------------------------------------ regression: y (n,) numbers, pred (n,)
+
+
+def spearman(y: np.ndarray, pred: np.ndarray) -> float:
+    """Spearman rank correlation (ties averaged); nan when either side is constant."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(y, pred).statistic) if _varies(y, pred) else float("nan")
+
+
+def pearson(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.corrcoef(y, pred)[0, 1]) if _varies(y, pred) else float("nan")
+
+
+def rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y) - pred) ** 2))) if len(y) else float("nan")
+
+
+def mae(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(y) - pred))) if len(y) else float("nan")
+
+
+def _varies(y: np.ndarray, pred: np.ndarray) -> bool:
+    return len(y) > 1 and np.ptp(y) > 0 and np.ptp(pred) > 0
+
+
+# ------------------------------------------------------------------ multi-label: y (n, C) 0/1, prob (n, C)
+
+
+def micro_f1(y: np.ndarray, prob: np.ndarray) -> float:
+    """F1 over every (example, label) decision, at probability 0.5."""
+    return float(skm.f1_score(y, prob >= 0.5, average="micro", zero_division=0))
+
+
+def label_macro_f1(y: np.ndarray, prob: np.ndarray) -> float:
+    """Unweighted mean over labels of each label's F1, at probability 0.5."""
+    return float(skm.f1_score(y, prob >= 0.5, average="macro", zero_division=0))
+
+
+def exact_match(y: np.ndarray, prob: np.ndarray) -> float:
+    """Share of examples whose predicted label set is exactly the true one."""
+    return float(np.mean(np.all((prob >= 0.5) == (y > 0), axis=1))) if len(y) else float("nan")
+
+
+def label_roc_auc(y: np.ndarray, prob: np.ndarray) -> float:
+    """Mean ROC-AUC over the labels that have both positives and negatives in `y`; nan when none has."""
+    scores = [skm.roc_auc_score(y[:, k], prob[:, k]) for k in range(y.shape[1]) if len(np.unique(y[:, k])) == 2]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 METRICS = {
     "accuracy": accuracy,
     "macro_f1": macro_f1,
@@ -55,14 +116,14 @@ METRICS = {
     "pr_auc": pr_auc,
     "q3": accuracy,
     "q8": accuracy,
+    "spearman": spearman,
+    "pearson": pearson,
+    "rmse": rmse,
+    "mae": mae,
+    "micro_f1": micro_f1,
+    "label_macro_f1": label_macro_f1,
+    "exact_match": exact_match,
+    "label_roc_auc": label_roc_auc,
 }
 
 
-def compute(names: tuple[str, ...], y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    return {name: METRICS[name](y, prob) for name in names}
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single seed)."""
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0

@@ -25,6 +25,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from protlm.models.backbones import BACKBONES, backbone
 from protlm.tasks.align import MAX_OFFSET, N_AA
+from protlm.tasks.kinds import get_kind
 
 
 class _TaskHeads:
@@ -33,6 +34,8 @@ class _TaskHeads:
     def _init_heads(self, config) -> None:
         self.num_labels = config.num_labels
         self.head_kind = getattr(config, "protlm_head", "sequence")
+        # the task kind owns the loss and the output scale (models written before kinds: the head says which)
+        self.kind = get_kind(getattr(config, "protlm_kind", None) or self.head_kind)
         self.pooling = getattr(config, "protlm_pooling", "cls")
         d = config.hidden_size
         drop = (
@@ -41,7 +44,7 @@ class _TaskHeads:
             else config.hidden_dropout_prob
         )
         self.dropout = nn.Dropout(drop)
-        if self.head_kind == "residue":
+        if self.kind.per_residue:
             self.aa_embed = nn.Embedding(N_AA, d, padding_idx=0)
             self.offset_embed = nn.Embedding(MAX_OFFSET, d)
             self.residue_norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
@@ -64,10 +67,11 @@ class _TaskHeads:
         labels: torch.Tensor | None = None,
         class_weights: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
-        """logits (B, C) for sequence/pair heads, (B, R, C) for the residue head; loss when labels given."""
+        """logits (B, C) for sequence/pair heads, (B, R, C) for the residue head (a regression's value in the
+        data's units); the task kind's loss when labels are given."""
         extra = backbone(self.config).encoder_kwargs(self.config, input_ids)  # Longformer: global attention on <s>
         h = self.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state  # (B, T, d)
-        if self.head_kind == "residue":
+        if self.kind.per_residue:
             logits = self._residue_logits(h, residue_index, residue_offset, residue_aa)
         else:
             if self.pooling == "mean":
@@ -77,12 +81,8 @@ class _TaskHeads:
                 pooled = h[:, 0]
             x = torch.tanh(self.dense(self.dropout(self._standardise(pooled))))
             logits = self.out_proj(self.dropout(x))
-        loss = None
-        if labels is not None:
-            weight = class_weights.to(logits.dtype) if class_weights is not None else None
-            loss = nn.functional.cross_entropy(
-                logits.reshape(-1, self.num_labels).float(), labels.reshape(-1), weight=weight, ignore_index=-100
-            )
+        logits = self.kind.scale_output(logits, self.config)
+        loss = None if labels is None else self.kind.loss(logits, labels, class_weights, self.config)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def _standardise(self, pooled: torch.Tensor) -> torch.Tensor:

@@ -9,15 +9,9 @@ from torch import nn
 from protlm.tasks.batches import TaskSet
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(-1, keepdims=True)
-
-
 @torch.inference_mode()
 def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_size: int) -> list[np.ndarray]:
-    """Logits per example: (C,) for sequence / pair tasks, (n_residues, C) for residue tasks.
+    """Head outputs per example: (C,) for sequence / pair tasks, (n_residues, C) for residue tasks.
 
     Every evaluation window is scored; logits are averaged over the windows covering an example
     (sequence tasks) or a residue (residue tasks). Batch composition never changes a prediction:
@@ -28,7 +22,7 @@ def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_s
     n_classes = model.config.num_labels
     items = ts.items(None)
     plan = ts.plan(items, tokens_per_batch, np.random.default_rng(0), batch_size)
-    if ts.kind == "residue":
+    if ts.kind.per_residue:
         sums = [np.zeros((len(ex.parts[0]), n_classes)) for ex in ts.examples]
         counts = [np.zeros(len(ex.parts[0])) for ex in ts.examples]
     else:
@@ -38,7 +32,7 @@ def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_s
         fields = {k: v.to(device) for k, v in batch.fields().items() if k != "labels"}
         logits = model(**fields).logits.float().cpu().numpy()
         for row, i in enumerate(batch.examples):
-            if ts.kind == "residue":
+            if ts.kind.per_residue:
                 n = int((batch.residue_aa[row] > 0).sum())
                 r0 = int(batch.residue_start[row])
                 sums[i][r0 : r0 + n] += logits[row, :n]
@@ -46,7 +40,7 @@ def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_s
             else:
                 sums[i] += logits[row]
                 counts[i] += 1
-    if ts.kind == "residue":
+    if ts.kind.per_residue:
         return [s / np.maximum(c, 1)[:, None] for s, c in zip(sums, counts, strict=True)]
     return [s / max(c, 1) for s, c in zip(sums, counts, strict=True)]
 
@@ -54,17 +48,6 @@ def predict_logits(model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_s
 def predict(
     model: nn.Module, ts: TaskSet, tokens_per_batch: int, batch_size: int
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(y, probabilities, ids): one row per example, or per scored residue for residue tasks."""
+    """(y, outputs, ids) as the task kind reports them: one row per example, or per scored residue."""
     logits = predict_logits(model, ts, tokens_per_batch, batch_size)
-    if ts.kind == "residue":
-        ys, zs, ids = [], [], []
-        for ex, z in zip(ts.examples, logits, strict=True):
-            keep = np.asarray(ex.label) >= 0
-            ys.append(np.asarray(ex.label)[keep].astype(np.int64))
-            zs.append(z[keep])
-            ids.extend(f"{ex.id}:{r + 1}" for r in np.flatnonzero(keep))
-        y, z = np.concatenate(ys), np.concatenate(zs)
-    else:
-        y = np.array([int(ex.label) for ex in ts.examples], dtype=np.int64)
-        z, ids = np.stack(logits) if logits else np.zeros((0, model.config.num_labels)), [ex.id for ex in ts.examples]
-    return y, softmax(z), ids
+    return ts.kind.collect(ts.examples, logits, model.config.num_labels)

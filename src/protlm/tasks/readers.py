@@ -14,6 +14,7 @@ Every reader validates residues with the shared `ResiduePolicy`, counts skipped 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -297,3 +298,70 @@ def read_labelled_assemblies(
         if col.keep(rid, chains, line):
             out.append((split, Example(rid, chains, index, group)))
     return out, labels, col.report
+
+
+def number_field(name: str) -> Callable[[dict, Path, str], float]:
+    """Label maker for a numeric field (TAPE's `stability_score`, `log_fluorescence`: a number or a list of one)."""
+
+    def make(item: dict, path: Path, rid: str) -> float:
+        if name not in item:
+            raise InputError(path, f"record lacks the field {name!r}", record=rid)
+        return parse_number(item[name], path, None, rid, name)
+
+    return make
+
+
+def parse_number(value, path, line: int | None, rid: str, column: str) -> float:
+    """A finite number from a table cell or a record field (a list of one number too); InputError otherwise."""
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        shown = repr(value)[:40]
+        raise InputError(path, f"{column} {shown} is not a finite number", line=line, record=rid)
+    return number
+
+
+def read_target_table(
+    path: str | Path, column: str, parse: Callable[[str, int, str], object], policy: ResiduePolicy = ResiduePolicy()
+) -> tuple[list[tuple[str, Example]], SkipReport]:
+    """[(split or '', example)] from a TSV/CSV/Parquet table with `sequence` and a target `column` (parsed by
+    `parse(cell, line, id)`), and optional `id` (else `row<line>`), `split` and `group` columns."""
+    from protlm.io.tables import table_header
+
+    header = table_header(path)
+    for c in ("sequence", column):
+        if c not in header:
+            raise InputError(path, f"missing column {c}; the file has: {', '.join(header)}", line=1)
+    col = Collector(path, policy)
+    extra = [c for c in ("id", "split", "group") if c in header]
+    out = []
+    for line, row in iter_table_rows(path, ["sequence", column, *extra]):
+        rid = row.get("id") or f"row{line}"
+        seq = col.clean(row["sequence"], line, rid)
+        target = parse(row[column], line, rid)
+        if col.keep(rid, (seq,), line):
+            out.append((row.get("split", ""), Example(rid, (seq,), target, row.get("group") or rid)))
+    return out, col.report
+
+
+def label_sets(path: str | Path, column: str = "labels") -> Callable[[str, int, str], np.ndarray]:
+    """Parser of a `;`-joined label-set column into a 0/1 vector over the file's labels (sorted); `.labels` has them."""
+    names: set[str] = set()
+    for _, row in iter_table_rows(path, [column]):
+        names.update(x.strip() for x in row[column].split(";") if x.strip())
+    labels = tuple(sorted(names))
+    index = {name: k for k, name in enumerate(labels)}
+
+    def parse(cell: str, line: int, rid: str) -> np.ndarray:
+        vector = np.zeros(len(labels), np.uint8)
+        for name in (x.strip() for x in cell.split(";")):
+            if name:
+                vector[index[name]] = 1
+        return vector
+
+    parse.labels = labels  # type: ignore[attr-defined]
+    return parse

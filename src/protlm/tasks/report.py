@@ -1,4 +1,4 @@
-"""Evaluation outputs: results JSON, predictions TSV, confusion-matrix and ROC / PR curve PNGs."""
+"""Evaluation outputs: predictions TSVs, confusion-matrix, ROC / PR curve and regression scatter PNGs."""
 
 from __future__ import annotations
 
@@ -90,4 +90,42 @@ def write_predictions(path: Path, ids: list[str], y: np.ndarray, prob: np.ndarra
         for rid, t, p in zip(ids, y, prob, strict=True):
             k = int(p.argmax())
             fh.write(f"{rid}\t{labels[int(t)]}\t{labels[k]}\t{p[k]:.4f}\n")
+    return path
+
+
+def plot_scatter(y: np.ndarray, pred: np.ndarray, path: Path, title: str, name: str) -> Path:
+    """Predicted against true values of a regression, with the Spearman correlation in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from protlm.tasks.metrics import spearman
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(y, pred, s=6, alpha=0.5)
+    ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=f"{title}\nSpearman {spearman(y, pred):.3f}")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_values(path: Path, ids: list[str], y: np.ndarray, pred: np.ndarray) -> Path:
+    """One row per example of a regression: id, true value, predicted value."""
+    with atomic_open(path) as fh:
+        fh.write("id\tvalue\tpredicted\n")
+        fh.writelines(f"{rid}\t{t:.6g}\t{p:.6g}\n" for rid, t, p in zip(ids, y, pred, strict=True))
+    return path
+
+
+def write_label_sets(path: Path, ids: list[str], y: np.ndarray, prob: np.ndarray, labels: tuple[str, ...]) -> Path:
+    """One row per example of a multi-label task: id, true labels, predicted labels (probability >= 0.5), `;`-joined."""
+
+    def names(row) -> str:
+        return ";".join(labels[k] for k in np.flatnonzero(row))
+
+    with atomic_open(path) as fh:
+        fh.write("id\tlabels\tpredicted\n")
+        fh.writelines(f"{rid}\t{names(t)}\t{names(p >= 0.5)}\n" for rid, t, p in zip(ids, y, prob, strict=True))
     return path

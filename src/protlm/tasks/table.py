@@ -15,20 +15,26 @@ from pathlib import Path
 from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy
 from protlm.tasks.data import Example, TaskData, group_split
+from protlm.tasks.kinds import Kind, MultiLabel, Pair, Regression, Residue
 from protlm.tasks.readers import (
     BINARY_LABELS,
     Collector,
     class_field,
+    label_sets,
+    number_field,
+    parse_number,
     read_deeploc_fasta,
     read_deepsol,
     read_labelled_fasta,
     read_split_dir,
+    read_target_table,
     split_files,
 )
 from protlm.tasks.structure import read_dssp_table, states_for, tape_ss_label
 from protlm.tasks.tcr import make_tcr_splits, read_background, read_tcr_positives, read_titan
 
 TAPE_FOLDS = 1195
+SCORE = ("score",)  # the one output of a regression task
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class DataRequest:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    kind: str  # "sequence" | "pair" (two or more proteins) | "residue"
+    kind: Kind  # what it predicts (tasks/kinds.py): classes of one protein, of 2+ proteins, per residue, a number...
     description: str
     formats: str  # what --data accepts (help text)
     metrics: tuple[str, ...]
@@ -190,23 +196,55 @@ def load_tcr(req: DataRequest) -> TaskData:
     return TaskData(BINARY_LABELS, splits, str(path), reports, note)
 
 
+def _file_splits(rows: list[tuple[str, Example]], path: Path, seed: int) -> tuple[dict[str, list[Example]], dict]:
+    """Splits of a table's rows [(split or '', example)]: its split column when it has one (train, dev / valid,
+    test*), else group-disjoint 80/10/10 by the group column (else id) with `seed`; and the note saying which."""
+    if not any(split for split, _ in rows):
+        note = {"splits": f"group-disjoint 80/10/10 by the group column (else id) with seed {seed}"}
+        return _with_test([ex for _, ex in rows], seed), note
+    splits: dict[str, list[Example]] = {}
+    for split, ex in rows:
+        name = {"valid": "dev", "validation": "dev", "": "train"}.get(split, split)
+        if name not in ("train", "dev") and not name.startswith("test"):
+            raise InputError(path, f"split {split!r} of {ex.id}: expected train, dev / valid or test*")
+        splits.setdefault(name, []).append(ex)
+    return _with_dev(splits, seed), {"splits": "the file's split column"}
+
+
 def load_assembly(req: DataRequest) -> TaskData:
     """Any label of a multi-protein input (complex type, stoichiometry, binding of 3+ partners...)."""
     from protlm.tasks.readers import read_labelled_assemblies
 
     path = _require(req, "assembly")
     rows, labels, report = read_labelled_assemblies(path, req.sequences, req.policy)
-    if any(split for split, _ in rows):
-        splits: dict[str, list[Example]] = {}
-        for split, ex in rows:
-            name = {"valid": "dev", "validation": "dev", "": "train"}.get(split, split)
-            if name not in ("train", "dev") and not name.startswith("test"):
-                raise InputError(path, f"split {split!r} of {ex.id}: expected train, dev / valid or test*")
-            splits.setdefault(name, []).append(ex)
-        note = {"splits": "the file's split column"}
-        return TaskData(labels, _with_dev(splits, req.seed), str(path), [report], note)
-    note = {"splits": f"group-disjoint 80/10/10 by the group column (else id) with seed {req.seed}"}
-    return TaskData(labels, _with_test([ex for _, ex in rows], req.seed), str(path), [report], note)
+    splits, note = _file_splits(rows, path, req.seed)
+    return TaskData(labels, splits, str(path), [report], note)
+
+
+def _load_score(task: str, tape_field: str) -> Callable[[DataRequest], TaskData]:
+    """A regression target: a TAPE directory (`<task>_{train,valid,test}.json|lmdb`, field `tape_field`) or a
+    table with `sequence` and `score` (optional `id`, `split`, `group`)."""
+
+    def load(req: DataRequest) -> TaskData:
+        path = _require(req, task)
+        if path.is_dir():
+            splits, reports = read_split_dir(path, number_field(tape_field), req.policy)
+            return TaskData(SCORE, _with_dev(splits, req.seed), str(path), reports, {"splits": "TAPE files"})
+        rows, report = read_target_table(path, "score", lambda v, line, rid: parse_number(v, path, line, rid, "score"),
+                                         req.policy)  # fmt: skip
+        splits, note = _file_splits(rows, path, req.seed)
+        return TaskData(SCORE, splits, str(path), [report], note)
+
+    return load
+
+
+def load_multilabel(req: DataRequest) -> TaskData:
+    """Label sets of proteins from a table with `sequence` and `labels` (`;`-joined; optional `id`, `split`, `group`)."""
+    path = _require(req, "multilabel")
+    parse = label_sets(path)
+    rows, report = read_target_table(path, "labels", parse, req.policy)
+    splits, note = _file_splits(rows, path, req.seed)
+    return TaskData(parse.labels, splits, str(path), [report], note)
 
 
 def _load_ss(n_states: int) -> Callable[[DataRequest], TaskData]:
@@ -227,54 +265,73 @@ _CLS = ("accuracy", "macro_f1", "mcc")
 _BIN = ("accuracy", "f1", "mcc", "roc_auc", "pr_auc")
 _SS = "TAPE/NetSurfP directory (secondary_structure_{train,valid,cb513,ts115,casp12}.json|lmdb) or DSSP table (pdb_id, chain, sequence, dssp8[, cluster25])"
 
+SEQ, PAIR, RESIDUE, REGRESSION, MULTILABEL = Kind(), Pair(), Residue(), Regression(), MultiLabel()
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
         TaskSpec(
-            "localization", "sequence", "subcellular localization (sequence -> class)",
+            "localization", SEQ, "subcellular localization (sequence -> class)",
             "default SCL2205 (13 classes); DeepLoc FASTA ('>ID Location-M [test]'); PEER LMDB directory",
             _CLS, "accuracy", load_localization, lr=5e-5, batch_size=16, epochs=5,
         ),
         TaskSpec(
-            "solubility", "sequence", "protein solubility (sequence -> 0/1)",
+            "solubility", SEQ, "protein solubility (sequence -> 0/1)",
             "DeepSol directory ({train,val,test}_src / _tgt); PEER LMDB directory; FASTA with the label last in the header",
             ("accuracy", "mcc", "roc_auc", "pr_auc", "f1"), "accuracy", load_solubility, lr=2e-5, batch_size=16, epochs=5,
         ),
         TaskSpec(
-            "remote-homology", "sequence", "fold classification, TAPE (1,195 folds)",
+            "remote-homology", SEQ, "fold classification, TAPE (1,195 folds)",
             "TAPE directory (remote_homology_{train,valid,test_fold_holdout,...}.json|lmdb, field fold_label)",
             ("accuracy", "macro_f1"), "accuracy", load_remote_homology, lr=2e-5, batch_size=16, epochs=10,
         ),
         TaskSpec(
-            "family", "sequence", "protein family classification (Pfam)",
+            "family", SEQ, "protein family classification (Pfam)",
             "table with accession, pfam_acc, sequence[, cluster30] (e.g. pfam_families.tsv.gz)",
             ("accuracy", "macro_f1"), "accuracy", load_family, lr=5e-5, batch_size=16, epochs=5,
         ),
         TaskSpec(
-            "ppi", "pair", "protein-protein binding (pair -> 0/1)",
+            "ppi", PAIR, "protein-protein binding (pair -> 0/1)",
             "default: built-in OmniPath pairs + sampled negatives, protein-disjoint; a `protlm pairs` table or "
             "directory; PEER HumanPPI/YeastPPI LMDB directory",
             _BIN, "roc_auc", load_ppi, lr=2e-5, batch_size=8, epochs=5, symmetric=True,
         ),
         TaskSpec(
-            "tcr", "pair", "TCR-epitope binding ((CDR3 beta, epitope) -> 0/1)",
+            "tcr", PAIR, "TCR-epitope binding ((CDR3 beta, epitope) -> 0/1)",
             "TITAN directory (tcr.csv, epitopes.csv, pair files); VDJdb TSV or cdr3b/epitope table (+ --background)",
             ("roc_auc", "pr_auc", "accuracy", "f1", "mcc"), "roc_auc", load_tcr, lr=2e-5, batch_size=32, epochs=3,
         ),
         TaskSpec(
-            "assembly", "pair", "multi-protein classification (2+ proteins -> class; chain order ignored by the baseline)",
+            "assembly", PAIR, "multi-protein classification (2+ proteins -> class; chain order ignored by the baseline)",
             "FASTA with chains joined by ':' and the label last in the header; table with id, label and sequence "
             "(':'-joined) or members (';'-joined ids, + --sequences), optional split / group columns",
             ("accuracy", "macro_f1", "mcc", "roc_auc", "pr_auc"), "accuracy", load_assembly,
             lr=2e-5, batch_size=8, epochs=5, symmetric=True,
         ),
         TaskSpec(
-            "ss3", "residue", "secondary structure, 3 states (per residue)", _SS,
+            "ss3", RESIDUE, "secondary structure, 3 states (per residue)", _SS,
             ("q3",), "q3", _load_ss(3), lr=5e-5, batch_size=8, epochs=5,
         ),
         TaskSpec(
-            "ss8", "residue", "secondary structure, 8 states (per residue)", _SS,
+            "ss8", RESIDUE, "secondary structure, 8 states (per residue)", _SS,
             ("q8",), "q8", _load_ss(8), lr=5e-5, batch_size=8, epochs=5,
+        ),
+        TaskSpec(
+            "stability", REGRESSION, "protein stability score (sequence -> number; TAPE's stability_score)",
+            "TAPE directory (stability_{train,valid,test}.json|lmdb); table with sequence, score[, id, split, group]",
+            ("spearman", "pearson", "rmse", "mae"), "spearman", _load_score("stability", "stability_score"),
+            lr=2e-5, batch_size=16, epochs=5,
+        ),
+        TaskSpec(
+            "fluorescence", REGRESSION, "GFP fluorescence (sequence -> log fluorescence; TAPE)",
+            "TAPE directory (fluorescence_{train,valid,test}.json|lmdb); table with sequence, score[, id, split, group]",
+            ("spearman", "pearson", "rmse", "mae"), "spearman", _load_score("fluorescence", "log_fluorescence"),
+            lr=2e-5, batch_size=16, epochs=5,
+        ),
+        TaskSpec(
+            "multilabel", MULTILABEL, "any set of labels per protein (e.g. every compartment it is found in)",
+            "table with sequence and labels (';'-joined names)[, id, split, group]",
+            ("micro_f1", "label_macro_f1", "exact_match", "label_roc_auc"), "micro_f1", load_multilabel,
+            lr=5e-5, batch_size=16, epochs=5,
         ),
     )
 }  # fmt: skip
@@ -289,7 +346,9 @@ def load_task_data(
     sequences: str | None = None,
 ) -> TaskData:
     """The task's data from `--data` (None = built-in) with splits made by `split_seed` where needed."""
-    return spec.load(DataRequest(data, split_seed, ResiduePolicy(strict=strict), background, sequences))
+    loaded = spec.load(DataRequest(data, split_seed, ResiduePolicy(strict=strict), background, sequences))
+    loaded.kind = spec.kind
+    return loaded
 
 
 def get_task(name: str) -> TaskSpec:

@@ -19,14 +19,43 @@ def _run(args, capsys) -> tuple[int, list[str]]:
     return e.value.code, capsys.readouterr().err.strip().splitlines()
 
 
+PDB = DATA / "structures" / "2hhb_ab.pdb.gz"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")
 @pytest.mark.parametrize(
-    "command", [["embed", DATA / "swissprot_50.fasta", "--out", "x.parquet"], ["fill", "MK<mask>"]]
+    "command",
+    [
+        ["embed", DATA / "swissprot_50.fasta", "--out", "x.parquet"],
+        ["fill", "MK<mask>"],
+        ["predict", DATA / "swissprot_50.fasta", "--out", "x.tsv"],
+        ["evaluate"],
+        ["attention", "export", "--pdb", PDB, "--out", "x.npz"],
+        ["attention", "sites", "--pdb", PDB],
+        ["contacts", "--pdb", PDB],
+        ["contacts", "fit", "--pdb", PDB],
+    ],
 )
 def test_cuda_without_a_gpu_names_what_was_found(command, capsys, tmp_path):
     code, err = _run([*command, "--model", tmp_path, "--device", "cuda"], capsys)
     assert code == 2 and len(err) == 1
     assert "0 CUDA device(s)" in err[0] and f"torch {torch.__version__}" in err[0]
+
+
+def test_every_command_that_runs_a_model_takes_a_device():
+    import typer
+
+    from protlm.cli import app
+
+    def walk(command, path=()):  # typer's groups (it may carry its own click): anything with subcommands
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from walk(sub, (*path, name))
+        yield path, {p.name for p in command.params}
+
+    commands = [(path, params) for path, params in walk(typer.main.get_command(app)) if "model" in params]
+    assert len(commands) >= 10  # pretrain, finetune, evaluate, embed, predict, fill, attention x2, contacts x2
+    assert [path for path, params in commands if "device" not in params] == []
 
 
 def test_out_of_memory_outside_training_is_one_line(monkeypatch, capsys, tmp_path):

@@ -60,9 +60,13 @@ def token_to_residue(att: np.ndarray, token_pos: np.ndarray, residues_per_token:
 
 
 class AttentionModel:
-    """A pre-trained (or fine-tuned) encoder (RoBERTa, ESM-2, BERT) that returns every layer's attention."""
+    """A pre-trained (or fine-tuned) encoder (RoBERTa, ESM-2, BERT) that returns every layer's attention, run on
+    `device` (auto / cpu / cuda / cuda:N; maps come back to the host in fp32)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, device: str = "cpu"):
+        from protlm.device import resolve_device
+
+        self.device = resolve_device(device)
         self.model_dir = open_model(path)
         self.path = self.model_dir.path
         if self.model_dir.is_baseline:
@@ -85,7 +89,7 @@ class AttentionModel:
             self.has_contact_head = not any("contact_head" in k for k in info["missing_keys"])
         else:
             self.model = self.model_dir.encoder(attn_implementation="eager")
-        self.model.eval()
+        self.model.to(self.device).eval()
         self.max_tokens = model_max_tokens(config)
         self.lengths = self.tokenizer.residue_lengths
         self.n_layers, self.n_heads = config.num_hidden_layers, config.num_attention_heads
@@ -108,8 +112,8 @@ class AttentionModel:
         ids, _ = self.encode((sequence,))
         if len(ids) > self.max_tokens:
             raise ProtlmError(f"{len(sequence)} residues: the model takes {self.max_tokens} tokens")
-        tokens = torch.from_numpy(ids)[None]
-        return self.model.predict_contacts(tokens, torch.ones_like(tokens))[0].float().numpy()
+        tokens = torch.from_numpy(ids)[None].to(self.device)
+        return self.model.predict_contacts(tokens, torch.ones_like(tokens))[0].float().cpu().numpy()
 
     @torch.inference_mode()
     def __call__(self, sequences: tuple[str, ...], rid: str = "input", names: tuple[str, ...] | None = None):
@@ -117,8 +121,8 @@ class AttentionModel:
         if len(ids) > self.max_tokens:
             raise TooLong(rid, f"{len(ids)} tokens, the model takes {self.max_tokens}; attention maps are not "
                                "windowed (choose shorter chains or a model with longer positions)")  # fmt: skip
-        out = self.model(input_ids=torch.from_numpy(ids)[None], output_attentions=True)
-        att = torch.stack(out.attentions, 0)[:, 0].float().numpy()  # (L, H, T, T)
+        out = self.model(input_ids=torch.from_numpy(ids)[None].to(self.device), output_attentions=True)
+        att = torch.stack(out.attentions, 0)[:, 0].float().cpu().numpy()  # (L, H, T, T)
         per_position = self.lengths[ids]
         residue, special = token_to_residue(att, token_pos, per_position)
         chain_index = np.concatenate([np.full(len(s), k) for k, s in enumerate(sequences)])

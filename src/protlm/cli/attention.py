@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import StrictOpt, option
+from protlm.cli.options import DeviceOpt, StrictOpt, option
 from protlm.errors import ProtlmError
 
 attention_app = typer.Typer(help="Attention maps: export them, score them against binding interfaces.")
@@ -49,6 +49,7 @@ def export_cmd(
     chains: option("chains", str | None, note="Of --pdb (default: all protein chains).") = None,
     half: Annotated[bool, typer.Option("--half", help="Store maps as float16 (default float32).")] = False,
     strict: StrictOpt = False,
+    device: DeviceOpt = "auto",
 ) -> None:
     """All layers x heads of attention, mapped from BPE tokens to residues, for sequences, pairs or a complex."""
     import numpy as np
@@ -58,7 +59,7 @@ def export_cmd(
 
     if sum(x is not None for x in (fasta, pair, pdb)) != 1:
         raise ProtlmError("give exactly one input: --fasta FILE, --pair A.fasta B.fasta or --pdb FILE")
-    attention_model = AttentionModel(model)  # first: a bad model dir fails before inputs are read
+    attention_model = AttentionModel(model, device)  # first: a bad model dir fails before inputs are read
     inputs, extra = [], {}
     policy = ResiduePolicy(strict=strict)
     if fasta is not None:
@@ -112,6 +113,7 @@ def sites_cmd(
     out: option("out", Path | None, note="a JSON file with every per-head and per-case number.") = None,
     report: option("report", Path | None) = None,
     seed: option("seed", int, note="Of the random-score baseline.") = 0,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Per-head ROC-AUC / precision at k of attention-derived scores against true interface residues."""
     from protlm.attention.maps import AttentionModel
@@ -121,10 +123,10 @@ def sites_cmd(
 
     structures = load_structures(pdb, _log)
     pair = _chains(chains, 2)
-    lm = AttentionModel(model)
+    lm = AttentionModel(model, device)
     result = analyse(lm, structures, pair, cutoff, top_k, seed, _log)
     summary = result.summary()
-    ref = analyse(AttentionModel(reference), structures, pair, cutoff, top_k, seed, _log) if reference else None
+    ref = analyse(AttentionModel(reference, device), structures, pair, cutoff, top_k, seed, _log) if reference else None
     if ref is not None:
         summary["reference"] = ref.summary()
     for name, s in [("model", summary), *([("reference", summary["reference"])] if ref else [])]:
@@ -157,6 +159,7 @@ def contacts_cmd(
     ] = None,
     out: option("out", Path | None, note="a JSON file with precision at L, L/2, L/5 per range and chain.") = None,
     report: option("report", Path | None) = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Contact precision at L, L/2, L/5 (short, medium, long range) of a structure's chains."""
     if ctx.invoked_subcommand is not None:
@@ -168,7 +171,7 @@ def contacts_cmd(
     from protlm.attention.structures import contact_map, read_structure
     from protlm.io.atomic import write_json
 
-    lm = AttentionModel(model)
+    lm = AttentionModel(model, device)
     reg = C.ContactRegression.load(regression or lm.path)
     note = C.method(lm, reg)
     typer.echo(note, err=True)
@@ -199,6 +202,7 @@ def contacts_fit_cmd(
     pdb: PdbOpt,
     c: Annotated[float, typer.Option("--c", help="Inverse L1 strength of the logistic regression (ESM: 0.15).")] = 0.15,
     out: option("out", Path | None, note="a directory for the regression (default: the model's).") = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Fit the L1 logistic regression of contacts on every protein chain of the given structures."""
     from protlm.attention import contacts as C
@@ -207,7 +211,7 @@ def contacts_fit_cmd(
 
     structures = load_structures(pdb, _log)
     chains = [(f"{s.id}:{name}", ch) for s in structures for name, ch in s.chains.items()]
-    lm = AttentionModel(model)
+    lm = AttentionModel(model, device)
     reg = C.fit(lm, chains, c)
     path = reg.save(out or lm.path)
     typer.echo(f"fitted on {len(chains)} chains ({reg.meta['n_pairs']:,} pairs, {reg.meta['n_contacts']:,} contacts), "

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from protlm.cli.options import SequencesOpt, config_command, option
+from protlm.cli.options import DeviceOpt, SequencesOpt, config_command, option
 from protlm.io.structured import read_json
 from protlm.tasks.config import FinetuneConfig
 from protlm.train.config import PretrainConfig
@@ -48,8 +48,9 @@ def evaluate_cmd(
     background: option("background", str | None) = None,
     sequences: SequencesOpt = None,
     out: option("out", Path | None, note="a directory (default MODEL/../eval).") = None,
+    device: DeviceOpt = "auto",
 ) -> None:
-    """Score a fine-tuned model: results.json with every metric, confusion matrix and ROC / PR PNGs."""
+    """Score a fine-tuned model: results.json with every metric and the task kind's plots and predictions."""
     from protlm.tasks.evaluate import evaluate_model, load_finetuned
     from protlm.tasks.table import get_task, load_task_data
 
@@ -59,7 +60,7 @@ def evaluate_cmd(
         d = info["data"]
         task_data = load_task_data(get_task(info["task"]), data, d["split_seed"], d["strict"], background, sequences)
     target = out or model.parent / "eval"
-    evaluate_model(model, split, target, task_data, log=lambda msg: typer.echo(msg, err=True))
+    evaluate_model(model, split, target, task_data, log=lambda msg: typer.echo(msg, err=True), device=device)
     typer.echo(f"results: {target / 'results.json'}")
 
 

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from protlm.device import resolve_device
 from protlm.errors import ProtlmError
 from protlm.io.atomic import output_dir, write_json
 from protlm.models.loading import TASK_FILE, open_model, read_task_file, window_tokens
@@ -36,10 +37,14 @@ def evaluate_model(
     data: TaskData | None = None,
     tokens_per_batch: int = 8192,
     log: Callable[[str], None] = print,
+    device: str = "cpu",
 ) -> dict:
     """Score a fine-tuned model on splits; write results.json and the task kind's files (predictions, confusion /
     ROC / PR PNGs, or a scatter plot for a regression)."""
+    target = resolve_device(device)  # first: a device the machine lacks is named before anything loads
     kind, model, tokenizer, info = load_finetuned(model_dir)
+    if kind == "model":
+        model.to(target)
     spec = get_task(info["task"])
     if data is None:
         d = info["data"]

@@ -250,7 +250,7 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
     for seed in cfg.seeds:
         run_dir = out / f"seed-{seed}"
         model_dir = train_one(cfg, spec, data, seed, run_dir, log)
-        per_seed[seed] = evaluate_model(model_dir, None, run_dir / "eval", data, cfg.tokens_per_batch, log)
+        per_seed[seed] = evaluate_model(model_dir, None, run_dir / "eval", data, cfg.tokens_per_batch, log, cfg.device)
     summary = summarize(spec, per_seed)
     write_json(out / "summary.json", summary)
     for split, scores in summary["splits"].items():

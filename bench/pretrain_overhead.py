@@ -6,7 +6,7 @@ before the final save). The bare loop is forward / backward / AdamW / zero_grad 
 the same batches, built beforehand: no batch building, clipping, schedule, logging or checkpoints. The
 goal: pretrain >= 0.9x the bare loop. Rows alternate, twice; medians.
 
-    .venv/bin/python bench/pretrain_overhead.py [--tokenizer DIR] [--steps 150] [--passes 2]
+    .venv/bin/python bench/pretrain_overhead.py [--tokenizer DIR] [--steps 150] [--passes 2] [--precision auto|bf16|fp32]
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--tokens-per-batch", type=int, default=1024)
+    ap.add_argument("--kernels", default="auto", help="pretrain's --kernels (auto: on on the CPU)")
+    ap.add_argument("--precision", default="auto", help="pretrain's --precision (the bare loop is fp32)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="protlm_overhead_"))
     tokenizer = args.tokenizer
@@ -78,13 +80,15 @@ def main() -> None:
     for p in range(args.passes):
         for row in ("pretrain", "bare") if p % 2 == 0 else ("bare", "pretrain"):
             cfg = PretrainConfig(out=str(work / f"run{p}"), model="tiny", tokenizer=tokenizer, max_steps=args.steps,
-                                 tokens_per_batch=args.tokens_per_batch, cache_dir=str(work / "cache"))  # fmt: skip
+                                 tokens_per_batch=args.tokens_per_batch, cache_dir=str(work / "cache"), kernels=args.kernels,
+                                 precision=args.precision)  # fmt: skip
             cfg.validate()
             rate = pretrain_steps_per_s(cfg) if row == "pretrain" else bare_steps_per_s(cfg, args.steps)
             runs[row].append(rate)
             print(f"pass {p}: {row}: {rate:.2f} steps/s", flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}
-    print(f"\ntiny, {args.tokens_per_batch} tokens per batch, torch threads {torch.get_num_threads()}")
+    print(f"\ntiny, {args.tokens_per_batch} tokens per batch, --precision {args.precision}, --kernels {args.kernels}, "
+          f"torch threads {torch.get_num_threads()}")
     print("| run | steps/s (median) | each pass | x bare |\n|---|---:|---|---:|")
     for k in ("bare", "pretrain"):
         each = ", ".join(f"{v:.2f}" for v in runs[k])

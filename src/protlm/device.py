@@ -17,6 +17,7 @@ import functools
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -126,6 +127,28 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
     return torch.bfloat16 if cpu_has_bf16() and cpu_bf16_is_faster() else None
+
+
+BF16_MARGIN = 1.1  # bf16 must be this much faster to be chosen: fp32 is exact, and a near tie may flip
+
+
+def faster_dtype(run: Callable[[torch.dtype | None], None], sync: Callable[[], None] = lambda: None,
+                 trials: int = 2) -> torch.dtype | None:  # fmt: skip
+    """bf16 when `run(torch.bfloat16)` (the work itself, e.g. a training step's forward and backward under
+    autocast) beats `run(None)` (fp32) by `BF16_MARGIN`, each warmed up once and timed at its best of
+    `trials`; else None (fp32)."""
+    best = {}
+    for dtype in (None, torch.bfloat16):
+        run(dtype)
+        sync()
+        times = []
+        for _ in range(trials):
+            start = time.perf_counter()
+            run(dtype)
+            sync()
+            times.append(time.perf_counter() - start)
+        best[dtype] = min(times)
+    return torch.bfloat16 if best[torch.bfloat16] * BF16_MARGIN < best[None] else None
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from protlm.device import autocast, autocast_dtype, to_device
+from protlm.device import autocast, autocast_dtype, faster_dtype, to_device
 from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.models.kernels import training_kernels
@@ -55,6 +55,7 @@ class LoopState:
     tokens: int = 0  # real tokens trained on
     elapsed: float = 0.0  # seconds of training, summed over resumed segments
     stopped_by: str = ""
+    precision: str = ""  # the autocast the run chose (fp32 / bf16), kept so that a resumed run computes the same
 
 
 def derive_seed(*keys: int) -> int:
@@ -225,10 +226,10 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
     world, rank = acc.num_processes, acc.process_index
     per_step = world * cfg.grad_accum
     max_time = parse_duration(cfg.max_time)
-    dtype = autocast_dtype(cfg.precision, acc.device)
     optimizer = make_optimizer(f.objective, cfg, acc.device)
     state = _resume(f, optimizer, log)
     objective, optimizer = acc.prepare(f.objective, optimizer)
+    dtype = _step_dtype(f, objective, state, log)
     setup = StepSetup(objective, optimizer, acc, cfg, total_steps, dtype, f.batch_fields)
     metrics = MetricsLogger(f.run_dir, enabled=acc.is_main_process)
 
@@ -297,6 +298,38 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
     return state
 
 
+def _step_dtype(f: Fit, objective: nn.Module, state: LoopState, log: Callable[[str], None]) -> torch.dtype | None:
+    """The run's autocast dtype: a resumed run's own; `--precision fp32 | bf16` as asked; `auto` bf16 on GPUs
+    that support it, and on a CPU with bf16 units only when the model's own forward and backward on the run's
+    first batch measure faster in bf16 (a bf16 matmul can win while the step loses: the casts and the
+    elementwise work of a small model). Rank 0 measures; every rank takes its choice."""
+    acc, cfg = f.accelerator, f.cfg
+    if state.precision:
+        return torch.bfloat16 if state.precision == "bf16" else None
+    dtype = autocast_dtype(cfg.precision, acc.device)
+    if cfg.precision == "auto" and dtype is not None and acc.device.type == "cpu":
+        batch = f.source.make_batch(f.source.epoch_batches(0)[0], torch.Generator().manual_seed(0))
+        fields = to_device(f.batch_fields(batch), acc.device)
+
+        def run(d: torch.dtype | None) -> None:
+            with autocast(acc.device, d), acc.no_sync(objective):
+                objective(**fields)[0].backward()
+
+        objective.train()
+        with torch.random.fork_rng(devices=[]):  # the probe's dropout draws leave the run's stream as it was
+            chosen = faster_dtype(run)
+        objective.zero_grad(set_to_none=True)
+        if acc.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            flag = torch.tensor([1.0 if chosen is not None else 0.0], device=acc.device)
+            chosen = torch.bfloat16 if float(broadcast(flag, from_process=0)[0]) > 0 else None
+        dtype = chosen
+        log(f"--precision auto: {'bf16' if dtype is not None else 'fp32'} (the faster step on this CPU, measured)")
+    state.precision = "bf16" if dtype is not None else "fp32"
+    return dtype
+
+
 def _out_of_memory(f: Fit, state: LoopState, plan: list) -> ProtlmError:
     """One line: the step and the largest batch it held, what to lower, and the checkpoint left intact."""
     cfg, per_step = f.cfg, f.accelerator.num_processes * f.cfg.grad_accum
@@ -324,6 +357,8 @@ def _resume(f: Fit, optimizer: torch.optim.Optimizer, log: Callable[[str], None]
             raise ProtlmError(
                 f"{ckpts[-1]}: not a checkpoint this run can resume ({name} is not a {type(default).__name__})"
             )
+    if state.precision not in ("", "fp32", "bf16"):
+        raise ProtlmError(f"{ckpts[-1]}: not a checkpoint this run can resume (precision is not fp32 or bf16)")
     log(f"resumed from {ckpts[-1]} at step {state.step}")
     if f.accelerator.is_main_process:
         truncate_metrics(f.run_dir, state.step)

@@ -209,11 +209,14 @@ def direct_span(path, wt: str, mutant: str, context: int | None, window: int) ->
 
 
 def log_probs_window(model, tok, ids, j, window):
+    from protlm.models.longformer import encoder_kwargs  # Longformer: global attention on <s>; others: none
+
     a, b = gym_window(j, len(ids), window)
     x = torch.tensor([ids[a:b]])
     x[0, j - a] = tok.mask_token_id
     with torch.no_grad():
-        return torch.log_softmax(model(input_ids=x).logits[0, j - a], -1)[ids[j]].item()
+        logits = model(input_ids=x, **encoder_kwargs(model.config, x)).logits
+    return torch.log_softmax(logits[0, j - a], -1)[ids[j]].item()
 
 
 @pytest.mark.parametrize(("strategy", "window"), [("masked-marginal", None), ("pll", None), ("span", 16)])
@@ -223,6 +226,35 @@ def test_bpe_scores_equal_rescoring_by_hand(micro_model, strategy, window):
     got = s.score(SHORT, parse_variants(SHORT, SHORT_MUTANTS))
     context = None if strategy == "pll" else 1
     want = [direct_span(micro_model, SHORT, m, context, window or 128) for m in SHORT_MUTANTS]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def byte_bpe(tmp_path_factory):
+    """paccmann's layout: a byte-level BPE RoBERTa (vocab.json + merges.txt)."""
+    from backbones import build_roberta_bpe
+    from protlm.io import iter_fasta
+
+    seqs = [r.seq for r in iter_fasta(DATA / "swissprot_50.fasta")]
+    return build_roberta_bpe(tmp_path_factory.mktemp("bytebpe") / "m", seqs, max_tokens=WINDOW)
+
+
+@pytest.fixture(scope="module")
+def longformer(micro_model, tmp_path_factory):
+    from protlm.models.longformer import convert_roberta_to_longformer
+
+    return convert_roberta_to_longformer(micro_model, tmp_path_factory.mktemp("lf") / "m", max_length=256, window=32)
+
+
+@pytest.mark.parametrize("family", ["byte_bpe", "longformer"])
+@pytest.mark.parametrize("strategy", ["span", "pll"])
+def test_other_backbones_equal_rescoring_by_hand(family, strategy, request):
+    path = request.getfixturevalue(family)
+    mutants = SHORT_MUTANTS[1:2] + SHORT_MUTANTS[-2:]
+    got = scorer(path, strategy=strategy).score(SHORT, parse_variants(SHORT, mutants))
+    context = None if strategy == "pll" else 2
+    window = open_model(path).config().max_position_embeddings - 2
+    want = [direct_span(path, SHORT, m, context, window) for m in mutants]
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 

@@ -46,6 +46,7 @@ class Passes:
         self.encoder, self.head = model.base_model, mlm_head(model)
         self.tokens_per_batch, self.dtype = tokens_per_batch, dtype
         self.device = next(model.parameters()).device
+        self.progress = None  # a progress bar (`protlm.progress`) counting forward passes, while one is set
 
     def log_probs(self, seqs: list[np.ndarray], requests: np.ndarray) -> np.ndarray:
         """(n,) float64: log p(target) of each request (an (n, 5) int array: seq, mask, centre, read, target)."""
@@ -57,6 +58,8 @@ class Passes:
         lengths = np.array([len(x) for x in inputs])
         for batch in plan_batches(lengths, self.tokens_per_batch, np.random.default_rng(0)):
             self._batch(inputs, batch, forward, requests, first, out)
+            if self.progress is not None:
+                self.progress.update(len(batch))
         return out
 
     def _forwards(self, seqs, requests) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:

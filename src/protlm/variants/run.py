@@ -50,9 +50,13 @@ def wild_type(wt: str | None, wt_fasta: str | Path | None) -> str | None:
 
 
 def score_assay(scorer: VariantScorer, assay: Assay) -> Scored:
-    """Score every row of a checked assay, and measure the scores when it has DMS_score."""
+    """Score every row of a checked assay (progress in forward passes on stderr), and measure the scores
+    when it has DMS_score."""
+    from protlm.progress import progress
+
     start = time.perf_counter()
-    scores = scorer.score(assay.wt, assay.variants)
+    with progress(unit="passes", desc=Path(assay.path).name[:40]) as bar:
+        scores = scorer.score(assay.wt, assay.variants, bar)
     scored = Scored(assay, scores, scorer.strategy, time.perf_counter() - start)
     if assay.dms_score is not None:
         scored.metrics = assay_metrics(assay.dms_score, scores, assay.dms_bin)

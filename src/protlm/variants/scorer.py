@@ -65,13 +65,16 @@ class VariantScorer:
         self.passes = Passes(model, tokenizer.mask_token_id, tokenizer.pad_token_id, self.window,
                              options.tokens_per_batch, dtype)  # fmt: skip
 
-    def score(self, wt: str, variants: Sequence[Variant]) -> np.ndarray:
-        """(n,) float64 scores of `variants` (checked against `wt`); higher = predicted fitter."""
+    def score(self, wt: str, variants: Sequence[Variant], progress=None) -> np.ndarray:
+        """(n,) float64 scores of `variants` (checked against `wt`); higher = predicted fitter. `progress`: a
+        bar (`protlm.progress`) that counts the forward passes."""
         for v in variants:
             check(v, wt)
-        if self.strategy in MARGINALS:
-            return self._marginals(wt, variants)
-        return self._plls(wt, variants)
+        self.passes.progress = progress
+        try:
+            return self._marginals(wt, variants) if self.strategy in MARGINALS else self._plls(wt, variants)
+        finally:
+            self.passes.progress = None
 
     # ------------------------------------------------------------------ masked-marginal, wt-marginal
 

@@ -28,6 +28,7 @@ def test_the_graph_sees_lazy_imports():
 def test_analysis_and_inference_do_not_import_tasks_or_training():
     assert not {m for m in imports_of("protlm.attention") if m.startswith(("protlm.tasks", "protlm.train"))}
     assert not {m for m in imports_of("protlm.embed") if m.startswith("protlm.train")}
+    assert not {m for m in imports_of("protlm.variants") if m.startswith(("protlm.tasks", "protlm.train"))}
 
 
 def test_device_and_align_sit_at_the_bottom():

@@ -1,4 +1,4 @@
-"""The Python API: `protlm.load(DIR)` and a model object with `embed`, `predict` and `fill`.
+"""The Python API: `protlm.load(DIR)` and a model object with `embed`, `predict`, `fill` and `score_variants`.
 
 >>> import protlm
 >>> model = protlm.load("runs/demo/pretrain/model")                    # doctest: +SKIP
@@ -8,7 +8,8 @@
 >>> protlm.load("runs/loc/seed-0/model").predict({"P1": "MKTAYIAKQR"})   # doctest: +SKIP
 
 The CLI commands `protlm embed`, `protlm predict` and `protlm fill` are thin wrappers over these
-methods: same batching, same long-protein windows, same outputs.
+methods: same batching, same long-protein windows, same outputs; `score_variants` runs the scorer of
+`protlm variants score` (protlm.variants).
 """
 
 from __future__ import annotations
@@ -197,6 +198,23 @@ class ProtLM:
                 [(self.tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(*top, strict=True)]
             )
         return results
+
+    # ------------------------------------------------------------------ zero-shot variant effects
+
+    def score_variants(self, wt: str, mutants, strategy: str = "masked-marginal", **options) -> np.ndarray:
+        """(n,) scores of substitutions of `wt` (`["A23C", "A23C:G45T"]`, 1-based), higher = predicted fitter;
+        `strategy` masked-marginal, wt-marginal, pll or span; `options` of `variants.ScoreOptions`
+        (context, tokens_per_batch, max_tokens, precision). What `protlm variants score` runs."""
+        from protlm.variants.assay import clean_wt
+        from protlm.variants.scorer import ScoreOptions, VariantScorer, parse_variants
+
+        if self.info is not None:
+            raise ProtlmError(f"{self.path}: variant scores need a pre-trained masked LM, not a fine-tuned model")
+        if self._mlm is None:
+            self._mlm = self.model_dir.masked_lm().to(self.device).eval()
+        wt = clean_wt(wt, "wild type")
+        scorer = VariantScorer(self._mlm, self.tokenizer, ScoreOptions(strategy=strategy, **options))
+        return scorer.score(wt, parse_variants(wt, mutants))
 
 
 def load(path: str | Path, device: str = "auto") -> ProtLM:

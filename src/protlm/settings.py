@@ -49,6 +49,10 @@ SHARED: dict[str, str] = {
     "pairs": "Binding / non-binding pairs.",
     "config": "YAML recipe; flags given on the command line override it.",
     "report": "Self-contained HTML report (PNGs written beside it).",
+    "reference": "Reference:",
+    "strategy": "Variant scores: masked-marginal, wt-marginal, pll or span (docs/variants.md); on tokenizers whose "
+    "tokens span several residues (BPE) the marginals become span.",
+    "context": "span: tokens of context scored either side of the tokens a mutation changed.",
 }
 
 

@@ -2,7 +2,7 @@
 
 Each command parses options, calls one library function and prints where its outputs went.
 User errors (`ProtlmError`) print one line `protlm: error: ...` and exit with status 2.
-Commands live by theme in `data.py`, `train.py`, `infer.py` and `attention.py` and are registered here,
+Commands live by theme in `data.py`, `train.py`, `infer.py`, `attention.py` and `variants.py` and are registered here,
 explicitly.
 """
 
@@ -14,7 +14,7 @@ import traceback
 
 import typer
 
-from protlm.cli import attention, corpus, data, infer, train
+from protlm.cli import attention, corpus, data, infer, train, variants
 from protlm.errors import ProtlmError
 from protlm.io import tokenizer_json
 from protlm.io.tokenizer_json import is_rust_panic, panic_message
@@ -31,6 +31,7 @@ app.add_typer(corpus.corpus_app, name="corpus")
 app.add_typer(train.longformer_app, name="longformer")
 app.add_typer(attention.attention_app, name="attention")
 app.add_typer(attention.contacts_app, name="contacts")
+app.add_typer(variants.variants_app, name="variants")
 app.command("pretrain")(train.pretrain_cmd)
 app.command("finetune")(train.finetune_cmd)
 app.command("evaluate")(train.evaluate_cmd)

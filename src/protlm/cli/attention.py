@@ -105,9 +105,9 @@ def sites_cmd(
     model: ModelOpt,
     pdb: PdbOpt,
     chains: option("chains", str | None, note="A pair (default: every pair with an interface).") = None,
-    reference: Annotated[
-        str | None, typer.Option(help="A model to compare with, e.g. the same model before pair pre-training.")
-    ] = None,
+    reference: option(
+        "reference", str | None, note="a model to compare with, e.g. the same model before pair pre-training."
+    ) = None,
     cutoff: CutoffOpt = 5.0,
     top_k: option("top_k", int | None, note="k of precision at k (default: the true interface size).") = None,
     out: option("out", Path | None, note="a JSON file with every per-head and per-case number.") = None,

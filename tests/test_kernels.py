@@ -176,3 +176,34 @@ def test_causal_or_special_attention_goes_to_hf(monkeypatch):
         out, _ = kernels.attention(causal, q, q, q, None, dropout=0.1)
         kernels.attention(nn.Module(), q, q, q, None, dropout=0.1, position_bias=torch.zeros(1, 2, 4, 4))
     assert calls == [] and out.shape == (1, 4, 2, 8)
+
+
+def test_exact_gelu_is_esms_gelu_fused_and_restored():
+    """Inside `exact_gelu` an ESM model computes the same outputs (and gradients) with torch's fused gelu;
+    HF's own function is back afterwards."""
+    import transformers.models.esm.modeling_esm as esm
+
+    own = esm.gelu
+    x = torch.randn(4, 7, 64, dtype=torch.float64, requires_grad=True)
+    with kernels.exact_gelu():
+        assert esm.gelu is not own
+        fused = esm.gelu(x)
+        (g_fused,) = torch.autograd.grad(fused.sum(), x)
+    assert esm.gelu is own
+    plain = own(x)
+    (g_plain,) = torch.autograd.grad(plain.sum(), x)
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-12)
+    torch.testing.assert_close(g_fused, g_plain, rtol=0, atol=1e-12)
+    torch.manual_seed(0)
+    cfg = EsmConfig(vocab_size=33, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    max_position_embeddings=64, position_embedding_type="rotary", pad_token_id=1, mask_token_id=32)  # fmt: skip
+    model = AutoModelForMaskedLM.from_config(cfg).eval()
+    ids = torch.randint(4, 24, (2, 20))
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        with kernels.exact_gelu():
+            out = model(input_ids=ids).logits
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    with pytest.raises(RuntimeError), kernels.exact_gelu():
+        raise RuntimeError
+    assert esm.gelu is own

@@ -27,6 +27,7 @@ from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
 from protlm.io.inference import CHAIN_SEP
+from protlm.models.kernels import exact_gelu
 from protlm.models.loading import window_tokens
 from protlm.models.longformer import encoder_kwargs
 
@@ -128,7 +129,7 @@ class Embedder:
                 self.tokenizer.assemble([tokens[items[k][0]][items[k][1] : items[k][1] + self.width]]) for k in batch
             ]
             ids, mask = pad_batch(seqs, self.tokenizer.pad_token_id)
-            with autocast(self.device, self.dtype):
+            with autocast(self.device, self.dtype), exact_gelu():
                 out = self.encoder(
                     input_ids=ids.to(self.device),
                     attention_mask=mask.to(self.device),

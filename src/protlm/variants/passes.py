@@ -18,6 +18,7 @@ import torch
 
 from protlm.batching import pad_batch, plan_batches
 from protlm.device import autocast
+from protlm.models.kernels import exact_gelu
 from protlm.models.loading import mlm_head
 from protlm.models.longformer import encoder_kwargs
 
@@ -87,7 +88,7 @@ class Passes:
         mine = np.flatnonzero(row_of[forward] >= 0)
         ids, attention = pad_batch([inputs[i] for i in batch], self.pad_id)
         ids, attention = ids.to(self.device), attention.to(self.device)
-        with autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype), exact_gelu():
             hidden = self.encoder(input_ids=ids, attention_mask=attention, **encoder_kwargs(self.model.config, ids))[0]
             rows = torch.from_numpy(row_of[forward[mine]]).to(self.device)
             cols = torch.from_numpy(requests[mine, READ] - first[mine]).to(self.device)

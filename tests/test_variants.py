@@ -414,3 +414,20 @@ def test_rows_must_agree_with_the_given_wild_type(esm, tmp_path, capsys):
 def test_variants_commands_have_help(cmd, capsys):
     code, out, _ = run_cli([*cmd, "--help"], capsys)
     assert code == 0 and "Usage" in out
+
+
+@pytest.mark.parametrize(("column", "value"), [("DMS_id", "../../outside"), ("DMS_id", "/tmp/abs"),
+                                               ("DMS_filename", "../DMS_substitutions.csv"),
+                                               ("DMS_filename", "/etc/passwd"), ("DMS_id", "a;rm -rf x")])  # fmt: skip
+def test_reference_names_are_file_names_never_paths(esm, gym, tmp_path, capsys, column, value):
+    """A reference row is a crafted input: its DMS_id names an output file and its DMS_filename an input file,
+    so either one as a path (or with shell characters) is refused before anything is read or written."""
+    ref = pd.read_csv(gym / "DMS_substitutions.csv")
+    ref.loc[1, column] = value
+    crafted = tmp_path / "ref.csv"
+    ref.to_csv(crafted, index=False)
+    out = tmp_path / "bench"
+    code, _, err = run_cli(["variants", "benchmark", "--reference", str(crafted), "--dms-dir",
+                            str(gym / "DMS_ProteinGym_substitutions"), "--model", str(esm), "--out", str(out)], capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "not a plain file name" in err and "line 3" in err, err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ref.csv"]

@@ -171,7 +171,13 @@ def test_kill_and_resume_finetune_is_bitwise_identical(pretrained, tmp_path):
     assert killed.returncode == -9, killed.stderr[-2000:]
     again = cli(tmp_path / "run", "--config", str(recipe))
     assert again.returncode == 2 and "pass --resume" in again.stderr
-    resumed = cli(tmp_path / "run", "--config", str(recipe), "--resume")
+    contradicts = subprocess.run([sys.executable, "-m", "protlm", "finetune", "--out", str(tmp_path / "run"),
+                                  "--resume", "--lr", "0.01"], capture_output=True, text=True)  # fmt: skip
+    assert contradicts.returncode == 2 and "--lr 0.01 contradicts the run" in contradicts.stderr, contradicts.stderr
+    assert "lr: 0.001" in contradicts.stderr and len(contradicts.stderr.strip().splitlines()) == 1
+    # --out and --resume are enough: task, data, model and schedule come from the run's config.yaml
+    resumed = subprocess.run([sys.executable, "-m", "protlm", "finetune", "--out", str(tmp_path / "run"), "--resume"],
+                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
     a = load_torch(tmp_path / "ref" / "seed-0" / "model" / "model.safetensors")

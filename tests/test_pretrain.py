@@ -104,8 +104,11 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, fault):
     assert killed.returncode == -9, killed.stderr[-2000:]
     good = sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))
     assert good[-1] == "step-00000004"  # the checkpoint being written at the kill never became visible
-    resumed = run_cli(base_args(run, cache, **{"--max-steps": 10, "--resume": ""})[:-1])
+    saved = (run / "config.yaml").read_text()
+    # the README's resume: --out and --resume only; the recipe (corpus, pairs, mix, schedule) is the run's own
+    resumed = run_cli(["--out", str(run), "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "config.yaml").read_text() == saved
     assert "resumed from" in resumed.stderr
     a, b = weights(ref), weights(run)
     assert a.keys() == b.keys()
@@ -114,6 +117,33 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, fault):
     ref_loss = [r["loss"] for r in read_metrics(ref) if "loss" in r]
     run_loss = [r["loss"] for r in read_metrics(run) if "loss" in r]
     assert ref_loss == run_loss  # metrics.jsonl has no duplicated or missing steps after resume
+
+
+@pytest.mark.parametrize(("flag", "value", "saved"), [("--corpus", "scl2205", "swissprot_50.fasta"),
+                                                      ("--mix", "singles=1", "binding=1"),
+                                                      ("--lr", "0.01", "0.001"), ("--no-corpus", None, "swissprot")])  # fmt: skip
+def test_resume_refuses_a_flag_that_contradicts_the_run(tmp_path, capsys, flag, value, saved):
+    """A resume continues the run's own recipe: a flag that would change its data or optimisation is one line
+    naming both values, and nothing in --out changes; budget and reporting flags may change."""
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    assert run_cli(base_args(run, cache, **{"--max-steps": 4})).returncode == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--out", str(run), "--resume", "--max-steps", "6", flag, *([value] if value else [])])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "contradicts the run" in err and saved in err, err
+    assert flag.replace("--no-", "--") in err and "--max-time" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    state = pretrain(_resumed_cfg(run, max_steps=6, log_every=2, cache_dir=str(cache)), log=lambda m: None)
+    assert state.step == 6
+    report = json.loads((run / "data_report.json").read_text())
+    assert report["mixture"]["pool_sizes"]["binding"] > 0 and "swissprot_50" in (run / "config.yaml").read_text()
+
+
+def _resumed_cfg(run: Path, **given) -> PretrainConfig:
+    from protlm.train.config import load_config
+
+    return load_config(PretrainConfig, None, {"out": str(run), "resume": True, **given})
 
 
 def _free_port() -> int:

@@ -40,7 +40,7 @@ from protlm.tasks.predict import predict
 from protlm.tasks.table import TaskSpec, get_task, load_task_data
 from protlm.tokenization import load_tokenizer
 from protlm.train.checkpoint import checkpoints
-from protlm.train.config import TrainConfig
+from protlm.train.config import RUN_CONFIG, TrainConfig, save_config
 from protlm.train.loop import Fit, derive_seed, fit
 
 DEV_MONITOR = 2000
@@ -245,6 +245,11 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
     log(f"{spec.name} splits: " + ", ".join(f"{k} {len(v):,}" for k, v in data.splits.items()))
     data.require(list(data.splits))
     out = Path(cfg.out)
+    if not cfg.resume:
+        held = [out / f"seed-{s}" for s in cfg.seeds if checkpoints(out / f"seed-{s}")]
+        if held:
+            raise ProtlmError(f"{held[0]} already holds checkpoints: pass --resume to continue it, or choose a new --out")
+    save_config(cfg, out / RUN_CONFIG)  # what --resume restores
     write_json(out / "data_summary.json", data.summary())
     per_seed = {}
     for seed in cfg.seeds:

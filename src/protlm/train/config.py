@@ -195,6 +195,8 @@ def load_config(cls, path: str | Path | None, overrides: dict) -> TrainConfig:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ProtlmError(f"unknown config option(s): {', '.join(unknown)}")
+    if values.get("resume"):
+        values = resumed(cls, values)
     cfg = cls(**values)
     try:
         cfg.validate()
@@ -228,5 +230,59 @@ def _check_types(cls, values: dict, source) -> None:
                               f"found {type(value).__name__}")  # fmt: skip
 
 
+RUN_CONFIG = "config.yaml"  # the resolved recipe a run saves in --out, and a resume restores
+# What a resumed run may change on purpose: its budget, where it runs, how often it reports and saves.
+# Every other option is the run's recipe: a resume continues it, and a flag that contradicts it is an error.
+RESUME_MAY_CHANGE = frozenset({"out", "resume", "max_steps", "max_epochs", "max_time", "device", "log_every",
+                               "eval_every", "save_every", "keep_checkpoints", "prefetch", "cache_dir"})  # fmt: skip
+
+
+def resumed(cls, given: dict) -> dict:
+    """The options of a resumed run: the recipe saved in --out (`RUN_CONFIG`), with the options given now laid
+    over it. A given option that contradicts the saved recipe is an error naming both values, unless it is one
+    that may change (`RESUME_MAY_CHANGE`). Without a saved recipe (nothing ran yet) the given options stand."""
+    out = Path(given.get("out") or next(f.default for f in fields(cls) if f.name == "out"))
+    path = out / RUN_CONFIG
+    if not path.is_file():
+        return given
+    saved = read_yaml(path)
+    if not isinstance(saved, dict):
+        raise ProtlmError(f"{path}: a config is a YAML mapping of option: value")
+    refuse_auto_map(saved, path)
+    names = {f.name for f in fields(cls)}
+    saved = {k: v for k, v in saved.items() if k in names}
+    _check_types(cls, saved, path)
+    for key, value in given.items():
+        if key in RESUME_MAY_CHANGE or key not in saved or _same(key, value, saved[key]):
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        may = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUME_MAY_CHANGE - {"out", "resume"}))
+        raise ProtlmError(f"--resume: {flag} {_shown(value)} contradicts the run in {out}, which has {key}: "
+                          f"{_shown(saved[key])} ({path}); drop the flag to continue the run as it was, or start a "
+                          f"new --out (a resume may change only {may})")  # fmt: skip
+    return {**saved, **given}
+
+
+def _same(key: str, given, saved) -> bool:
+    """Equal values; the same file by two spellings; `auto` for the budget it resolved to."""
+    if given == saved or (key == "tokens_per_batch" and given == "auto"):
+        return True
+    if isinstance(given, str) and isinstance(saved, str) and given and saved:
+        a, b = Path(given).expanduser(), Path(saved).expanduser()
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    return False
+
+
+def _shown(value) -> str:
+    """A value as its flag is written: `singles=1,binding=0.5`, `0,1,2`; (none) for an unset one."""
+    if isinstance(value, dict):
+        value = ",".join(f"{k}={v:g}" for k, v in value.items())
+    elif isinstance(value, list):
+        value = ",".join(map(str, value))
+    return "(none)" if value in (None, "") else str(value)[:120]
+
+
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    write_text(path, yaml.safe_dump(asdict(cfg), sort_keys=False))
+    """The run's recipe, resolved (`--resume` is how it was started, not part of it)."""
+    recipe = {k: v for k, v in asdict(cfg).items() if k != "resume"}
+    write_text(path, yaml.safe_dump(recipe, sort_keys=False))

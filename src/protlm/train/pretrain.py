@@ -36,7 +36,7 @@ from protlm.tokenization import load_tokenizer
 from protlm.tokenized import ConcatTokens
 from protlm.train.budget import mlm_probe, resolve_budget
 from protlm.train.checkpoint import checkpoints
-from protlm.train.config import PretrainConfig, save_config
+from protlm.train.config import RUN_CONFIG, PretrainConfig, save_config
 from protlm.train.data import Examples, PretrainData
 from protlm.train.loop import Fit, LoopState, derive_seed, fit, mlm_fields
 from protlm.train.metrics import plot_run
@@ -313,7 +313,7 @@ def _pretrain(cfg: PretrainConfig, accelerator, run_dir: Path, say: Callable[[st
     epochs = cfg.max_epochs if cfg.max_epochs is not None else 1.0  # schedule horizon under --max-time only
     total = cfg.max_steps if cfg.max_steps is not None else math.ceil(epochs * steps_per_epoch)
     if accelerator.is_main_process:
-        save_config(cfg, run_dir / "config.yaml")
+        save_config(cfg, run_dir / RUN_CONFIG)
         write_json(run_dir / "data_report.json", reports)
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)

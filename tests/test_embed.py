@@ -54,6 +54,33 @@ def test_embed_formats_read_back(pretrained, seqs, tmp_path, capsys, suffix):
         with h5py.File(out) as f:
             assert set(f) == {"mean.-1", "residue.-1", "cls.-1", "mean.0", "residue.0", "cls.0"}
             assert f["residue.-1"][ids[5]].shape == (len(seqs[ids[5]]), 32)
+    from protlm.io.embeddings import file_meta
+
+    meta = file_meta(out)  # every format records how it was computed
+    assert meta["precision"] == "fp32" and meta["device"] == "cpu" and meta["model"] == str(pretrained)
+    assert "mean.-1" in meta["outputs"] and "embedding on cpu in fp32" in err
+
+
+def test_inference_is_fp32_on_the_cpu_unless_bf16_is_asked_for(pretrained, seqs, tmp_path, capsys, monkeypatch):
+    """`--precision auto` must not depend on the CPU's instruction set: even where bf16 is measured faster
+    (faked here) embeddings and variant scores are fp32; bf16 when asked for, and the file says so."""
+    import protlm.device as device
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_bf16_is_faster", lambda: True)
+    cpu = torch.device("cpu")
+    assert device.autocast_dtype("auto", cpu) == torch.bfloat16  # training's auto: measured
+    assert device.inference_dtype("auto", cpu) is None and device.inference_dtype("bf16", cpu) == torch.bfloat16
+    from protlm.io.embeddings import file_meta
+
+    for precision in ("auto", "bf16"):
+        out = tmp_path / f"{precision}.npz"
+        code, _, err = run(["embed", str(FASTA), "--model", str(pretrained), "--out", str(out),
+                            "--precision", precision], capsys)  # fmt: skip
+        want = "bf16" if precision == "bf16" else "fp32"
+        assert code in (0, None) and file_meta(out)["precision"] == want and f"in {want}" in err, err
+    lm = protlm.load(pretrained)
+    assert lm.embedder().precision == "fp32" and lm.embedder(precision="bf16").precision == "bf16"
 
 
 def test_single_output_h5_has_one_dataset_per_id(pretrained, seqs, tmp_path, capsys):

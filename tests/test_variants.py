@@ -343,6 +343,7 @@ def test_score_cli_writes_every_column_plus_score_and_the_metrics(esm, gym, tmp_
     np.testing.assert_allclose(table["score"].astype(float), want, atol=1e-5)
     result = json.loads(metrics.read_text())
     assert set(result) >= {"spearman", "n", "auc", "mcc", "ndcg", "top10_recall", "strategy"}
+    assert result["precision"] == "fp32" and "fp32 on cpu" in stdout
     assert result["n"] == len(source) and "spearman" in stdout
 
 

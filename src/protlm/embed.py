@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from protlm.batching import pad_batch, plan_batches, windows
-from protlm.device import autocast, autocast_dtype
+from protlm.device import autocast, inference_dtype, precision_name
 from protlm.errors import ProtlmError
 from protlm.heap import HeapTrim
 from protlm.io import SeqRecord
@@ -86,7 +86,7 @@ class Embedder:
             raise ProtlmError(f"--stride must be in 1..{self.width} tokens (the window), got {self.stride}")
         self.token_lengths = tokenizer.residue_lengths
         self.device = next(encoder.parameters()).device
-        self.dtype = autocast_dtype(options.precision, self.device)
+        self.dtype = inference_dtype(options.precision, self.device)
 
     def embed(self, records: Iterable[SeqRecord]) -> Iterator[Embedding]:
         """Embeddings in input order, encoded chunk by chunk."""
@@ -98,6 +98,11 @@ class Embedder:
                 chunk = []
         if chunk:
             yield from self._chunk(chunk)
+
+    @property
+    def precision(self) -> str:
+        """fp32 or bf16: the autocast the embeddings are computed under."""
+        return precision_name(self.dtype)
 
     @torch.inference_mode()
     def _chunk(self, records: list[SeqRecord]) -> list[Embedding]:

@@ -24,7 +24,8 @@ SHARED: dict[str, str] = {
     "tokenizer": "Tokenizer directory (`protlm tokenizer train`, or a model's).",
     "out": "Output:",
     "device": "auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N.",
-    "precision": "auto (bf16 where it is measured faster on the device), bf16 or fp32.",
+    "precision": "auto (training: bf16 where it is measured faster on the device; inference: bf16 on a GPU, fp32 on "
+    "the CPU), bf16 or fp32.",
     "corpus": "Single proteins: FASTA / TSV / CSV / Parquet (.gz too), or scl2205[:SPLIT] with SPLIT one of train, "
     "eval, heldout, full, train+eval, cv0-train ... cv4-test.",
     "id_col": "Id column of a TSV / CSV / Parquet input.",

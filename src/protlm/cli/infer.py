@@ -37,6 +37,7 @@ def embed_cmd(
     device: DeviceOpt = "auto",
 ) -> None:
     """Embed proteins of any length: pooled or per-residue vectors, streamed to Parquet / NPZ / HDF5."""
+    from protlm import __version__ as protlm_version
     from protlm.api import load
     from protlm.embed import EmbedOptions
     from protlm.io import SkipReport
@@ -55,18 +56,22 @@ def embed_cmd(
     ranks = Ranks.from_env()
     lm = load(model, ranks.device(device))
     embedder = lm.embedder(**options)
+    meta = {"model": str(model), "precision": embedder.precision, "device": str(lm.device), "outputs": keys,
+            "protlm": protlm_version}  # fmt: skip
+    if ranks.main:
+        typer.echo(f"embedding on {lm.device} in {embedder.precision}", err=True)
     report = SkipReport(str(input))
     records = read_inputs(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
     if ranks.world == 1:
-        n = _write_embeddings(embedder.embed(records), open_writer(out, keys), report, lm.device)
+        n = _write_embeddings(embedder.embed(records), open_writer(out, keys, meta), report, lm.device)
     else:  # torchrun: every rank embeds its share into a spool; rank 0 merges them in input order
-        n = _embed_ranked(ranks, embedder, records, keys, out, report, lm.device)
+        n = _embed_ranked(ranks, embedder, records, keys, out, report, lm.device, meta)
     if ranks.main:
         typer.echo(report.summary(), err=True)
         typer.echo(f"{n:,} embeddings ({', '.join(keys)}) written to {out}")
 
 
-def _embed_ranked(ranks, embedder, records, keys: list[str], out: Path, report, device) -> int:
+def _embed_ranked(ranks, embedder, records, keys: list[str], out: Path, report, device, meta: dict) -> int:
     """`protlm embed` under torchrun (`protlm.ranks`): the records of this rank into its spool, then
     rank 0 merges the spools into `out` in input order; the count written."""
     from protlm.io.embeddings import SpoolWriter, check_output, open_writer, read_spool
@@ -80,7 +85,7 @@ def _embed_ranked(ranks, embedder, records, keys: list[str], out: Path, report, 
 
     def merge(spools: list[Path]) -> None:
         merged = interleave([read_spool(p) for p in spools])
-        counted[0] = _write_embeddings(merged, open_writer(out, keys), None, None)
+        counted[0] = _write_embeddings(merged, open_writer(out, keys, meta), None, None)
 
     check_output(out)  # before any work: a bad --out is named now, not after the ranks finished
     run_sharded(ranks, out, device, work, merge)

@@ -59,7 +59,8 @@ def score_cmd(
                      max_tokens=max_tokens, precision=precision)  # fmt: skip
     scored = score_file(scorer, assay, out, metrics)
     n = len(scored.scores)
-    typer.echo(f"{n:,} variants scored ({scored.strategy}) in {scored.seconds:.1f} s, written to {out}")
+    typer.echo(f"{n:,} variants scored ({scored.strategy}, {scorer.precision} on {scorer.passes.device}) in "
+               f"{scored.seconds:.1f} s, written to {out}")  # fmt: skip
     if scored.metrics is not None:
         typer.echo(metrics_line(scored.metrics))
     if metrics is not None:
@@ -85,7 +86,7 @@ def benchmark_cmd(
     scorer = _scorer(model, device, strategy=strategy, context=context, tokens_per_batch=tokens_per_batch,
                      max_tokens=max_tokens, precision=precision)  # fmt: skip
     summary = run_benchmark(scorer, reference, dms_dir, out, echo=lambda line: typer.echo(line, err=True))
-    typer.echo(f"{summary['assays']} assays, {summary['proteins']} proteins ({summary['strategy']})")
+    typer.echo(f"{summary['assays']} assays, {summary['proteins']} proteins ({summary['strategy']}, {scorer.precision})")
     for line in summary_lines(summary):
         typer.echo(line)
     typer.echo(f"written to {out} (per_assay.csv, summary.json, spearman.png, scores/)")

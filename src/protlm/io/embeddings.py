@@ -52,15 +52,40 @@ def check_output(path: str | Path) -> str:
     return suffix
 
 
-def open_writer(path: str | Path, keys: list[str]):
+def open_writer(path: str | Path, keys: list[str], meta: dict | None = None):
+    """The writer of `path`'s format. `meta` (the model, precision, device ...) is recorded in the file where
+    readers do not trip over it: Parquet schema metadata `protlm`, the NPZ's zip comment, HDF5 root attribute
+    `protlm`, each as JSON."""
     suffix = check_output(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     cls = {".parquet": ParquetWriter, ".npz": NpzWriter}.get(suffix, H5Writer)
-    return cls(path, keys)
+    writer = cls(path, keys)
+    writer.meta = json.dumps(meta or {}, sort_keys=True)
+    return writer
+
+
+def file_meta(path: str | Path) -> dict:
+    """What `open_writer` recorded in an embeddings file ({} when nothing was)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        text = (pq.read_schema(path).metadata or {}).get(b"protlm", b"{}").decode()
+    elif suffix == ".npz":
+        with zipfile.ZipFile(path) as zf:
+            text = zf.comment.decode() or "{}"
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            text = str(f.attrs.get("protlm", "{}"))
+    return parse_json(text, f"{path}: protlm metadata")
 
 
 class _Atomic:
     """Writes go to a temporary sibling; `close` renames it into place, `abort` removes it."""
+
+    meta = "{}"  # JSON recorded in the file (`open_writer`)
 
     def _start(self, path) -> Path:
         self.path = Path(path)
@@ -116,7 +141,7 @@ class ParquetWriter(_Atomic):
                 columns[key] = pa.array([v.tolist() for v in values], pa.list_(pa.float32()))
             else:
                 columns[key] = pa.array([v.tolist() for v in values], pa.list_(pa.list_(pa.float32())))
-        table = pa.table(columns)
+        table = pa.table(columns).replace_schema_metadata({"protlm": self.meta})
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.tmp, table.schema)
         self.writer.write_table(table)
@@ -133,7 +158,8 @@ class ParquetWriter(_Atomic):
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            pq.write_table(pa.table({"id": pa.array([], pa.string()), "length": pa.array([], pa.int32())}), self.tmp)
+            empty = pa.table({"id": pa.array([], pa.string()), "length": pa.array([], pa.int32())})
+            pq.write_table(empty.replace_schema_metadata({"protlm": self.meta}), self.tmp)
         self._close_file()
         self._publish()
 
@@ -157,6 +183,7 @@ class NpzWriter(_Atomic):
         self.zip.close()
 
     def close(self) -> None:
+        self.zip.comment = self.meta.encode()
         self._close_file()
         self._publish()
 
@@ -180,6 +207,7 @@ class H5Writer(_Atomic):
         self.file.close()
 
     def close(self) -> None:
+        self.file.attrs["protlm"] = self.meta
         self._close_file()
         self._publish()
 

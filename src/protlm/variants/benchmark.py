@@ -79,7 +79,7 @@ def run_benchmark(scorer: VariantScorer, reference, dms_dir, out, echo: Callable
         (echo or _quiet)(f"[{k + 1}/{len(entries)}] {e.dms_id}: spearman {scored.metrics['spearman']:.3f} "
              f"({scored.metrics['n']:,} variants, {scored.seconds:.1f} s)")  # fmt: skip
     table = pd.DataFrame(rows)
-    summary = {"strategy": scorer.strategy, "assays": len(table), "proteins": int(table["UniProt_ID"].nunique()),
+    summary = {"strategy": scorer.strategy, "precision": scorer.precision, "assays": len(table), "proteins": int(table["UniProt_ID"].nunique()),
                **summarize(table)}  # fmt: skip
     write_frame(table.round(4), out / "per_assay.csv")
     write_json(out / "summary.json", summary)

@@ -72,7 +72,8 @@ def score_file(scorer: VariantScorer, assay: Assay, out, metrics_out=None) -> Sc
     scored = score_assay(scorer, assay)
     write_scored(assay, scored.scores, out)
     if metrics_out is not None:
-        write_json(metrics_out, {**jsonable(scored.metrics), "strategy": scored.strategy, "file": assay.path})
+        write_json(metrics_out, {**jsonable(scored.metrics), "strategy": scored.strategy, "precision": scorer.precision,
+                                 "file": assay.path})  # fmt: skip
     return scored
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protlm.device import autocast_dtype
+from protlm.device import inference_dtype, precision_name
 from protlm.errors import ProtlmError
 from protlm.io.validate import STANDARD
 from protlm.models.loading import window_tokens
@@ -61,9 +61,10 @@ class VariantScorer:
         if self.strategy in MARGINALS and not self.per_residue:
             self.strategy = "span"  # residue marginals are undefined when tokens span several residues
         self.window = window_tokens(model.config, options.max_tokens)
-        dtype = autocast_dtype(options.precision, next(model.parameters()).device)
+        dtype = inference_dtype(options.precision, next(model.parameters()).device)
         self.passes = Passes(model, tokenizer.mask_token_id, tokenizer.pad_token_id, self.window,
                              options.tokens_per_batch, dtype)  # fmt: skip
+        self.precision = precision_name(dtype)
 
     def score(self, wt: str, variants: Sequence[Variant], progress=None) -> np.ndarray:
         """(n,) float64 scores of `variants` (checked against `wt`); higher = predicted fitter. `progress`: a

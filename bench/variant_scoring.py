@@ -7,8 +7,8 @@
 - Input: a 500-residue protein (seeded, the 20 amino acids) and all 19 x 500 single mutants, as a CSV in
   ProteinGym's layout (mutant, mutated_sequence, DMS_score, DMS_score_bin).
 - protlm: the command as a user runs it, in process (`protlm.cli.main`): `protlm variants score DMS.csv
-  --model DIR --out scored.csv` with `--precision fp32`, and with the default `--precision auto` (bf16
-  where this CPU runs it faster): reading, model loading, 500 batched passes, writing.
+  --model DIR --out scored.csv` with `--precision fp32` (the CPU's default) and with `--precision bf16`:
+  reading, model loading, 500 batched passes, writing.
 - fair-esm: `predict.py --scoring-strategy masked-marginals` as written there: the batch converter, one
   pass per input position (L + 2) with that token masked, a log-softmax over the vocabulary, then
   `df.apply(label_row)`; timed from the batch converter to the scores (the model is built before).
@@ -163,10 +163,10 @@ def main() -> None:
         if not args.skip_esm:
             esm_model, alphabet = fair_esm_model(model_dir)
             print(f"fair-esm vs HF logits, max |diff|: {check_same_function(model_dir, esm_model, alphabet, wt):.2e}")
-        times: dict[str, list[float]] = {"protlm fp32": [], "protlm auto": [], "fair-esm": []}
+        times: dict[str, list[float]] = {"protlm fp32": [], "protlm bf16": [], "fair-esm": []}
         scores = {}
         for _ in range(args.reps):
-            for precision in ("fp32", "auto"):
+            for precision in ("fp32", "bf16"):
                 t, scores[precision] = run_protlm(dms, model_dir, tmp / f"scored-{precision}.csv", precision)
                 times[f"protlm {precision}"].append(t)
                 print(f"  protlm --precision {precision}: {t:.1f} s", flush=True)
@@ -184,11 +184,11 @@ def report(times: dict[str, list[float]], scores: dict[str, np.ndarray]) -> None
     for k, v in best.items():
         print(f"{k:<14} best {v:7.1f} s   ({', '.join(f'{x:.1f}' for x in times[k])})")
     if "fair-esm" in best:
-        for p in ("fp32", "auto"):
+        for p in ("fp32", "bf16"):
             print(f"fair-esm / protlm {p}: {best['fair-esm'] / best[f'protlm {p}']:.2f}x")
         print(f"scores, protlm fp32 vs fair-esm: max |diff| {np.abs(scores['fp32'] - scores['esm']).max():.2e}")
-    print(f"scores, protlm auto vs fp32: max |diff| {np.abs(scores['auto'] - scores['fp32']).max():.2e}, "
-          f"Spearman {spearmanr(scores['auto'], scores['fp32'])[0]:.4f}")  # fmt: skip
+    print(f"scores, protlm bf16 vs fp32: max |diff| {np.abs(scores['bf16'] - scores['fp32']).max():.2e}, "
+          f"Spearman {spearmanr(scores['bf16'], scores['fp32'])[0]:.4f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -119,6 +119,23 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path, fault):
     assert ref_loss == run_loss  # metrics.jsonl has no duplicated or missing steps after resume
 
 
+def test_sigterm_finishes_the_step_saves_and_resumes_bitwise(tmp_path):
+    """What SLURM and Kubernetes send: the step under way finishes, a checkpoint of it is saved (not the one
+    of --save-every before it), the exit status says so (75), and --resume ends where an uninterrupted run does."""
+    cache, ref, run = tmp_path / "cache", tmp_path / "ref", tmp_path / "run"
+    assert run_cli(base_args(ref, cache, **{"--max-steps": 10})).returncode == 0
+    stopped = run_cli(base_args(run, cache, **{"--max-steps": 10}), env={"PROTLM_FAULT": "sigterm:6"})
+    assert stopped.returncode == 75, stopped.stderr[-2000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("protlm: stopped by SIGTERM at step 6") and "--resume" in last and "Traceback" not in stopped.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))[-1] == "step-00000006"
+    resumed = run_cli(["--out", str(run), "--resume"])
+    assert resumed.returncode == 0 and "resumed from" in resumed.stderr and "step-00000006" in resumed.stderr
+    a, b = weights(ref), weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["loss"] for r in read_metrics(ref) if "loss" in r] == [r["loss"] for r in read_metrics(run) if "loss" in r]
+
+
 @pytest.mark.parametrize(("flag", "value", "saved"), [("--corpus", "scl2205", "swissprot_50.fasta"),
                                                       ("--mix", "singles=1", "binding=1"),
                                                       ("--lr", "0.01", "0.001"), ("--no-corpus", None, "swissprot")])  # fmt: skip
@@ -258,3 +275,19 @@ def test_progress_is_log_lines_when_stderr_is_not_a_terminal(tmp_path):
     assert "\r" not in done.stderr and "it/s]" not in done.stderr
     assert "Writing model shards" not in done.stderr and "Loading weights" not in done.stderr
     assert "4/4 step (" in done.stderr  # e.g. "4/4 step (1.9 step/s, loss=5.61, tok_s=...)"
+
+
+def test_stop_signals_note_the_first_signal_and_give_back_the_handlers():
+    import signal
+
+    from protlm.train.loop import StopSignals
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with StopSignals() as sig:
+        assert signal.getsignal(signal.SIGTERM) == sig._note
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert sig.name == "SIGTERM"
+        assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before  # a second acts at once
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

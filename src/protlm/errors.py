@@ -28,3 +28,11 @@ class InputError(ProtlmError):
         if record is not None:
             where += f" (record {record})"
         super().__init__(f"{where}: {message}")
+
+
+class Stopped(Exception):
+    """Training stopped by SIGTERM or SIGINT (a scheduler's pre-emption, Ctrl-C) after finishing its step and
+    saving a checkpoint: `--resume` loses nothing. The CLI prints the message and exits with `EXIT_STATUS`
+    (EX_TEMPFAIL: try again), distinct from done (0), bad input (2) and a plain interrupt (130)."""
+
+    EXIT_STATUS = 75

@@ -15,7 +15,7 @@ import traceback
 import typer
 
 from protlm.cli import attention, corpus, data, infer, train, variants
-from protlm.errors import ProtlmError
+from protlm.errors import ProtlmError, Stopped
 from protlm.io import tokenizer_json
 from protlm.io.tokenizer_json import is_rust_panic, panic_message
 
@@ -99,7 +99,7 @@ def _internal_error(args: list[str], err: BaseException, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point. Exit status: 0 done, 2 bad input or usage (one line), 1 internal error (one line, the
-    traceback only with --debug), 130 interrupted."""
+    traceback only with --debug), 130 interrupted, 75 training stopped by SIGTERM / SIGINT with a checkpoint saved."""
     args = sys.argv[1:] if argv is None else list(argv)
     words = _command_words(args)
     debug = "--debug" in args[: args.index(words[0])] if words else "--debug" in args
@@ -120,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("protlm: interrupted", err=True)
         raise SystemExit(130) from None
+    except Stopped as e:  # SIGTERM / SIGINT in training: the step finished and a checkpoint saved
+        typer.echo(f"protlm: {one_line(str(e))}", err=True)
+        raise SystemExit(Stopped.EXIT_STATUS) from None
     except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         # a path the user gave that cannot be written or read as asked (an --out under a regular file, a
         # directory where a file goes): their input, named in one line

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from protlm.device import autocast, autocast_dtype, faster_dtype, to_device
-from protlm.errors import ProtlmError
+from protlm.errors import ProtlmError, Stopped
 from protlm.heap import HeapTrim
 from protlm.models.kernels import training_kernels
 from protlm.models.lora import adapter_files, has_lora, merge_lora
@@ -148,9 +150,37 @@ def kernels_on(choice: str, device: torch.device) -> bool:
 def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None] = print) -> LoopState:
     """Train until a budget is reached; returns the final loop state. The HF model trains with protlm's
     CPU kernels (`--kernels`, models/kernels.py: by default on the CPU only) and is saved as the plain HF
-    model it was."""
-    with training_kernels(f.hf_model, enabled=kernels_on(f.cfg.kernels, f.accelerator.device)):
-        return _fit(f, total_steps, steps_per_epoch, log)
+    model it was. SIGTERM or SIGINT ends the step under way, saves a checkpoint and raises `Stopped`."""
+    with training_kernels(f.hf_model, enabled=kernels_on(f.cfg.kernels, f.accelerator.device)), StopSignals() as sig:
+        return _fit(f, total_steps, steps_per_epoch, log, sig)
+
+
+class StopSignals:
+    """SIGTERM and SIGINT, while training, are noted (`name`) instead of killing the process: the loop finishes
+    its step, saves a checkpoint and stops. The handlers before are back after the first signal (a second one
+    acts at once) and on exit. Only the main thread can take signals; elsewhere nothing is installed."""
+
+    WATCHED = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.name, self.before = "", {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self.before = {sig: signal.signal(sig, self._note) for sig in self.WATCHED}
+        return self
+
+    def _note(self, signum: int, _frame) -> None:
+        self.name = signal.Signals(signum).name
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self.before.items():
+            signal.signal(sig, handler)
+        self.before = {}
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
 
 
 @dataclass
@@ -218,7 +248,7 @@ class _Window:
         self.n += 1
 
 
-def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None]) -> LoopState:
+def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], None], sig: StopSignals) -> LoopState:
     cfg, acc = f.cfg, f.accelerator
     # batch shapes change every step: free host heap pages go back to the system (heap.py); on a GPU the
     # activations are not on the host heap, and a trim costs tens of ms a call
@@ -260,7 +290,7 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
 
     while True:
         state.elapsed = time.perf_counter() - segment_start
-        if stop := _stop(state, cfg, total_steps, max_time, steps_per_epoch, acc):
+        if stop := _stop(state, cfg, total_steps, max_time, steps_per_epoch, acc, sig.name):
             state.stopped_by = stop
             break
         if state.batch + per_step > len(plan):  # epoch done (a partial last step is not taken)
@@ -289,6 +319,11 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
 
     progress.close()
     prefetch.close()
+    if state.stopped_by in SIGNALS:  # pre-empted: the checkpoint first, no evaluation, then a distinct exit
+        _checkpoint(f, setup, state)
+        metrics.close()
+        raise Stopped(f"stopped by {state.stopped_by} at step {state.step} after finishing it; checkpoint "
+                      f"{f.run_dir / 'checkpoints'} saved: --resume continues from it")  # fmt: skip
     if state.step % cfg.eval_every:
         evaluate()
     _checkpoint(f, setup, state)
@@ -386,12 +421,20 @@ def _evaluate(s: StepSetup, evaluate: Callable[[nn.Module], dict]) -> dict:
     return result
 
 
-def _stop(state: LoopState, cfg: TrainConfig, total: int, max_time: float | None, spe: int, acc) -> str:
-    """The budget that ends the run now ('' = none), decided identically on every rank."""
-    stop = _budget_reached(state, cfg, total, max_time, spe)
-    if acc.num_processes > 1 and max_time is not None:  # one rank over its time budget stops them all at the same step
-        flag = torch.tensor([1.0 if stop else 0.0], device=acc.device)
-        if acc.reduce(flag, reduction="sum").item() > 0 and not stop:
+SIGNALS = tuple(s.name for s in StopSignals.WATCHED)
+
+
+def _stop(state: LoopState, cfg: TrainConfig, total: int, max_time: float | None, spe: int, acc,
+          signalled: str = "") -> str:  # fmt: skip
+    """What ends the run now ('' = nothing): a signal, or a budget; decided identically on every rank (one
+    rank signalled or over its time budget stops them all at the same step)."""
+    stop = signalled or _budget_reached(state, cfg, total, max_time, spe)
+    if acc.num_processes > 1:
+        flags = torch.tensor([float(stop == "max_time"), float(stop in SIGNALS)], device=acc.device)
+        over_time, signals = acc.reduce(flags, reduction="sum").tolist()
+        if signals > 0 and stop not in SIGNALS:  # every rank takes the signalled path (a checkpoint, then exit)
+            stop = "SIGTERM"
+        elif not stop and over_time > 0:
             stop = "max_time"
     return stop
 

@@ -53,6 +53,38 @@ def test_finetune_seeds_then_evaluate_reproduces(pretrained, tmp_path, capsys):
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert again["splits"]["test"]["metrics"] == first["splits"]["test"]["metrics"]
     assert again["splits"]["test"]["class_counts"] == first["splits"]["test"]["class_counts"]
+    _evaluate_an_external_file(out / "seed-0", tmp_path, capsys)
+
+
+def _evaluate_an_external_file(run_dir, tmp_path, capsys):
+    """`evaluate --data FILE` scores the file whole and says what it scored; a named split says what it left
+    unused; nothing is written over the fine-tune's eval/ or an earlier evaluation."""
+    model, own = run_dir / "model", (run_dir / "eval" / "results.json").read_bytes()
+    data = str(TASKS / "deeploc_small.fasta")
+    code, stdout, err = run(["evaluate", "--model", str(model), "--data", data], capsys)
+    assert code in (0, None), err
+    assert "30 records read, 30 scored (all), 0 skipped, 0 unused" in err
+    first = run_dir / "evaluate-deeploc_small.fasta-all"
+    result = json.loads((first / "results.json").read_text())
+    assert result["splits"]["all"]["n_examples"] == 30 and result["records"]["scored"] == 30
+    assert result["data"] == data and (run_dir / "eval" / "results.json").read_bytes() == own
+    code, _, err = run(["evaluate", "--model", str(model), "--data", data, "--split", "dev"], capsys)
+    record = json.loads((run_dir / "evaluate-deeploc_small.fasta-dev" / "results.json").read_text())["records"]
+    assert code in (0, None) and record["scored"] + record["unused"] == 30 and record["unused"] > 0
+    assert f"{record['unused']} unused (splits not asked for: train" in err
+    code, _, _ = run(["evaluate", "--model", str(model), "--data", data], capsys)
+    assert code in (0, None) and (run_dir / "evaluate-deeploc_small.fasta-all-2" / "results.json").is_file()
+    for out in (run_dir / "eval", first):
+        code, _, err = run(["evaluate", "--model", str(model), "--data", data, "--out", str(out)], capsys)
+        assert code == 2 and "choose a new --out" in err and err.count("\n") == 1, err
+    assert (run_dir / "eval" / "results.json").read_bytes() == own
+    for bad, message in (("scl2205:bogus", "SCL2205's splits are train, eval, heldout"),):
+        code, _, err = run(["evaluate", "--model", str(model), "--data", bad], capsys)
+        assert code == 2 and message in err, err
+    from protlm.tasks.evaluate import evaluation
+
+    heldout = evaluation(model, "scl2205:heldout", None)  # SCL2205's official split, by its own name
+    assert heldout.splits == ["test"] and len(heldout.data.split("test")) > 1000 and heldout.data.source == "scl2205"
 
 
 def test_baseline_and_scratch_on_pairs(pretrained, tmp_path, capsys):

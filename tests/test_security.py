@@ -602,7 +602,7 @@ def test_files_written_in_place_must_be_protlms_own(tmp_path, capsys, micro_mode
     _victim_untouched(victims)
 
 
-@pytest.mark.parametrize("case", ["pretrain --out", "evaluate default out", "store of a shard"])
+@pytest.mark.parametrize("case", ["pretrain --out", "evaluate --out", "store of a shard"])
 def test_an_output_dir_that_is_itself_a_link_is_refused(tmp_path, capsys, micro_model, case):
     """The directory itself, not only what is inside: a copied run's `eval/` or a store given through a link."""
     victims, out = tmp_path / "victims", tmp_path / "out"
@@ -610,13 +610,12 @@ def test_an_output_dir_that_is_itself_a_link_is_refused(tmp_path, capsys, micro_
     if case == "pretrain --out":
         out.symlink_to(victims, target_is_directory=True)
         args = _command("pretrain", out, micro_model)
-    elif case == "evaluate default out":
+    elif case == "evaluate --out":
         ft = tmp_path / "ft"
         code, _, err = run_cli(["finetune", *_command("finetune", ft, micro_model)[1:]], capsys)
         assert code in (0, None), err
-        shutil.rmtree(ft / "seed-0" / "eval", ignore_errors=True)
-        (ft / "seed-0" / "eval").symlink_to(victims, target_is_directory=True)
-        args = ["evaluate", "--model", str(ft / "seed-0" / "model"), "--split", "test"]
+        out.symlink_to(victims, target_is_directory=True)  # a copied run's evaluation dir, say
+        args = ["evaluate", "--model", str(ft / "seed-0" / "model"), "--split", "test", "--out", str(out)]
     else:
         out.mkdir()
         (out / "shards").symlink_to(victims, target_is_directory=True)

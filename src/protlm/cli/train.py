@@ -47,20 +47,21 @@ def evaluate_cmd(
     data: option("data", str | None, note="Default: the data the model was trained on.") = None,
     background: option("background", str | None) = None,
     sequences: SequencesOpt = None,
-    out: option("out", Path | None, note="a directory (default MODEL/../eval).") = None,
+    out: option("out", Path | None, note="a new directory (default: MODEL/../evaluate-DATA-SPLITS; the fine-tune's "
+                "own eval/ is never written over).") = None,  # fmt: skip
     device: DeviceOpt = "auto",
 ) -> None:
-    """Score a fine-tuned model: results.json with every metric and the task kind's plots and predictions."""
-    from protlm.tasks.evaluate import evaluate_model, load_finetuned
-    from protlm.tasks.table import get_task, load_task_data
+    """Score a fine-tuned model: results.json with every metric and the task kind's plots and predictions. --data FILE
+    is scored whole (split `all`) unless --split names splits; --data scl2205:heldout takes SCL2205's official split."""
+    from protlm.tasks.evaluate import evaluate_model, evaluation, new_output, refuse_overwrite
 
-    task_data = None
-    if data is not None:
-        info = load_finetuned(model)[3]
-        d = info["data"]
-        task_data = load_task_data(get_task(info["task"]), data, d["split_seed"], d["strict"], background, sequences)
-    target = out or model.parent / "eval"
-    evaluate_model(model, split, target, task_data, log=lambda msg: typer.echo(msg, err=True), device=device)
+    request = evaluation(model, data, split, background, sequences)
+    request.data.require(request.splits)
+    target = out or new_output(model, request.name)
+    refuse_overwrite(target, model)
+    typer.echo(request.summary(), err=True)
+    evaluate_model(model, request.splits, target, request.data, log=lambda msg: typer.echo(msg, err=True),
+                   device=device, extra={"data": request.data.source, "records": request.records()})  # fmt: skip
     typer.echo(f"results: {target / 'results.json'}")
 
 

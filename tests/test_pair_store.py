@@ -214,12 +214,13 @@ def test_assembly_store_keeps_every_chain_in_order_and_feeds_the_mixture(tmp_pat
     cfg = PretrainConfig(tokenizer=str(TOK), corpus="", assemblies=str(fasta), out=str(tmp_path / "run"),
                          cache_dir=str(tmp_path / "cache"))  # fmt: skip
     data, _, _ = build_data(cfg, load_tokenizer(TOK), 64, lambda s: None)
-    assert data.skipped == {"assemblies longer than 64 tokens": 1} and len(data.assemblies) == 2  # c3 is long
+    assert data.cropped == {"assemblies longer than 64 tokens": 1} and len(data.assemblies) == 3  # c3 is cropped
+    assert not data.skipped
     examples, lengths, _ = data.epoch_examples(0)
-    assert sorted(examples[k] for k in range(len(examples))) == sorted(data.assemblies[k] for k in range(2))
+    assert sorted(examples[k] for k in range(len(examples))) == sorted(data.assemblies[k] for k in range(3))
     tok = load_tokenizer(TOK).backend
     chains = [tok.encode(s[:n], add_special_tokens=False).ids for s, n in ((seqs[3], 25), (seqs[4], 35))]
-    k = next(k for k in range(len(examples)) if len(examples[k]) == 2)  # c2
+    k = next(k for k in range(len(examples)) if len(examples[k]) == 2 and lengths[k] < 64)  # c2 (c3 is cropped to 64)
     assert int(lengths[k]) == sum(len(c) + 2 for c in chains)
     assert [data.tset.get(i).tolist() for i in examples[k]] == chains
 

@@ -90,7 +90,7 @@ def test_pretrain_singles_and_pairs_checkpoint_round_trip(tmp_path):
     assert sizes["binding"] > 0 and sizes["nonbinding"] > 0 and sizes["singles"] > 0
     assert "records read" in report["corpus"]["summary"]
     # pairs longer than --max-tokens are counted, not silently dropped
-    assert any("longer than 64 tokens" in k for k in report["mixture"]["skipped"])
+    assert any("longer than 64 tokens" in k for k in report["mixture"]["cropped"])  # cropped, not dropped
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-00000004", "step-00000006"]
 
 

@@ -38,6 +38,11 @@ def mixture(tset, singles, binding, nonbinding=None, weights=None, max_tokens=64
     )  # fmt: skip
 
 
+def unmasked(batch) -> torch.Tensor:
+    """A batch's tokens before MLM masking (the labels hold the originals of the masked positions)."""
+    return torch.where(batch.labels != -100, batch.labels, batch.input_ids)
+
+
 def test_long_singles_get_a_fresh_random_window_each_epoch():
     tset = toy_set([300, 10])
     data = mixture(tset, [0, 1], [], weights={"singles": 1.0})
@@ -45,8 +50,11 @@ def test_long_singles_get_a_fresh_random_window_each_epoch():
     for epoch in range(8):
         examples, lengths, crops = data.epoch_examples(epoch)
         k = examples.index((0,))
-        assert lengths[k] == 64 and 0 <= crops[k] <= 300 - 62
-        starts.add(int(crops[k]))
+        assert lengths[k] == 64 and crops[examples.index((1,))] == 0
+        window = unmasked(data.make_batch([((0,), int(crops[k]))], torch.Generator().manual_seed(0)))[0, 1:-1]
+        start = int(window[0]) - 5  # toy tokens count up from 5 (mod 200) along the protein
+        assert len(window) == 62 and 0 <= start <= 300 - 62
+        starts.add(start)
         batch = data.make_batch(data.epoch_batches(epoch, 1024)[0], torch.Generator().manual_seed(0))
         assert batch.input_ids.shape[1] <= 64
     assert len(starts) > 4  # not always the first window
@@ -78,10 +86,30 @@ def test_sampled_negatives_never_known_never_self_same_organism():
     assert organism("9606.ENSP1") == "9606" and organism("Q9H400") == ""
 
 
-def test_pairs_too_long_are_counted():
-    tset = toy_set([40, 40, 10, 10])
-    data = mixture(tset, [], [(0, 1), (2, 3)])
-    assert len(data.binding) == 1 and data.skipped == {"binding pairs longer than 64 tokens": 1}
+def test_pairs_too_long_are_cropped_part_by_part_and_counted():
+    """A pair longer than the model is kept and cropped: each partner a contiguous window of its share
+    (half each when both are long; a short partner whole), fresh every epoch, counted in the report."""
+    tset = toy_set([40, 40, 10, 100])
+    data = mixture(tset, [], [(0, 1), (2, 3)], weights={"binding": 1.0})
+    assert len(data.binding) == 2 and not data.skipped and data.cropped == {"binding pairs longer than 64 tokens": 2}
+    seen = set()
+    for epoch in range(6):
+        examples, lengths, crops = data.epoch_examples(epoch)
+        assert (lengths == 64).all() and (crops > 0).all()
+        for k in range(len(examples)):
+            ids = unmasked(data.make_batch([(examples[k], int(crops[k]))], torch.Generator().manual_seed(0)))[0]
+            sep = TOKENIZER.template
+            body = ids[len(sep.prefix) : len(ids) - len(sep.suffix)].tolist()
+            cut = body.index(TOKENIZER.template.between[0])
+            parts = [body[:cut], body[cut + len(sep.between) :]]
+            a, b = examples[k]
+            want = [30, 30] if (a, b) == (0, 1) else [10, 50]  # 60 content tokens: half each, or the short one whole
+            assert [len(x) for x in parts] == want and len(ids) == 64
+            for part, protein in zip(parts, (a, b), strict=True):  # a contiguous window of that protein
+                full = data.tset.get(protein).tolist()
+                assert any(full[s : s + len(part)] == part for s in range(len(full) - len(part) + 1))
+            seen.add((examples[k], parts[0][0], parts[1][0]))
+    assert len(seen) > 4  # fresh crops
 
 
 def test_held_out_is_deterministic():

@@ -199,6 +199,15 @@ def share_budget(lengths: Sequence[int], budget: int) -> list[int]:
     return keep
 
 
+def crop_parts(parts: Sequence[np.ndarray], budget: int, key: int) -> list[np.ndarray]:
+    """`parts` cut to fit `budget` tokens together: each keeps its `share_budget` share, from a start drawn
+    uniformly from the random `key` (one per example and epoch), so a crop is a pure function of the key."""
+    keep = share_budget([len(p) for p in parts], budget)
+    rng = np.random.default_rng(key)
+    starts = [int(rng.integers(0, len(p) - k + 1)) for p, k in zip(parts, keep, strict=True)]
+    return [p[s : s + k] for p, s, k in zip(parts, starts, keep, strict=True)]
+
+
 def pad_batch(seqs: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest: input_ids (B, T) long and attention_mask (B, T) long (0 on pads)."""
     width = max(len(s) for s in seqs)

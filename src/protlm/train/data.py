@@ -1,8 +1,10 @@
 """Pre-training data: singles, binding pairs, non-binding pairs and assemblies mixed with weights.
 
 An *example* is a tuple of protein indices into one token source (a `TokenizedSet`, a memory-mapped
-`TokenStore`, or both concatenated; 1 = single, 2 = pair, more = assembly) plus, for a single
-longer than the model, the start of its crop window. `PretrainData.epoch_batches(epoch)` is a pure
+`TokenStore`, or both concatenated; 1 = single, 2 = pair, more = assembly) plus, for one longer than
+the model, a random crop key: a single takes a fresh random window every epoch, and a pair or an
+assembly is cropped part by part (`batching.crop_parts`: short parts stay whole, long ones share the
+rest), never dropped. `PretrainData.epoch_batches(epoch)` is a pure
 function of (seed, epoch): the same call gives the same batches in every process and after every
 resume. An epoch is planned with array operations (`Examples`, `EpochPlan`): no Python object per
 example, so planning 10^7 examples costs seconds, and a batch's tuples are built when it is trained.
@@ -20,6 +22,7 @@ import torch
 from protlm.batching import (
     MaskingVocab,
     Packing,
+    crop_parts,
     mask_for_mlm,
     pack_rows,
     pad_batch,
@@ -130,10 +133,10 @@ class Examples:
 
 @dataclass
 class EpochPlan:
-    """Token-budget batches of one epoch; `plan[b]` -> [(example tuple, crop start), ...], built lazily."""
+    """Token-budget batches of one epoch; `plan[b]` -> [(example tuple, crop key), ...], built lazily."""
 
     examples: Examples
-    crops: np.ndarray  # (n,) crop start of each example (0 unless a long single)
+    crops: np.ndarray  # (n,) crop key of each example longer than the model (batching.crop_parts); else 0
     order: np.ndarray  # examples sorted by length
     bounds: np.ndarray  # sorted batch p = order[bounds[p]:bounds[p + 1]]
     batch_order: np.ndarray  # the shuffled order batches are trained in
@@ -162,6 +165,7 @@ class PretrainData:
     tokenizer: Any  # tokenization.ProteinTokenizer: template, pad id, masking vocabulary
     seed: int = 0
     skipped: Counter = field(default_factory=Counter)
+    cropped: Counter = field(default_factory=Counter)  # examples longer than the model, cropped part by part
     assemblies: Examples = field(default_factory=lambda: Examples.from_tuples([]))  # 2+ proteins each
 
     def __post_init__(self) -> None:
@@ -171,14 +175,18 @@ class PretrainData:
         for kind in ("binding", "nonbinding"):
             pairs = getattr(self, kind)
             if len(pairs):
-                fits = lengths[pairs].sum(axis=1) + self.template.overhead(2) <= self.max_tokens
-                if (~fits).any():
-                    self.skipped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int((~fits).sum())
-                setattr(self, kind, pairs[fits])
-        fits = self.assemblies.token_lengths(lengths, self.template) <= self.max_tokens
-        if (~fits).any():
-            self.skipped[f"assemblies longer than {self.max_tokens} tokens"] += int((~fits).sum())
-            self.assemblies = self.assemblies.take(np.flatnonzero(fits))
+                over = lengths[pairs].sum(axis=1) + self.template.overhead(2) > self.max_tokens
+                if over.any():
+                    self.cropped[f"{kind} pairs longer than {self.max_tokens} tokens"] += int(over.sum())
+        sizes = self.assemblies.sizes()
+        room = sizes <= self.max_tokens - len(self.template.prefix) - len(self.template.suffix) - (sizes - 1) * len(
+            self.template.between)  # fmt: skip
+        if (~room).any():  # one token per chain cannot fit: nothing to crop to
+            self.skipped[f"assemblies of more chains than {self.max_tokens} tokens hold"] += int((~room).sum())
+            self.assemblies = self.assemblies.take(np.flatnonzero(room))
+        over = self.assemblies.token_lengths(lengths, self.template) > self.max_tokens
+        if over.any():
+            self.cropped[f"assemblies longer than {self.max_tokens} tokens"] += int(over.sum())
 
     def kind_sizes(self) -> dict[str, int]:
         can_draw = self.pool is not None and len(self.pool) > 1
@@ -202,13 +210,10 @@ class PretrainData:
 
     def sample_negatives(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """n random pairs of `pool` proteins that pass its rules (not self, same organism, not known
-        to bind) and fit the model, drawn and filtered as arrays."""
+        to bind), drawn and filtered as arrays; those longer than the model are cropped as binding pairs are."""
         if self.pool is None:
             return np.zeros((0, 2), np.int64)
-        lengths = np.asarray(self.tset.lengths)
-        overhead = self.template.overhead(2)
-        fits = lambda a, b: lengths[a] + lengths[b] + overhead <= self.max_tokens  # noqa: E731
-        return self.pool.draw(n, rng, accept=fits).astype(np.int64)
+        return self.pool.draw(n, rng).astype(np.int64)
 
     def epoch_examples(self, epoch: int) -> tuple[Examples, np.ndarray, np.ndarray]:
         """(examples, example lengths, crop starts) of one epoch; deterministic in (seed, epoch)."""
@@ -228,12 +233,10 @@ class PretrainData:
         examples = Examples.concat(blocks)
         lengths = self.tset.lengths
         ex_len = examples.token_lengths(lengths, self.template)
-        # Singles longer than the model: a fresh random window every epoch, not the first window.
+        # Longer than the model: a crop key, so a fresh random window (of each part) every epoch.
         crops = np.zeros(len(examples), dtype=np.int32)
-        over = np.flatnonzero(ex_len > self.max_tokens)  # only singles: longer pairs were dropped
-        if len(over):
-            first = examples.members[examples.offsets[over]]
-            crops[over] = rng.integers(0, np.asarray(lengths)[first] - self.content + 1)
+        over = np.flatnonzero(ex_len > self.max_tokens)
+        crops[over] = rng.integers(0, np.iinfo(np.int32).max, size=len(over))
         return examples, np.minimum(ex_len, self.max_tokens), crops
 
     def epoch_batches(self, epoch: int, tokens_per_batch: int, packing: Packing | None = None) -> EpochPlan:
@@ -261,10 +264,11 @@ class PretrainData:
     ) -> Batch:
         """Assemble, pad (or pack) and mask one batch (masking drawn from `generator`)."""
         seqs = []
-        for example, crop in items:
+        for example, key in items:
             parts = [self.tset.get(i) for i in example]
-            if len(parts) == 1 and len(parts[0]) > self.content:
-                parts = [parts[0][crop : crop + self.content]]
+            budget = self.max_tokens - self.template.overhead(len(parts))
+            if sum(len(p) for p in parts) > budget:
+                parts = crop_parts(parts, budget, key)
             seqs.append(self.tokenizer.assemble(parts))
         pad = self.tokenizer.pad_token_id
         if packing is not None:

@@ -199,11 +199,9 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         seed=cfg.seed,
         assemblies=assemblies,
     )
-    # Held-out examples: first window of long singles (fixed), dev/test pairs that fit; subsampled as
-    # indices before any tuple is built (a store may hold out 10^6 proteins or pairs).
-    lengths = np.asarray(tset.lengths)
-    overhead = tokenizer.template.overhead(2)
-    eval_pairs = eval_pairs[lengths[eval_pairs].sum(axis=1) + overhead <= max_tokens] if len(eval_pairs) else eval_pairs
+    # Held-out examples: singles and dev/test pairs, those longer than the model cropped by the fixed key 0
+    # (the same crop at every evaluation); subsampled as indices before any tuple is built (a store may
+    # hold out 10^6 proteins or pairs).
     n_single, n_held = len(eval_singles), len(eval_singles) + len(eval_pairs)
     picked = np.arange(n_held)
     if n_held > cfg.eval_max_examples:
@@ -213,10 +211,13 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
             for k in picked.tolist()]  # fmt: skip
     for reason, n in data.skipped.items():
         log(f"skipped {n:,} {reason}")
+    for reason, n in data.cropped.items():
+        log(f"cropped {n:,} {reason} part by part to fit (a random crop every epoch)")
     reports["mixture"] = {
         "pool_sizes": data.kind_sizes(),
         "epoch_counts": data.epoch_counts(),
         "skipped": dict(data.skipped),
+        "cropped": dict(data.cropped),
         "held_out_examples": len(held),
     }
     return data, held, reports

@@ -35,7 +35,7 @@ def test_finetune_seeds_then_evaluate_reproduces(pretrained, tmp_path, capsys):
     out, err = finetune([*args, "--max-steps", "3", "--seeds", "0,1", "--lr", "1e-3"], capsys, tmp_path)
     assert "deeploc_small.fasta: 30 records read, 30 used, 0 skipped" in err
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["seeds"] == [0, 1]
+    assert summary["seeds"] == [0, 1] and isinstance(summary["constant"], dict)  # seeds predicting one class, by split
     acc = summary["splits"]["test"]["accuracy"]
     assert 0 <= acc["mean"] <= 1 and acc["std"] >= 0
     for seed in (0, 1):
@@ -47,6 +47,7 @@ def test_finetune_seeds_then_evaluate_reproduces(pretrained, tmp_path, capsys):
         rows = (run_dir / "eval" / "predictions_test.tsv").read_text().splitlines()
         assert rows[0] == "id\tlabel\tpredicted\tprobability" and len(rows) == 1 + 6
     first = json.loads((out / "seed-0" / "eval" / "results.json").read_text())
+    assert all(isinstance(r["constant"], str) for r in first["splits"].values())
     code, stdout, err = run(["evaluate", "--model", str(out / "seed-0" / "model"), "--split", "test",
                              "--out", str(tmp_path / "again")], capsys)  # fmt: skip
     assert code in (0, None), err

@@ -150,3 +150,30 @@ def test_every_kind_is_known_by_name():
         assert get_kind(name) is kind and get_kind(kind) is kind
     with pytest.raises(ProtlmError, match="unknown task kind 'ranking'"):
         get_kind("ranking")
+
+
+def test_a_constant_predictor_is_flagged_by_every_kind():
+    """A model that predicts one class (or nearly: 99%) gets a note beside its metrics, which then measure
+    the class balance; a model that varies gets none."""
+    import numpy as np
+
+    from protlm.tasks.kinds import get_kind
+
+    names = ("a", "b", "c")
+    one = np.tile([0.1, 0.7, 0.2], (50, 1))
+    assert get_kind("sequence").constant(one, names) == "predicts one class (b)"
+    nearly = np.vstack([np.tile([0.1, 0.7, 0.2], (199, 1)), [[0.9, 0.05, 0.05]]])
+    assert get_kind("pair").constant(nearly, names) == "predicts one class (b) for 99.5% of inputs"
+    mixed = np.vstack([np.tile([0.1, 0.7, 0.2], (90, 1)), np.tile([0.8, 0.1, 0.1], (10, 1))])
+    assert get_kind("residue").constant(mixed, names) == "" and get_kind("sequence").constant(one[:1], names) == ""
+    assert get_kind("regression").constant(np.full(10, 0.3), ("score",)) == "predicts one value"
+    assert get_kind("regression").constant(np.linspace(0, 1, 10), ("score",)) == ""
+    assert get_kind("multilabel").constant(np.tile([0.9, 0.1, 0.6], (5, 1)), names) == "predicts one label set"
+
+
+def test_demo_reports_steps_done_against_those_planned():
+    from protlm.demo import steps_line
+
+    assert steps_line("pre-training", 300, 300, "max_steps", 20) == "pre-training: 300 of 300 steps"
+    short = steps_line("scratch", 55, 150, "max_time", 10)
+    assert short.startswith("scratch: stopped at step 55 of 150 by the 10-minute safety limit") and "undertrained" in short

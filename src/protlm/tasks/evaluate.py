@@ -163,14 +163,17 @@ def evaluate_model(
             ts = build_taskset(spec.kind, examples, tokenizer, window_tokens(model.config, trained))
             y, prob, ids = predict(model, ts, tokens_per_batch, 64)
         scores = M.compute(spec.metrics, y, prob)
+        constant = spec.kind.constant(prob, data.labels)
         results["splits"][split] = {
             "n_examples": len(examples),
             "n_scored": int(len(y)),
             "metrics": scores,
+            "constant": constant,  # '' or e.g. 'predicts one class (Cytoplasm)'
             "class_counts": data.class_counts(split),
             "seconds": time.perf_counter() - t0,
         }
         spec.kind.report(y, prob, data.labels, ids, out, split, f"{spec.name} {split} ({len(examples):,})")
-        log(f"{spec.name} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" (n={len(y):,})")
+        log(f"{spec.name} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" (n={len(y):,})"
+            + (f" - {constant}" if constant else ""))  # fmt: skip
     write_json(out / "results.json", results)
     return results

@@ -263,6 +263,8 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
             f"{spec.name} {split} over seeds {cfg.seeds}: "
             + ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in scores.items())
         )
+    for split, seeds in summary["constant"].items():
+        log(f"{spec.name} {split}: " + "; ".join(f"seed {seed} {note}" for seed, note in seeds.items()))
     return summary
 
 
@@ -275,4 +277,7 @@ def summarize(spec: TaskSpec, per_seed: dict[int, dict]) -> dict:
         for metric in spec.metrics:
             mean, std = M.mean_std([r["splits"][split]["metrics"][metric] for r in per_seed.values()])
             splits[split][metric] = {"mean": mean, "std": std}
-    return {"task": spec.name, "seeds": list(per_seed), "model_source": first["model_source"], "splits": splits}
+    constant = {split: {seed: r["splits"][split]["constant"] for seed, r in per_seed.items()
+                        if r["splits"][split].get("constant")} for split in first["splits"]}  # fmt: skip
+    return {"task": spec.name, "seeds": list(per_seed), "model_source": first["model_source"], "splits": splits,
+            "constant": {split: seeds for split, seeds in constant.items() if seeds}}  # fmt: skip

@@ -76,6 +76,20 @@ class Kind:
         return names[int(out.argmax())]
 
     # ----------------------------------------------------------------- reports
+    ONE_CLASS = 0.99  # share of a split's predictions in one class that flags a (near-)constant predictor
+
+    def constant(self, out: np.ndarray, names: tuple[str, ...]) -> str:
+        """'predicts one class (NAME)' when (nearly: `ONE_CLASS`) every row of a split gets the same prediction,
+        else '': the metrics of such a model measure the split's class balance, not what it learned."""
+        if len(out) < 2:
+            return ""
+        counts = np.bincount(np.asarray(out).argmax(-1), minlength=len(names))
+        top = int(counts.argmax())
+        share = counts[top] / counts.sum()
+        if share < self.ONE_CLASS:
+            return ""
+        return f"predicts one class ({names[top]})" + ("" if share == 1 else f" for {share:.1%} of inputs")
+
     def header(self, names: tuple[str, ...]) -> str:
         return "id\tpredicted\t" + "\t".join(f"p_{x}" for x in names) + "\n"
 
@@ -229,6 +243,10 @@ class Regression(Kind):
     def predicted(self, out, names):
         return float(out)
 
+    def constant(self, out, names) -> str:
+        out = np.asarray(out, dtype=np.float64)
+        return "predicts one value" if len(out) > 1 and np.ptp(out) <= 1e-9 * max(1.0, np.abs(out).max()) else ""
+
     def header(self, names: tuple[str, ...]) -> str:
         return f"id\tpredicted_{names[0]}\n"
 
@@ -285,6 +303,10 @@ class MultiLabel(Kind):
 
     def predicted(self, out, names):
         return [names[k] for k in np.flatnonzero(out >= 0.5)]
+
+    def constant(self, out, names) -> str:
+        sets = np.unique(np.asarray(out) >= 0.5, axis=0)
+        return "predicts one label set" if len(out) > 1 and len(sets) == 1 else ""
 
     def row(self, rid: str, label, out) -> str:
         return f"{rid}\t{';'.join(label)}\t" + "\t".join(f"{v:.4f}" for v in out) + "\n"

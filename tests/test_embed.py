@@ -198,3 +198,67 @@ def test_hostile_ids_stay_inside_the_output_and_failures_leave_no_file(pretraine
     code, _, err = run(["embed", str(bad), "--model", str(pretrained), "--out", str(failed)], capsys)
     assert code == 2 and "bad.fasta" in err
     assert not failed.exists() and not list(tmp_path.glob(f".f{suffix}.tmp-*"))
+
+
+def test_an_interrupted_embed_resumes_to_the_same_output(pretrained, tmp_path, capsys, monkeypatch):
+    """Killed after three chunks, `embed --resume` keeps them, embeds the rest and writes exactly what an
+    uninterrupted run writes; a rerun without --resume, other settings or another input are refused."""
+    from protlm.embed import Embedder
+    from protlm.io.partial import PartialOutput
+
+    chunks = PartialOutput.chunks
+    monkeypatch.setattr(PartialOutput, "chunks", lambda self, records, size: chunks(self, records, 8))
+    args = ["embed", str(FASTA), "--model", str(pretrained), "--pool", "mean", "--pool", "residue"]
+    ref, out = tmp_path / "ref.npz", tmp_path / "out.npz"
+    assert run([*args, "--out", str(ref)], capsys)[0] in (0, None)
+    assert not list(tmp_path.glob(".*partial"))
+    embed, calls = Embedder.embed, []
+
+    def interrupted(self, records):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        yield from embed(self, records)
+
+    monkeypatch.setattr(Embedder, "embed", interrupted)
+    code, _, err = run([*args, "--out", str(out)], capsys)
+    partial = tmp_path / ".out.npz.partial"
+    assert code == 130 and "--resume continues" in err and not out.exists()
+    assert sorted(p.name for p in partial.glob("part-*.zip")) == ["part-000000.zip", "part-000001.zip", "part-000002.zip"]
+    monkeypatch.setattr(Embedder, "embed", embed)
+    code, _, err = run([*args, "--out", str(out)], capsys)
+    assert code == 2 and "pass --resume" in err and not out.exists()
+    code, _, err = run([*args, "--out", str(out), "--resume", "--pool", "cls"], capsys)
+    assert code == 2 and "was embedded with options" in err
+    other = write(tmp_path / "other.fasta", "".join(f">X{i}\nMKTAYIAKQR\n" for i in range(30)))
+    code, _, err = run(["embed", str(other), *args[2:], "--out", str(out), "--resume"], capsys)
+    assert code == 2 and "embedded with input" in err
+    code, stdout, err = run([*args, "--out", str(out), "--resume"], capsys)
+    assert code in (0, None) and "resuming: 24 records already embedded" in err and "50 embeddings" in stdout
+    a, b = np.load(ref), np.load(out)
+    assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert not partial.exists()
+    # the same file name with other records: the records done no longer match the input's first records
+    copy = write(tmp_path / "in.fasta", FASTA.read_text())
+    monkeypatch.setattr(Embedder, "embed", interrupted)
+    calls.clear()
+    assert run(["embed", str(copy), *args[2:], "--out", str(out.with_name("c.npz"))], capsys)[0] == 130
+    monkeypatch.setattr(Embedder, "embed", embed)
+    copy.write_text("".join(FASTA.read_text().split(">", 2)[2:]).join([">", ""]))  # the first record gone
+    code, _, err = run(["embed", str(copy), *args[2:], "--out", str(out.with_name("c.npz")), "--resume"], capsys)
+    assert code == 2 and "the input changed" in err and (tmp_path / ".c.npz.partial").is_dir()  # kept: a mistake?
+
+
+def test_progress_lines_give_the_share_done_and_an_eta_when_the_total_is_known(capsys):
+
+    from protlm.progress import LogProgress, duration
+
+    bar = LogProgress(total=400, unit="step", desc="pretrain", every=0.0)
+    bar.start -= 10.0  # 100 steps in 10 s: 300 left at 10 step/s
+    bar.update(100)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("pretrain: 100/400 step (25%, ") and "ETA 30s" in line, line
+    open_ended = LogProgress(unit="records", every=0.0)
+    open_ended.update(5)
+    assert "ETA" not in capsys.readouterr().err
+    assert [duration(s) for s in (42, 185, 7620)] == ["42s", "3m05s", "2h07m"]

@@ -32,8 +32,10 @@ class LogProgress:
     def _line(self, now: float) -> None:
         rate = (self.n - self.start_n) / max(now - self.start, 1e-9)
         done = f"{self.n:,}/{self.total:,}" if self.total else f"{self.n:,}"
+        share = f"{self.n / self.total:.0%}, " if self.total else ""
+        left = f", ETA {duration(max(self.total - self.n, 0) / rate)}" if self.total and rate > 0 else ""
         extra = f", {self.postfix}" if self.postfix else ""
-        print(f"{self.desc + ': ' if self.desc else ''}{done} {self.unit} ({rate:,.1f} {self.unit}/s{extra})",
+        print(f"{self.desc + ': ' if self.desc else ''}{done} {self.unit} ({share}{rate:,.1f} {self.unit}/s{left}{extra})",
               file=sys.stderr, flush=True)  # fmt: skip
 
     def close(self) -> None:
@@ -46,6 +48,16 @@ class LogProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `3m05s`, `2h07m`: a time left, as a log line shows it."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def progress(total: int | None = None, initial: int = 0, unit: str = "it", enabled: bool = True, desc: str = ""):

@@ -35,13 +35,15 @@ def embed_cmd(
     strict: StrictOpt = False,
     max_length: MaxLenOpt = None,
     device: DeviceOpt = "auto",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted embed of the same input into "
+                                         "the same --out (the records it finished are kept and skipped).")] = False,  # fmt: skip
 ) -> None:
-    """Embed proteins of any length: pooled or per-residue vectors, streamed to Parquet / NPZ / HDF5."""
+    """Embed proteins of any length: pooled or per-residue vectors, streamed to Parquet / NPZ / HDF5; an interrupted
+    run continues with --resume."""
     from protlm import __version__ as protlm_version
     from protlm.api import load
     from protlm.embed import EmbedOptions
     from protlm.io import SkipReport
-    from protlm.io.embeddings import open_writer
     from protlm.io.inference import read_inputs
     from protlm.ranks import Ranks
 
@@ -63,7 +65,11 @@ def embed_cmd(
     report = SkipReport(str(input))
     records = read_inputs(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
     if ranks.world == 1:
-        n = _write_embeddings(embedder.embed(records), open_writer(out, keys, meta), report, lm.device)
+        settings = {**meta, "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+                    "input": str(Path(input).resolve()), "strict": strict, "max_length": max_length}  # fmt: skip
+        n = _embed_resumable(embedder, records, keys, out, report, lm.device, meta, (settings, resume))
+    elif resume:
+        raise ProtlmError("--resume is for one process (under torchrun the ranks' spools are not kept)")
     else:  # torchrun: every rank embeds its share into a spool; rank 0 merges them in input order
         n = _embed_ranked(ranks, embedder, records, keys, out, report, lm.device, meta)
     if ranks.main:
@@ -92,25 +98,64 @@ def _embed_ranked(ranks, embedder, records, keys: list[str], out: Path, report, 
     return counted[0]
 
 
+def _embed_resumable(embedder, records, keys: list[str], out: Path, report, device, meta: dict, resuming) -> int:
+    """`protlm embed` in one process: chunk by chunk into finished part files (`io/partial.py`), then merged
+    into `out`; an interrupted run leaves its parts for `--resume`. The count written."""
+    from protlm.io.embeddings import check_output, open_writer
+    from protlm.io.partial import PartialOutput
+    from protlm.progress import progress
+
+    check_output(out)
+    settings, resume = resuming
+    partial = PartialOutput(out, keys, settings, resume)
+    todo = partial.todo(records)  # a mismatch keeps the parts: the error says what to do with them
+    try:
+        if partial.n_done:
+            typer.echo(f"resuming: {partial.n_done:,} records already embedded in {partial.dir}", err=True)
+        with progress(unit="records", desc="embed", initial=partial.n_done) as bar:
+            for chunk in partial.chunks(todo, embedder.opt.chunk):
+                writer = partial.new_part()
+                _write_all(embedder.embed(chunk), writer, lambda emb: bar.update(1))
+        report.require_used()
+    except ProtlmError:  # bad input: what was embedded is not what the fixed input will be
+        partial.remove()
+        raise
+    except KeyboardInterrupt:
+        typer.echo(f"protlm: the records embedded so far are kept in {partial.dir}: --resume continues", err=True)
+        raise
+    n = _write_embeddings(partial.merged(), open_writer(out, keys, meta), None, None)
+    partial.remove()
+    return n
+
+
+def _write_all(embeddings, writer, each=lambda emb: None) -> int:
+    """Stream `embeddings` into `writer` and close it; on any error or interrupt it is aborted (no file under
+    its final name). The count written."""
+    n = 0
+    try:
+        for emb in embeddings:
+            writer.write(emb)
+            each(emb)
+            n += 1
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return n
+
+
 def _write_embeddings(embeddings, writer, report, device) -> int:
     """Stream `embeddings` into `writer` (atomic: aborted on any error or interrupt); the count written.
     `report` (when given) must have used a record; `device` names the progress bar's work."""
     from protlm.progress import progress
 
-    n = 0
+    def checked():
+        yield from embeddings
+        if report is not None:  # no records at all: no file under the final name
+            report.require_used()
+
     with progress(unit="residues", desc="embed" if device is not None else "merge") as bar:
-        try:
-            for emb in embeddings:
-                writer.write(emb)
-                bar.update(emb.length)
-                n += 1
-            if report is not None:
-                report.require_used()
-        except BaseException:  # a bad record, an interrupt, no records: no file under the final name
-            writer.abort()
-            raise
-        writer.close()
-    return n
+        return _write_all(checked(), writer, lambda emb: bar.update(emb.length))
 
 
 def predict_cmd(

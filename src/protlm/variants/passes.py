@@ -56,6 +56,8 @@ class Passes:
         if not len(requests):
             return out
         inputs, first, forward = self._forwards(seqs, requests)
+        if self.progress is not None:  # the passes of this round join the bar's total (for its ETA)
+            self.progress.total = (self.progress.total or 0) + len(inputs)
         lengths = np.array([len(x) for x in inputs])
         for batch in plan_batches(lengths, self.tokens_per_batch, np.random.default_rng(0)):
             self._batch(inputs, batch, forward, requests, first, out)

@@ -61,10 +61,12 @@ def tokenizer_train(
         raise ProtlmError("give --vocab-size or --merges, not both")
     size = vocab_size_for_merges(kind, merges) if merges is not None else (vocab_size or DEFAULT_VOCAB_SIZE)
     report = SkipReport(corpus)
-    tok = train_from_corpus(
-        open_corpus(corpus, id_col, seq_col), out, kind, size, residue_policy(strict, max_length), report, max_sequences
-    )
+    warnings: list[str] = []
+    tok = train_from_corpus(open_corpus(corpus, id_col, seq_col), out, kind, size,
+                            residue_policy(strict, max_length), report, max_sequences, log=warnings.append)  # fmt: skip
     typer.echo(report.summary(), err=True)
+    for line in warnings:  # after the summary, where the counts it speaks of are
+        typer.echo(line, err=True)
     typer.echo(f"{kind} tokenizer with {len(tok):,} tokens written to {out}")
 
 

@@ -19,6 +19,7 @@ from protlm.pairs import (
     sample_negatives,
     split_pairs,
 )
+from protlm.pairs.splits import empty_split_warning
 from protlm.pairs.string import StringOptions
 
 
@@ -63,6 +64,29 @@ def test_build_and_stats_cli(tmp_path, data_dir, capsys):
         main(["pairs", "stats", str(tmp_path / "p"), "--tokenizer", str(data_dir / "tokenizer_bpe300")])
     stats = json.loads(capsys.readouterr().out)
     assert stats["pairs"] == len(rows) and stats["tokens_per_pair"]["max"] > 0
+
+
+def test_strict_split_with_an_empty_dev_warns_and_says_what_to_do(tmp_path, data_dir, capsys):
+    """80 pairs of 96 proteins: a strict split left dev without a pair and said nothing."""
+    args = ["pairs", "build", "--pairs", str(data_dir / "ppi_pairs_small.tsv"), "--sequences",
+            str(data_dir / "ppi_sequences.fasta")]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "strict")])
+    err = capsys.readouterr().err
+    assert e.value.code in (0, None), err
+    report = json.loads((tmp_path / "strict" / "report.json").read_text())
+    assert report["sizes"]["dev"] == {"positives": 0, "negatives": 0}
+    (warning,) = report["warnings"]
+    assert warning.startswith("warning: no positive pairs in dev: a strict split keeps a pair only when both")
+    assert "use --split random" in warning and warning in err.splitlines()
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "random"), "--split", "random"])  # what the warning suggests
+    err = capsys.readouterr().err
+    assert e.value.code in (0, None) and "warning" not in err, err
+    assert json.loads((tmp_path / "random" / "report.json").read_text())["warnings"] == []
+    assert empty_split_warning({"train": {"positives": 3}}, "random") == (
+        "warning: no positive pairs in dev and test: give more pairs"
+    )  # STRING reports list only the splits it wrote
 
 
 def test_malformed_pair_files(tmp_path, data_dir):

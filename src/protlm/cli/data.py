@@ -129,6 +129,8 @@ def pairs_build(
         typer.echo(f"dropped {n:,} {reason}", err=True)
     for name, n in report["negatives_short"].items():
         typer.echo(f"{name}: {n:,} negatives short (too few non-binding protein pairs in the split)", err=True)
+    for warning in report["warnings"]:
+        typer.echo(warning, err=True)
     typer.echo(json.dumps(report["sizes"]))
     typer.echo(f"{report['rows']:,} pairs written to {out / 'pairs.parquet'} (report: {out / 'report.json'})")
 
@@ -161,6 +163,8 @@ def pairs_build_string(
                                 groups=groups, policy=residue_policy(strict, None))  # fmt: skip
     typer.echo(report["sequences_read"], err=True)
     typer.echo(json.dumps(report, indent=2))
+    for warning in report["warnings"]:
+        typer.echo(warning, err=True)
     typer.echo(f"pairs written to {out}", err=True)
 
 

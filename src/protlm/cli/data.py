@@ -198,7 +198,7 @@ def pairs_prepare(
 @pairs_app.command("from-lmdb")
 def pairs_from_lmdb(
     lmdb_path: Annotated[Path, typer.Argument(help="PEER/TAPE PPI LMDB (primary_1, primary_2, interaction).")],
-    out: option("out", Path, note="a pair table (.parquet or .tsv)."),
+    out: option("out", Path, note="a pair table (.parquet, .tsv or .csv) or a directory (DIR/pairs.parquet)."),
     split: option("split", note="The name these pairs get: train, dev or test.") = "train",
     strict: StrictOpt = False,
 ) -> None:
@@ -206,10 +206,11 @@ def pairs_from_lmdb(
     from protlm.io import SkipReport
     from protlm.pairs import write_pairs
     from protlm.pairs.lmdb_ppi import read_ppi_lmdb
-    from protlm.pairs.table import SPLITS
+    from protlm.pairs.table import SPLITS, pair_table_path
 
     if split not in SPLITS:
         raise ProtlmError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    out = pair_table_path(out)  # before the LMDB is read: a name of no known format is refused first
     report = SkipReport(str(lmdb_path))
     n = write_pairs(read_ppi_lmdb(lmdb_path, split, residue_policy(strict, None), report), out)
     typer.echo(report.summary(), err=True)

@@ -256,7 +256,7 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
     for split, scores in summary["splits"].items():
         log(
             f"{spec.name} {split} over seeds {cfg.seeds}: "
-            + ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in scores.items())
+            + ", ".join(f"{k} {M.metric_text(k, v['mean'], v['std'])}" for k, v in scores.items())
         )
     return summary
 

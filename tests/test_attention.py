@@ -246,6 +246,55 @@ def test_sites_over_a_folder_choose_heads_on_other_complexes(model, tmp_path):
         assert h["auc"] == pytest.approx(by_case[h["case"]].auc[head])  # chosen elsewhere, scored here
 
 
+def _synthetic_sites(aucs: dict[str, list[list[float]]]):
+    """A SitesResult whose cases have the given per-head AUCs (direction `to`, layer 1, heads 1-2);
+    everything else 0.5. No model: the weighting alone is under test."""
+    from protlm.attention.sites import CaseResult, SiteCase, SitesResult
+
+    results = []
+    for cid, cases in aucs.items():
+        for k, heads in enumerate(cases):
+            auc = np.full((2, 1, 2), 0.5)
+            auc[0, 0] = heads
+            case = SiteCase(cid, f"C{k}", "X", np.array([True, False]), np.zeros((2, 1, 2, 2)))
+            results.append(CaseResult(case, auc, auc / 2, 1, (0.5, 0.0), 0.5))
+    return SitesResult("m", results)
+
+
+def test_sites_headline_weighs_every_complex_the_same():
+    """A 'ribosome' of 8 cases where head 1 works and 3 dimers where head 2 does: pooled over cases, the
+    ribosome chose the head for every dimer and made the headline."""
+    ribosome = [[0.9, 0.6]] * 8
+    summary = _synthetic_sites({"ribo": ribosome, "d1": [[0.4, 0.8]] * 2, "d2": [[0.4, 0.7]] * 2,
+                                "d3": [[0.45, 0.75]] * 2}).summary()  # fmt: skip
+    chosen = {c["complex"]: c["head"] for c in summary["per_complex"]}
+    # each dimer's head is chosen on the other three complexes, each weighing 1/3, not on 12 pooled cases
+    assert chosen == {"ribo": "to L1H2", "d1": "to L1H2", "d2": "to L1H2", "d3": "to L1H2"}
+    per = {c["complex"]: c["auc"] for c in summary["per_complex"]}
+    assert per == pytest.approx({"ribo": 0.6, "d1": 0.8, "d2": 0.7, "d3": 0.75})
+    assert summary["held_out_auc_by_complex"] == pytest.approx({"mean": 0.7125, "std": np.std([0.6, 0.8, 0.7, 0.75]),
+                                                                "n": 4})  # fmt: skip
+    assert summary["held_out_auc"]["mean"] == pytest.approx((8 * 0.6 + 2 * (0.8 + 0.7 + 0.75)) / 14)  # pooled, beside
+    assert summary["held_out_auc"]["n"] == 14 and [c["n_cases"] for c in summary["per_complex"]] == [8, 2, 2, 2]
+
+
+def test_sites_cli_prints_the_headline_by_complex_and_each_complex(model_dir, tmp_path, capsys):
+    shutil.copy(PDB, tmp_path / "first.pdb.gz")
+    shutil.copy(CIF, tmp_path / "second.cif.gz")
+    code, out, err = run_cli(["attention", "sites", "--model", str(model_dir), "--pdb", str(tmp_path),
+                              "--out", str(tmp_path / "s.json")], capsys)  # fmt: skip
+    assert code in (0, None), err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    auc, pooled = summary["held_out_auc_by_complex"], summary["held_out_auc"]
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"model: leave one complex out head AUC {auc['mean']:.3f} ± {auc['std']:.3f}, P@k "
+        f"{summary['held_out_p_at_k_by_complex']['mean']:.3f} over 2 complexes weighted equally; pooled over 4 "
+        f"cases: AUC {pooled['mean']:.3f} ± {pooled['std']:.3f}, P@k {summary['held_out_p_at_k']['mean']:.3f}"
+    )
+    assert [line.split(":")[0] for line in lines[1:3]] == ["  first", "  second"] and "over 2 cases" in lines[1]
+
+
 @pytest.mark.shared
 def test_shared_complexes_all_read(shared_data):
     for path in sorted((shared_data / "structures").glob("*.*")):

@@ -100,6 +100,19 @@ def export_cmd(
     typer.echo(f"{len(inputs):,} attention maps written to {out}")
 
 
+def _echo_sites(name: str, s: dict) -> None:
+    """The headline (every complex weighs the same), the mean pooled over cases beside it, then each
+    complex's mean: one large complex (a ribosome) would otherwise stand for the whole set."""
+    auc, p = s["held_out_auc_by_complex"], s["held_out_p_at_k_by_complex"]
+    pooled, pooled_p = s["held_out_auc"], s["held_out_p_at_k"]
+    typer.echo(f"{name}: {s['selection']} head AUC {auc['mean']:.3f} ± {auc['std']:.3f}, P@k {p['mean']:.3f} "
+               f"over {auc['n']} complexes weighted equally; pooled over {s['n_cases']} cases: AUC "
+               f"{pooled['mean']:.3f} ± {pooled['std']:.3f}, P@k {pooled_p['mean']:.3f}")  # fmt: skip
+    for c in s["per_complex"]:
+        typer.echo(f"  {c['complex']}: AUC {c['auc']:.3f}, P@k {c['p_at_k']:.3f} (random {c['random_auc']:.3f}) "
+                   f"over {c['n_cases']} cases, head {c['head']}")  # fmt: skip
+
+
 @attention_app.command("sites")
 def sites_cmd(
     model: ModelOpt,
@@ -130,11 +143,10 @@ def sites_cmd(
     if ref is not None:
         summary["reference"] = ref.summary()
     for name, s in [("model", summary), *([("reference", summary["reference"])] if ref else [])]:
-        auc, p = s["held_out_auc"], s["held_out_p_at_k"]
-        typer.echo(f"{name}: {s['selection']} head AUC {auc['mean']:.3f} ± {auc['std']:.3f}, P@k {p['mean']:.3f} "
-                   f"over {s['n_cases']} cases")  # fmt: skip
-    r = summary["random_auc"]
-    typer.echo(f"random scores: AUC {r['mean']:.3f} ± {r['std']:.3f}, P@k {summary['random_p_at_k']['mean']:.3f}")
+        _echo_sites(name, s)
+    r, pooled = summary["random_auc_by_complex"], summary["random_auc"]
+    typer.echo(f"random scores: AUC {r['mean']:.3f} ± {r['std']:.3f} by complex, {pooled['mean']:.3f} pooled, "
+               f"P@k {summary['random_p_at_k']['mean']:.3f}")  # fmt: skip
     best = summary["best_head_over_all_cases"]
     typer.echo(f"best head over all cases (chosen and scored on the same cases): {best['head']} AUC {best['auc']:.3f}")
     if out is not None:

@@ -103,7 +103,7 @@ def test_cli_structure_errors_exit_2_in_one_line(model_dir, tmp_path, capsys):
             ["attention", "sites", "--model", str(model_dir), "--pdb", str(PDB), "--chains", "A,Z"],
             "no protein chain 'Z'",
         ),
-        (["contacts", "--model", str(model_dir)], "give --model DIR and --pdb FILE"),
+        (["contacts", "--model", str(model_dir)], "give --model DIR and one of --pdb FILE or --fasta FILE"),
     ]:
         code, _, err = run_cli(args, capsys)
         assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -244,6 +244,34 @@ def test_sites_over_a_folder_choose_heads_on_other_complexes(model, tmp_path):
         others = np.nanmean([r.auc for r in result.results if r.case.complex != cid], 0)
         head = np.unravel_index(np.nanargmax(others), others.shape)
         assert h["auc"] == pytest.approx(by_case[h["case"]].auc[head])  # chosen elsewhere, scored here
+
+
+def test_contacts_from_sequence_alone_after_fit(model_dir, tmp_path, capsys):
+    """After `contacts fit`, maps from sequences alone (no structure), as ESM's contact head gives them:
+    the same scores that `contacts --pdb` measures for that chain."""
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    code, _, err = run_cli(["contacts", "fit", "--model", str(model), "--pdb", str(PDB)], capsys)
+    assert code in (0, None), err
+    st = read_structure(PDB)
+    alpha, beta = st.chain("A").sequence, st.chain("B").sequence
+    fasta = write(tmp_path / "s.fasta", f">alpha\n{alpha}\n>beta/1\n{beta}\n")
+    out = tmp_path / "maps.npz"
+    code, stdout, err = run_cli(["contacts", "--model", str(model), "--fasta", str(fasta), "--out", str(out)], capsys)
+    assert code in (0, None), err
+    assert "L1 logistic regression fitted on 2hhb_ab:A, 2hhb_ab:B" in err and "2 contact maps written to" in stdout
+    maps = np.load(out)
+    assert maps["alpha.contacts"].shape == (141, 141) and maps["beta%2F1.contacts"].shape == (146, 146)
+    np.testing.assert_array_equal(maps["alpha.contacts"], maps["alpha.contacts"].T)
+    assert str(maps["alpha.sequence"]) == alpha and json.loads(str(maps["_meta"]))["ids"] == ["alpha", "beta%2F1"]
+    lm = AttentionModel(model)
+    expected = C.predict(lm, st.chain("A"), "2hhb_ab:A", C.ContactRegression.load(model))
+    np.testing.assert_allclose(maps["alpha.contacts"], expected, rtol=1e-5, atol=1e-6)
+    code, _, err = run_cli(["contacts", "--model", str(model), "--fasta", str(fasta)], capsys)
+    assert code == 2 and "give --out FILE.npz" in err
+    joined = write(tmp_path / "j.fasta", f">ab\n{alpha}:{beta}\n")
+    code, _, err = run_cli(["contacts", "--model", str(model), "--fasta", str(joined), "--out", str(out)], capsys)
+    assert code == 2 and "(record ab): one chain per record" in err and np.load(out)["alpha.contacts"].shape
 
 
 def _synthetic_sites(aucs: dict[str, list[list[float]]]):

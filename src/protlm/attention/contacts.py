@@ -183,7 +183,7 @@ def write_contact_maps(model: AttentionModel, records, regression: ContactRegres
     import json
     import zipfile
 
-    from protlm.attention.maps import TooLong, _write_member
+    from protlm.attention.maps import TooLong, write_npz_member
     from protlm.errors import InputError
     from protlm.io.atomic import atomic_open
     from protlm.io.embeddings import member_name
@@ -204,8 +204,8 @@ def write_contact_maps(model: AttentionModel, records, regression: ContactRegres
                 scores = predict_sequence(model, rec.seq, rec.id, regression)
             except TooLong as e:
                 raise InputError(source, e.reason, record=rec.id) from None
-            _write_member(zf, f"{name}.contacts", scores.astype(np.float32))
-            _write_member(zf, f"{name}.sequence", np.array(rec.seq))
+            write_npz_member(zf, f"{name}.contacts", scores.astype(np.float32))
+            write_npz_member(zf, f"{name}.sequence", np.array(rec.seq))
         meta = {"model": str(model.path), "scores": method(model, regression), "ids": written}
-        _write_member(zf, "_meta", np.array(json.dumps(meta)))
+        write_npz_member(zf, "_meta", np.array(json.dumps(meta)))
     return len(written)

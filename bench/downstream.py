@@ -31,6 +31,7 @@ from pathlib import Path
 
 from protlm.tasks.data import stable_unit
 from protlm.tasks.finetune import FinetuneConfig, finetune
+from protlm.tasks.metrics import metric_text
 from protlm.tasks.table import get_task
 
 ROOT = Path(__file__).resolve().parent
@@ -147,7 +148,7 @@ def write_table(results: dict, args) -> None:
                 cells = []
                 for m in ("baseline", "scratch", "singles", "pairs"):
                     r = results.get(f"{task}/{m}")
-                    cells.append(f"{r['splits'][split][metric]['mean']:.3f}" if r else "—")
+                    cells.append(metric_text(metric, r["splits"][split][metric]["mean"], digits=3) if r else "—")
                 secs = " / ".join(
                     f"{results[f'{task}/{m}']['train_seconds']:.0f}"
                     if results.get(f"{task}/{m}", {}).get("train_seconds")

@@ -103,7 +103,7 @@ def test_cli_structure_errors_exit_2_in_one_line(model_dir, tmp_path, capsys):
             ["attention", "sites", "--model", str(model_dir), "--pdb", str(PDB), "--chains", "A,Z"],
             "no protein chain 'Z'",
         ),
-        (["contacts", "--model", str(model_dir)], "give --model DIR and --pdb FILE"),
+        (["contacts", "--model", str(model_dir)], "give --model DIR and one of --pdb FILE or --fasta FILE"),
     ]:
         code, _, err = run_cli(args, capsys)
         assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -244,6 +244,83 @@ def test_sites_over_a_folder_choose_heads_on_other_complexes(model, tmp_path):
         others = np.nanmean([r.auc for r in result.results if r.case.complex != cid], 0)
         head = np.unravel_index(np.nanargmax(others), others.shape)
         assert h["auc"] == pytest.approx(by_case[h["case"]].auc[head])  # chosen elsewhere, scored here
+
+
+def test_contacts_from_sequence_alone_after_fit(model_dir, tmp_path, capsys):
+    """After `contacts fit`, maps from sequences alone (no structure), as ESM's contact head gives them:
+    the same scores that `contacts --pdb` measures for that chain."""
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    code, _, err = run_cli(["contacts", "fit", "--model", str(model), "--pdb", str(PDB)], capsys)
+    assert code in (0, None), err
+    st = read_structure(PDB)
+    alpha, beta = st.chain("A").sequence, st.chain("B").sequence
+    fasta = write(tmp_path / "s.fasta", f">alpha\n{alpha}\n>beta/1\n{beta}\n")
+    out = tmp_path / "maps.npz"
+    code, stdout, err = run_cli(["contacts", "--model", str(model), "--fasta", str(fasta), "--out", str(out)], capsys)
+    assert code in (0, None), err
+    assert "L1 logistic regression fitted on 2hhb_ab:A, 2hhb_ab:B" in err and "2 contact maps written to" in stdout
+    maps = np.load(out)
+    assert maps["alpha.contacts"].shape == (141, 141) and maps["beta%2F1.contacts"].shape == (146, 146)
+    np.testing.assert_array_equal(maps["alpha.contacts"], maps["alpha.contacts"].T)
+    assert str(maps["alpha.sequence"]) == alpha and json.loads(str(maps["_meta"]))["ids"] == ["alpha", "beta%2F1"]
+    lm = AttentionModel(model)
+    expected = C.predict(lm, st.chain("A"), "2hhb_ab:A", C.ContactRegression.load(model))
+    np.testing.assert_allclose(maps["alpha.contacts"], expected, rtol=1e-5, atol=1e-6)
+    code, _, err = run_cli(["contacts", "--model", str(model), "--fasta", str(fasta)], capsys)
+    assert code == 2 and "give --out FILE.npz" in err
+    joined = write(tmp_path / "j.fasta", f">ab\n{alpha}:{beta}\n")
+    code, _, err = run_cli(["contacts", "--model", str(model), "--fasta", str(joined), "--out", str(out)], capsys)
+    assert code == 2 and "(record ab): one chain per record" in err and np.load(out)["alpha.contacts"].shape
+
+
+def _synthetic_sites(aucs: dict[str, list[list[float]]]):
+    """A SitesResult whose cases have the given per-head AUCs (direction `to`, layer 1, heads 1-2);
+    everything else 0.5. No model: the weighting alone is under test."""
+    from protlm.attention.sites import CaseResult, SiteCase, SitesResult
+
+    results = []
+    for cid, cases in aucs.items():
+        for k, heads in enumerate(cases):
+            auc = np.full((2, 1, 2), 0.5)
+            auc[0, 0] = heads
+            case = SiteCase(cid, f"C{k}", "X", np.array([True, False]), np.zeros((2, 1, 2, 2)))
+            results.append(CaseResult(case, auc, auc / 2, 1, (0.5, 0.0), 0.5))
+    return SitesResult("m", results)
+
+
+def test_sites_headline_weighs_every_complex_the_same():
+    """A 'ribosome' of 8 cases where head 1 works and 3 dimers where head 2 does: pooled over cases, the
+    ribosome chose the head for every dimer and made the headline."""
+    ribosome = [[0.9, 0.6]] * 8
+    summary = _synthetic_sites({"ribo": ribosome, "d1": [[0.4, 0.8]] * 2, "d2": [[0.4, 0.7]] * 2,
+                                "d3": [[0.45, 0.75]] * 2}).summary()  # fmt: skip
+    chosen = {c["complex"]: c["head"] for c in summary["per_complex"]}
+    # each dimer's head is chosen on the other three complexes, each weighing 1/3, not on 12 pooled cases
+    assert chosen == {"ribo": "to L1H2", "d1": "to L1H2", "d2": "to L1H2", "d3": "to L1H2"}
+    per = {c["complex"]: c["auc"] for c in summary["per_complex"]}
+    assert per == pytest.approx({"ribo": 0.6, "d1": 0.8, "d2": 0.7, "d3": 0.75})
+    assert summary["held_out_auc_by_complex"] == pytest.approx({"mean": 0.7125, "std": np.std([0.6, 0.8, 0.7, 0.75]),
+                                                                "n": 4})  # fmt: skip
+    assert summary["held_out_auc"]["mean"] == pytest.approx((8 * 0.6 + 2 * (0.8 + 0.7 + 0.75)) / 14)  # pooled, beside
+    assert summary["held_out_auc"]["n"] == 14 and [c["n_cases"] for c in summary["per_complex"]] == [8, 2, 2, 2]
+
+
+def test_sites_cli_prints_the_headline_by_complex_and_each_complex(model_dir, tmp_path, capsys):
+    shutil.copy(PDB, tmp_path / "first.pdb.gz")
+    shutil.copy(CIF, tmp_path / "second.cif.gz")
+    code, out, err = run_cli(["attention", "sites", "--model", str(model_dir), "--pdb", str(tmp_path),
+                              "--out", str(tmp_path / "s.json")], capsys)  # fmt: skip
+    assert code in (0, None), err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    auc, pooled = summary["held_out_auc_by_complex"], summary["held_out_auc"]
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"model: leave one complex out head AUC {auc['mean']:.3f} ± {auc['std']:.3f}, P@k "
+        f"{summary['held_out_p_at_k_by_complex']['mean']:.3f} over 2 complexes weighted equally; pooled over 4 "
+        f"cases: AUC {pooled['mean']:.3f} ± {pooled['std']:.3f}, P@k {summary['held_out_p_at_k']['mean']:.3f}"
+    )
+    assert [line.split(":")[0] for line in lines[1:3]] == ["  first", "  second"] and "over 2 cases" in lines[1]
 
 
 @pytest.mark.shared

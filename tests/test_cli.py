@@ -66,6 +66,29 @@ def test_train_then_stats(tmp_path, swissprot50, capsys):
     assert (tmp_path / "h.png").stat().st_size > 1000
 
 
+def test_tokenizer_on_too_few_proteins_warns_and_says_what_to_do(tmp_path, swissprot50, capsys):
+    """50 proteins and the default 10,000+ merges: every protein became one token, silently."""
+    code, _, err = run(["tokenizer", "train", "--corpus", str(swissprot50), "--out", str(tmp_path / "t")], capsys)
+    assert code in (0, None), err
+    (warning,) = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert "50 proteins (14,805 residues) are too few for 10,230 merges" in warning
+    assert "(1.0 tokens per protein, 50 proteins one token each)" in warning
+    suggested = re.search(r"train on ~([\d,]+) proteins or more, or ask for --merges ([\d,]+) or fewer", warning)
+    assert suggested and int(suggested[1].replace(",", "")) > 1000
+    # what it suggests is quiet, and no protein is one token any more
+    merges = suggested[2].replace(",", "")
+    code, _, err = run(["tokenizer", "train", "--corpus", str(swissprot50), "--merges", merges,
+                        "--out", str(tmp_path / "t2")], capsys)  # fmt: skip
+    assert code in (0, None) and "warning" not in err, err
+    code, out, _ = run(
+        ["tokenizer", "stats", "--tokenizer", str(tmp_path / "t2"), "--corpus", str(swissprot50)], capsys
+    )
+    assert float(re.search(r"residues per token +([\d.]+)", out)[1]) < 5
+    code, _, err = run(["tokenizer", "train", "--corpus", str(swissprot50), "--kind", "unigram", "--vocab-size", "2000",
+                        "--out", str(tmp_path / "t3")], capsys)  # fmt: skip
+    assert code in (0, None) and "too few for 1,969 learned tokens" in err and "--vocab-size 524 or fewer" in err
+
+
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     bad = write(tmp_path / "bad.fa", ">P1\nMKT\n>Q9H400\nMK#L\n")
     proc = subprocess.run(

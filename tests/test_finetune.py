@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -101,6 +102,33 @@ def test_baseline_and_scratch_on_pairs(pretrained, tmp_path, capsys):
     assert "model scratch (architecture of" in err
     info = json.loads((out / "seed-0" / "model" / "protlm_task.json").read_text())
     assert info["model_source"].startswith("scratch")
+
+
+def test_a_split_with_one_class_prints_n_a_not_nan(tmp_path, capsys):
+    """A one-example test split has no ROC-AUC: the results lines printed `roc_auc nan ± 0.0000`."""
+    lines = (DATA / "pairs_small.tsv").read_text().splitlines()
+    last_dev = max(k for k, line in enumerate(lines) if line.endswith("\tdev"))
+    lines[last_dev] = lines[last_dev].removesuffix("dev") + "test"  # test: one pair, one class
+    pairs = write(tmp_path / "pairs.tsv", "\n".join(lines) + "\n")
+    out, err = finetune(["--task", "ppi", "--data", str(pairs), "--model", "baseline"], capsys, tmp_path)
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.isnan(summary["splits"]["test"]["roc_auc"]["mean"])
+    test_lines = [line for line in err.splitlines() if line.startswith("ppi test")]
+    assert len(test_lines) == 2  # evaluate's line (one seed) and finetune's over seeds
+    assert all("nan" not in line for line in test_lines)
+    assert all(
+        "roc_auc n/a (one class in the split), pr_auc n/a (one class in the split)" in line for line in test_lines
+    )
+    assert re.search(r"ppi test over seeds \[0\]: accuracy \d\.\d{4} ± 0\.0000", err)
+
+
+def test_metric_text_says_why_a_metric_is_undefined():
+    from protlm.tasks.metrics import metric_text
+
+    assert metric_text("roc_auc", 0.81234, 0.01) == "0.8123 ± 0.0100"
+    assert metric_text("spearman", float("nan")) == "n/a (constant labels or predictions)"
+    assert metric_text("accuracy", float("nan"), 0.0) == "n/a (no examples to score)"
+    assert metric_text("mcc", 0.5, digits=3) == "0.500"
 
 
 def test_frozen_encoder_residue_task(pretrained, tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from protlm.pairs import (
     sample_negatives,
     split_pairs,
 )
+from protlm.pairs.splits import empty_split_warning
 from protlm.pairs.string import StringOptions
 
 
@@ -63,6 +65,29 @@ def test_build_and_stats_cli(tmp_path, data_dir, capsys):
         main(["pairs", "stats", str(tmp_path / "p"), "--tokenizer", str(data_dir / "tokenizer_bpe300")])
     stats = json.loads(capsys.readouterr().out)
     assert stats["pairs"] == len(rows) and stats["tokens_per_pair"]["max"] > 0
+
+
+def test_strict_split_with_an_empty_dev_warns_and_says_what_to_do(tmp_path, data_dir, capsys):
+    """80 pairs of 96 proteins: a strict split left dev without a pair and said nothing."""
+    args = ["pairs", "build", "--pairs", str(data_dir / "ppi_pairs_small.tsv"), "--sequences",
+            str(data_dir / "ppi_sequences.fasta")]  # fmt: skip
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "strict")])
+    err = capsys.readouterr().err
+    assert e.value.code in (0, None), err
+    report = json.loads((tmp_path / "strict" / "report.json").read_text())
+    assert report["sizes"]["dev"] == {"positives": 0, "negatives": 0}
+    (warning,) = report["warnings"]
+    assert warning.startswith("warning: no positive pairs in dev: a strict split keeps a pair only when both")
+    assert "use --split random" in warning and warning in err.splitlines()
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--out", str(tmp_path / "random"), "--split", "random"])  # what the warning suggests
+    err = capsys.readouterr().err
+    assert e.value.code in (0, None) and "warning" not in err, err
+    assert json.loads((tmp_path / "random" / "report.json").read_text())["warnings"] == []
+    assert empty_split_warning({"train": {"positives": 3}}, "random") == (
+        "warning: no positive pairs in dev and test: give more pairs"
+    )  # STRING reports list only the splits it wrote
 
 
 def test_malformed_pair_files(tmp_path, data_dir):
@@ -207,6 +232,33 @@ def test_from_lmdb_cli(tmp_path, data_dir, capsys):
         )
     assert e.value.code in (0, None)
     assert [p.split for p in read_pairs(tmp_path / "p.parquet")] == ["dev"] * 4
+
+
+@pytest.mark.parametrize("out", ["existing/", "new_dir", "new_dir/", "p.csv", "p.tsv.gz", "p.parquet"])
+def test_from_lmdb_out_is_what_pairs_stats_reads(tmp_path, data_dir, capsys, out):
+    """`--out DIR/` wrote a Parquet file named DIR, and `.csv` a Parquet file: `pairs stats` refused both."""
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["pairs", "from-lmdb", str(data_dir / "human_ppi_small.lmdb"), "--out", f"{tmp_path}/{out}"])
+    assert e.value.code in (0, None)
+    written = capsys.readouterr().out.strip().rsplit(" written to ", 1)[1]
+    in_dir = "." not in out
+    assert written == str(tmp_path / out.rstrip("/") / "pairs.parquet" if in_dir else tmp_path / out)
+    if out.endswith(".csv"):
+        assert Path(written).read_text().startswith("id_a,id_b,seq_a,seq_b,label,split\n")
+    with pytest.raises(SystemExit) as e:
+        main(["pairs", "stats", f"{tmp_path}/{out}"])  # the directory itself, as `pairs build` output
+    assert e.value.code in (0, None)
+    assert json.loads(capsys.readouterr().out)["pairs"] == 4
+
+
+def test_from_lmdb_out_of_no_known_format_is_refused_before_reading(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["pairs", "from-lmdb", str(tmp_path / "missing.lmdb"), "--out", str(tmp_path / "pairs.dat")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "pairs.dat: unknown pair table format; name a .parquet, .tsv or .csv file" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_string_builder_groups_keep_clusters_on_one_side(tmp_path, data_dir):

@@ -14,6 +14,7 @@ methods: same batching, same long-protein windows, same outputs; `score_variants
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from protlm.tasks.batches import build_taskset
 from protlm.tasks.data import Example
 from protlm.tasks.kinds import states
 from protlm.tasks.predict import predict_logits
+
+FILL_MASK = "<mask>"  # what `fill` takes for a masked residue, whatever the tokenizer's own mask token
 
 
 @dataclass
@@ -162,24 +165,17 @@ class ProtLM:
     # ------------------------------------------------------------------ masked-residue prediction
 
     def fill(self, text: str, top_k: int = 5) -> list[list[tuple[str, float]]]:
-        """Top-k tokens (residue strings) with probabilities for every `<mask>` in `text`."""
+        """Top-k tokens (residue strings) with probabilities for every mask in `text`: `<mask>` with any
+        tokenizer (ProtBERT's `[MASK]` is accepted too), so one command line works with every backbone."""
         import torch
 
         if self.info is not None:
             raise ProtlmError(f"{self.path}: fill needs a pre-trained masked LM, not a fine-tuned model")
         if self._mlm is None:
             self._mlm = self.model_dir.masked_lm().to(self.device).eval()
-        mask = self.tokenizer.mask_token
-        if mask not in text:
-            raise ProtlmError(f"no {mask} in the input: write e.g. MKT{mask}LLV")
-        try:  # residues validated and upper-cased around the masks
-            clean = mask.join(ResiduePolicy().clean(part) if part else "" for part in text.split(mask))
-        except ValueError as e:
-            raise ProtlmError(f"fill input: {e}") from None
-        pieces = clean.split(mask)  # residues between the masks, each encoded, the masks put back
-        parts = [self.tokenizer.encode(p) if p else np.zeros(0, np.int64) for p in pieces]
-        content = np.concatenate([x for k, p in enumerate(parts) for x in ((p,) if k == 0 else
-                                  (np.array([self.tokenizer.mask_token_id]), p))])  # fmt: skip
+        parts = [self.tokenizer.encode(p) if p else np.zeros(0, np.int64) for p in self._fill_pieces(text)]
+        mask_id = np.array([self.tokenizer.mask_token_id])
+        content = np.concatenate([x for k, p in enumerate(parts) for x in ((p,) if k == 0 else (mask_id, p))])
         ids = torch.from_numpy(self.tokenizer.assemble([content]))[None]
         with torch.inference_mode():
             logits = self._mlm(input_ids=ids.to(self.device), attention_mask=torch.ones_like(ids).to(self.device))
@@ -198,6 +194,19 @@ class ProtLM:
                 [(self.tokenizer.convert_ids_to_tokens(int(i)), float(p)) for p, i in zip(*top, strict=True)]
             )
         return results
+
+    def _fill_pieces(self, text: str) -> list[str]:
+        """The validated, upper-cased residues between the masks of `text`. The user writes `<mask>`
+        whatever the model (the help and the docs say so); the tokenizer's own mask token (`[MASK]`
+        for BERT-style vocabularies) means the same, so text copied from the model's card works too."""
+        marks = {FILL_MASK, self.tokenizer.mask_token}
+        pieces = re.split("|".join(re.escape(m) for m in sorted(marks, key=len, reverse=True)), text)
+        if len(pieces) == 1:
+            raise ProtlmError(f"no {FILL_MASK} in the input: write e.g. MKT{FILL_MASK}LLV")
+        try:
+            return [ResiduePolicy().clean(p) if p else "" for p in pieces]
+        except ValueError as e:
+            raise ProtlmError(f"fill input: {e}") from None
 
     # ------------------------------------------------------------------ zero-shot variant effects
 

@@ -108,7 +108,12 @@ class ContactRegression:
 
 
 def chain_features(model: AttentionModel, chain: Chain, rid: str) -> np.ndarray:
-    return features(model((chain.sequence,), rid, (chain.name,)).attention)
+    return sequence_features(model, chain.sequence, rid, chain.name)
+
+
+def sequence_features(model: AttentionModel, sequence: str, rid: str, name: str | None = None) -> np.ndarray:
+    """(N, N, L * H) features of one protein encoded alone: nothing but its sequence is needed."""
+    return features(model((sequence,), rid, (name or rid,)).attention)
 
 
 def fit(model: AttentionModel, chains: list[tuple[str, Chain]], c: float = 0.15, seed: int = 0) -> ContactRegression:
@@ -144,12 +149,20 @@ def method(model: AttentionModel, regression: ContactRegression | None) -> str:
 
 
 def predict(model: AttentionModel, chain: Chain, rid: str, regression: ContactRegression | None) -> np.ndarray:
-    """(N, N) symmetric contact scores: a fitted regression's probabilities; else ESM-2's own contact
-    head where the model has one; else the mean APC map."""
+    """(N, N) contact scores of a structure's chain (its sequence alone: `predict_sequence`)."""
+    return predict_sequence(model, chain.sequence, rid, regression)
+
+
+def predict_sequence(
+    model: AttentionModel, sequence: str, rid: str, regression: ContactRegression | None
+) -> np.ndarray:
+    """(N, N) symmetric contact scores from the sequence alone, as ESM's contact head: a fitted
+    regression's probabilities; else ESM-2's own contact head where the model has one; else the mean
+    APC map. A structure is needed only to fit the regression and to measure precision."""
     if regression is None and model.has_contact_head:
-        scores = model.esm_contacts(chain.sequence)
+        scores = model.esm_contacts(sequence)
         return (scores + scores.T) / 2
-    feats = chain_features(model, chain, rid)
+    feats = sequence_features(model, sequence, rid)
     if regression is not None:
         if len(regression.coef) != feats.shape[-1]:
             raise ProtlmError(
@@ -159,3 +172,40 @@ def predict(model: AttentionModel, chain: Chain, rid: str, regression: ContactRe
     else:
         scores = feats.mean(-1)
     return (scores + scores.T) / 2
+
+
+def write_contact_maps(model: AttentionModel, records, regression: ContactRegression | None, out: Path,
+                       source: str | Path) -> int:  # fmt: skip
+    """`OUT.npz` with `ID.contacts` (N, N) float32 scores and `ID.sequence` per record, and `_meta`
+    (JSON: model, how the scores were made). Members are named as `attention export` names them, written
+    as computed, into a temporary file renamed into place; a record too long for the model is an error
+    naming it. Returns the count."""
+    import json
+    import zipfile
+
+    from protlm.attention.maps import TooLong, write_npz_member
+    from protlm.errors import InputError
+    from protlm.io.atomic import atomic_open
+    from protlm.io.embeddings import member_name
+
+    written: list[str] = []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(out, "wb") as fh, zipfile.ZipFile(fh, "w", allowZip64=True) as zf:
+        for rec in records:
+            name = member_name(rec.id)
+            if name in written:
+                raise ProtlmError(f"{out}: id {rec.id!r} is written twice (output names must be unique)")
+            written.append(name)
+            if ":" in rec.seq:  # io.inference.CHAIN_SEP: contacts are of one chain encoded alone
+                raise InputError(
+                    source, "one chain per record: contacts of chains joined by ':' are not made", record=rec.id
+                )
+            try:
+                scores = predict_sequence(model, rec.seq, rec.id, regression)
+            except TooLong as e:
+                raise InputError(source, e.reason, record=rec.id) from None
+            write_npz_member(zf, f"{name}.contacts", scores.astype(np.float32))
+            write_npz_member(zf, f"{name}.sequence", np.array(rec.seq))
+        meta = {"model": str(model.path), "scores": method(model, regression), "ids": written}
+        write_npz_member(zf, "_meta", np.array(json.dumps(meta)))
+    return len(written)

@@ -177,13 +177,13 @@ def export(model: AttentionModel, inputs: list[tuple[str, tuple[str, ...], tuple
             }  # fmt: skip
             arrays |= {f"{name}.{key}": value for key, value in (extra or {}).get(rid, {}).items()}
             for name, value in arrays.items():
-                _write_member(zf, name, value)
+                write_npz_member(zf, name, value)
             del att, arrays
-        _write_member(zf, "_meta", np.array(json.dumps(meta)))
+        write_npz_member(zf, "_meta", np.array(json.dumps(meta)))
     return out
 
 
-def _write_member(zf, name: str, value: np.ndarray) -> None:
+def write_npz_member(zf, name: str, value: np.ndarray) -> None:
     """One `.npy` member of an NPZ, as `np.savez` writes it (readable by `np.load`)."""
     with zf.open(name + ".npy", "w", force_zip64=True) as member:
         np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)

@@ -138,16 +138,21 @@ def sites_report(path, result: SitesResult, model, structures: dict, reference: 
         f"{len(summary['complexes'])} complexes: {html.escape(', '.join(summary['complexes']))}. Head selection: "
         f"{html.escape(summary['selection'])}.</p>",
     )
-    rows = [["model (held-out head)", summary["held_out_auc"]["mean"], summary["held_out_auc"]["std"],
-             summary["held_out_p_at_k"]["mean"]],
-            ["random scores", summary["random_auc"]["mean"], summary["random_auc"]["std"],
+    ref = reference.summary() if reference is not None else None
+    rows = [*_headline_rows("model (held-out head)", summary),
+            *(_headline_rows(f"reference {Path(reference.model).name} (held-out head)", ref) if ref else []),
+            ["random scores, by complex", summary["random_auc_by_complex"]["mean"],
+             summary["random_auc_by_complex"]["std"], summary["random_p_at_k"]["mean"]],
+            ["random scores, pooled over cases", summary["random_auc"]["mean"], summary["random_auc"]["std"],
              summary["random_p_at_k"]["mean"]]]  # fmt: skip
-    if reference is not None:
-        ref = reference.summary()
-        rows.insert(1, [f"reference {Path(reference.model).name} (held-out head)", ref["held_out_auc"]["mean"],
-                        ref["held_out_auc"]["std"], ref["held_out_p_at_k"]["mean"]])  # fmt: skip
-    rep.text("Interface ROC-AUC", "")
+    rep.text("Interface ROC-AUC", "<p>By complex: the mean over complexes of each complex's mean over its "
+             "cases, every complex weighing the same (the headline). Pooled: the mean over all cases, where "
+             "a complex with many chain pairs weighs more.</p>")  # fmt: skip
     rep.table(["scores", "AUC mean", "AUC std", "precision at k"], rows)
+    rep.text("Per complex", "")
+    rep.table(["complex", "cases", "held-out head", "AUC", "P@k", "random AUC"],
+              [[c["complex"], c["n_cases"], c["head"], c["auc"], c["p_at_k"], c["random_auc"]]
+               for c in summary["per_complex"]])  # fmt: skip
     mean, _ = result.per_head("auc")
     rep.figure(head_heatmap(mean, "mean AUC"), "head_auc", "Interface ROC-AUC of every head, mean over cases.")
     if reference is not None:
@@ -171,6 +176,14 @@ def sites_report(path, result: SitesResult, model, structures: dict, reference: 
         rep.figure(attention_heatmap(att.block(0, 1)[layer, head], ia, ib, title, (a, b)), f"attention_{cid}_{a}{b}",
                    f"Attention from residues of {a} to residues of {b} in the head selected for {h['case']}.")  # fmt: skip
     return rep.write()
+
+
+def _headline_rows(name: str, summary: dict) -> list[list]:
+    """A model's held-out AUC by complex (the headline) and pooled over cases."""
+    return [[f"{name}, by complex", summary["held_out_auc_by_complex"]["mean"],
+             summary["held_out_auc_by_complex"]["std"], summary["held_out_p_at_k_by_complex"]["mean"]],
+            [f"{name}, pooled over cases", summary["held_out_auc"]["mean"], summary["held_out_auc"]["std"],
+             summary["held_out_p_at_k"]["mean"]]]  # fmt: skip
 
 
 def _parse_head(name: str) -> tuple[int, int, int]:

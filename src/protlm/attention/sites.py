@@ -12,6 +12,10 @@ many random permutations).
 Heads are never chosen and scored on the same complex: over a folder, the best head is chosen on
 all other complexes (leave one complex out) and scored on the held-out one. With one complex, the
 best head is reported as in-sample (optimistic) and marked so.
+
+Complexes weigh equally: one ribosome has more chain pairs than a dozen dimers together, so the
+head choice and the headline AUC average each complex's mean over its cases; the mean pooled over
+cases and the per-complex means are reported beside it.
 """
 
 from __future__ import annotations
@@ -110,28 +114,41 @@ class SitesResult:
         values = np.stack([getattr(r, metric) for r in self.results])
         return np.nanmean(values, 0), np.nanstd(values, 0)
 
+    def by_complex(self) -> dict[str, list[CaseResult]]:
+        """The cases of each complex, complexes in input order."""
+        groups: dict[str, list[CaseResult]] = {}
+        for r in self.results:
+            groups.setdefault(r.case.complex, []).append(r)
+        return groups
+
     def held_out(self) -> list[dict]:
-        """Leave one complex out: the head with the best mean AUC on the other complexes, scored here.
-        With a single complex the head is chosen on it (in-sample, marked)."""
-        complexes = list(dict.fromkeys(r.case.complex for r in self.results))
+        """Leave one complex out: the head with the best AUC on the other complexes, scored here. The other
+        complexes weigh equally (the mean of each one's mean over its cases): pooled over cases, one
+        ribosome of fifty chain pairs would choose the head for every other complex. With a single
+        complex the head is chosen on it (in-sample, marked)."""
+        groups = self.by_complex()
+        means = {c: np.nanmean(np.stack([r.auc for r in rs]), 0) for c, rs in groups.items()}  # (2, L, H) each
         out = []
-        for c in complexes:
-            train = [r.auc for r in self.results if r.case.complex != c]
-            in_sample = not train
-            pool = train or [r.auc for r in self.results]
-            head = np.unravel_index(np.nanargmax(np.nanmean(np.stack(pool), 0)), self.shape)
-            for r in (r for r in self.results if r.case.complex == c):
+        for c, results in groups.items():
+            others = [m for k, m in means.items() if k != c]
+            in_sample = not others
+            head = np.unravel_index(np.nanargmax(np.nanmean(np.stack(others or [means[c]]), 0)), self.shape)
+            for r in results:
                 out.append({
-                    "case": r.case.name, "head": head_name(head), "in_sample": in_sample,
+                    "case": r.case.name, "complex": c, "head": head_name(head), "in_sample": in_sample,
                     "auc": float(r.auc[head]), "p_at_k": float(r.p_at_k[head]), "k": r.k,
                     "random_auc": r.random_auc[0], "random_p_at_k": r.random_p_at_k,
                 })  # fmt: skip
         return out
 
     def summary(self) -> dict:
+        """Every number of the analysis. The headline (`held_out_auc_by_complex`) is the mean over
+        complexes of each complex's mean over its cases, so every complex weighs the same; the mean
+        pooled over all cases (`held_out_auc`) stays beside it, as do the per-complex means."""
         held = self.held_out()
         mean, std = self.per_head("auc")
         best = np.unravel_index(np.nanargmax(mean), self.shape)
+        complexes = per_complex(held)
         return {
             "model": self.model,
             "n_cases": len(self.results),
@@ -139,6 +156,10 @@ class SitesResult:
             "skipped": self.skipped,
             "selection": "leave one complex out" if not any(h["in_sample"] for h in held) else "in-sample (1 complex)",
             "held_out": held,
+            "held_out_auc_by_complex": _mean_std([c["auc"] for c in complexes]),
+            "held_out_p_at_k_by_complex": _mean_std([c["p_at_k"] for c in complexes]),
+            "random_auc_by_complex": _mean_std([c["random_auc"] for c in complexes]),
+            "per_complex": complexes,
             "held_out_auc": _mean_std([h["auc"] for h in held]),
             "held_out_p_at_k": _mean_std([h["p_at_k"] for h in held]),
             "random_auc": _mean_std([r.random_auc[0] for r in self.results]),
@@ -152,6 +173,18 @@ class SitesResult:
                 for r in self.results
             ],
         }  # fmt: skip
+
+
+def per_complex(held: list[dict]) -> list[dict]:
+    """Each complex's held-out head and its mean AUC, P@k and random AUC over the complex's cases."""
+    groups: dict[str, list[dict]] = {}
+    for h in held:
+        groups.setdefault(h["complex"], []).append(h)
+    return [
+        {"complex": c, "n_cases": len(hs), "head": hs[0]["head"],
+         **{k: float(np.nanmean([h[k] for h in hs])) for k in ("auc", "p_at_k", "random_auc", "random_p_at_k")}}
+        for c, hs in groups.items()
+    ]  # fmt: skip
 
 
 def head_name(index) -> str:

@@ -100,6 +100,19 @@ def export_cmd(
     typer.echo(f"{len(inputs):,} attention maps written to {out}")
 
 
+def _echo_sites(name: str, s: dict) -> None:
+    """The headline (every complex weighs the same), the mean pooled over cases beside it, then each
+    complex's mean: one large complex (a ribosome) would otherwise stand for the whole set."""
+    auc, p = s["held_out_auc_by_complex"], s["held_out_p_at_k_by_complex"]
+    pooled, pooled_p = s["held_out_auc"], s["held_out_p_at_k"]
+    typer.echo(f"{name}: {s['selection']} head AUC {auc['mean']:.3f} ± {auc['std']:.3f}, P@k {p['mean']:.3f} "
+               f"over {auc['n']} complexes weighted equally; pooled over {s['n_cases']} cases: AUC "
+               f"{pooled['mean']:.3f} ± {pooled['std']:.3f}, P@k {pooled_p['mean']:.3f}")  # fmt: skip
+    for c in s["per_complex"]:
+        typer.echo(f"  {c['complex']}: AUC {c['auc']:.3f}, P@k {c['p_at_k']:.3f} (random {c['random_auc']:.3f}) "
+                   f"over {c['n_cases']} cases, head {c['head']}")  # fmt: skip
+
+
 @attention_app.command("sites")
 def sites_cmd(
     model: ModelOpt,
@@ -130,11 +143,10 @@ def sites_cmd(
     if ref is not None:
         summary["reference"] = ref.summary()
     for name, s in [("model", summary), *([("reference", summary["reference"])] if ref else [])]:
-        auc, p = s["held_out_auc"], s["held_out_p_at_k"]
-        typer.echo(f"{name}: {s['selection']} head AUC {auc['mean']:.3f} ± {auc['std']:.3f}, P@k {p['mean']:.3f} "
-                   f"over {s['n_cases']} cases")  # fmt: skip
-    r = summary["random_auc"]
-    typer.echo(f"random scores: AUC {r['mean']:.3f} ± {r['std']:.3f}, P@k {summary['random_p_at_k']['mean']:.3f}")
+        _echo_sites(name, s)
+    r, pooled = summary["random_auc_by_complex"], summary["random_auc"]
+    typer.echo(f"random scores: AUC {r['mean']:.3f} ± {r['std']:.3f} by complex, {pooled['mean']:.3f} pooled, "
+               f"P@k {summary['random_p_at_k']['mean']:.3f}")  # fmt: skip
     best = summary["best_head_over_all_cases"]
     typer.echo(f"best head over all cases (chosen and scored on the same cases): {best['head']} AUC {best['auc']:.3f}")
     if out is not None:
@@ -153,6 +165,10 @@ def contacts_cmd(
     ctx: typer.Context,
     model: option("model", str | None) = None,
     pdb: option("pdb", Path | None, note="One file.") = None,
+    fasta: Annotated[
+        Path | None,
+        typer.Option(help="Sequences alone (FASTA, or a table): contact maps without a structure, into --out .npz."),
+    ] = None,
     chain: Annotated[str | None, typer.Option(help="Chain to score (default: every protein chain).")] = None,
     regression: Annotated[
         Path | None, typer.Option(help="Dir of contact_regression.safetensors (default: the model dir).")
@@ -161,11 +177,12 @@ def contacts_cmd(
     report: option("report", Path | None) = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Contact precision at L, L/2, L/5 (short, medium, long range) of a structure's chains."""
+    """Contact precision at L, L/2, L/5 (short, medium, long range) of a structure's chains; with
+    --fasta, contact maps of sequences alone (no structure), as ESM's contact head gives them."""
     if ctx.invoked_subcommand is not None:
         return
-    if model is None or pdb is None:
-        raise ProtlmError("give --model DIR and --pdb FILE (or use `protlm contacts fit`)")
+    if model is None or (pdb is None) == (fasta is None):
+        raise ProtlmError("give --model DIR and one of --pdb FILE or --fasta FILE (or use `protlm contacts fit`)")
     from protlm.attention import contacts as C
     from protlm.attention.maps import AttentionModel
     from protlm.attention.structures import contact_map, read_structure
@@ -175,6 +192,9 @@ def contacts_cmd(
     reg = C.ContactRegression.load(regression or lm.path)
     note = C.method(lm, reg)
     typer.echo(note, err=True)
+    if fasta is not None:
+        _contacts_of_sequences(lm, reg, fasta, out)
+        return
     st = read_structure(pdb)
     results, shown = {}, []
     for name in [chain] if chain else list(st.chains):
@@ -194,6 +214,23 @@ def contacts_cmd(
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, {"structure": st.path, "model": str(model), "scores": note, "chains": results})
         typer.echo(f"results: {out}")
+
+
+def _contacts_of_sequences(lm, reg, fasta: Path, out: Path | None) -> None:
+    """`contacts --fasta`: every record's (N, N) contact scores into an NPZ (what ESM's contact head
+    gives from a sequence); the maps are written, not printed, as there is no structure to score."""
+    from protlm.attention import contacts as C
+    from protlm.io import ResiduePolicy, SkipReport
+    from protlm.io.inference import read_inputs
+
+    if out is None or out.suffix != ".npz":
+        raise ProtlmError("contacts --fasta writes maps: give --out FILE.npz")
+    report = SkipReport(str(fasta))
+    records = list(read_inputs(fasta, ResiduePolicy(), report))
+    _log(report.summary())
+    report.require_used()
+    n = C.write_contact_maps(lm, records, reg, out, fasta)
+    typer.echo(f"{n:,} contact maps written to {out} (ID.contacts: N x N scores)")
 
 
 @contacts_app.command("fit")

@@ -61,10 +61,12 @@ def tokenizer_train(
         raise ProtlmError("give --vocab-size or --merges, not both")
     size = vocab_size_for_merges(kind, merges) if merges is not None else (vocab_size or DEFAULT_VOCAB_SIZE)
     report = SkipReport(corpus)
-    tok = train_from_corpus(
-        open_corpus(corpus, id_col, seq_col), out, kind, size, residue_policy(strict, max_length), report, max_sequences
-    )
+    warnings: list[str] = []
+    tok = train_from_corpus(open_corpus(corpus, id_col, seq_col), out, kind, size,
+                            residue_policy(strict, max_length), report, max_sequences, log=warnings.append)  # fmt: skip
     typer.echo(report.summary(), err=True)
+    for line in warnings:  # after the summary, where the counts it speaks of are
+        typer.echo(line, err=True)
     typer.echo(f"{kind} tokenizer with {len(tok):,} tokens written to {out}")
 
 
@@ -127,6 +129,8 @@ def pairs_build(
         typer.echo(f"dropped {n:,} {reason}", err=True)
     for name, n in report["negatives_short"].items():
         typer.echo(f"{name}: {n:,} negatives short (too few non-binding protein pairs in the split)", err=True)
+    for warning in report["warnings"]:
+        typer.echo(warning, err=True)
     typer.echo(json.dumps(report["sizes"]))
     typer.echo(f"{report['rows']:,} pairs written to {out / 'pairs.parquet'} (report: {out / 'report.json'})")
 
@@ -159,6 +163,8 @@ def pairs_build_string(
                                 groups=groups, policy=residue_policy(strict, None))  # fmt: skip
     typer.echo(report["sequences_read"], err=True)
     typer.echo(json.dumps(report, indent=2))
+    for warning in report["warnings"]:
+        typer.echo(warning, err=True)
     typer.echo(f"pairs written to {out}", err=True)
 
 
@@ -192,7 +198,7 @@ def pairs_prepare(
 @pairs_app.command("from-lmdb")
 def pairs_from_lmdb(
     lmdb_path: Annotated[Path, typer.Argument(help="PEER/TAPE PPI LMDB (primary_1, primary_2, interaction).")],
-    out: option("out", Path, note="a pair table (.parquet or .tsv)."),
+    out: option("out", Path, note="a pair table (.parquet, .tsv or .csv) or a directory (DIR/pairs.parquet)."),
     split: option("split", note="The name these pairs get: train, dev or test.") = "train",
     strict: StrictOpt = False,
 ) -> None:
@@ -200,10 +206,11 @@ def pairs_from_lmdb(
     from protlm.io import SkipReport
     from protlm.pairs import write_pairs
     from protlm.pairs.lmdb_ppi import read_ppi_lmdb
-    from protlm.pairs.table import SPLITS
+    from protlm.pairs.table import SPLITS, pair_table_path
 
     if split not in SPLITS:
         raise ProtlmError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    out = pair_table_path(out)  # before the LMDB is read: a name of no known format is refused first
     report = SkipReport(str(lmdb_path))
     n = write_pairs(read_ppi_lmdb(lmdb_path, split, residue_policy(strict, None), report), out)
     typer.echo(report.summary(), err=True)

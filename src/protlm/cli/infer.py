@@ -234,13 +234,22 @@ def _predict_ranked(ranks, lm, inputs: list, header: str, out: Path) -> int:
 
 
 def fill_cmd(
-    text: Annotated[str, typer.Argument(help="A sequence with <mask> where residues are to be predicted.")],
+    text: Annotated[
+        str, typer.Argument(help="A sequence with <mask> at the residues to predict (any model; [MASK] too).")
+    ],
     model: option("model", note="A masked LM."),
     top_k: option("top_k", int, note="Candidates per mask.") = 5,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Masked-residue prediction: the top-k tokens (residue strings) for every <mask>."""
+    """Masked-residue prediction: the top-k tokens (residue strings) for every <mask>, with their
+    probabilities to three significant digits (e.g. 0.412, 0.000213, 1.2e-05)."""
     from protlm.api import load
 
     for k, candidates in enumerate(load(model, device).fill(text, top_k)):
-        typer.echo(f"mask {k + 1}: " + "  ".join(f"{tok} {p:.3f}" for tok, p in candidates))
+        typer.echo(f"mask {k + 1}: " + "  ".join(f"{tok} {probability_text(p)}" for tok, p in candidates))
+
+
+def probability_text(p: float) -> str:
+    """Three significant digits, not three decimals: over a 10k-token BPE vocabulary every candidate's
+    probability is below 0.001, and `0.000` for all of them would hide their order."""
+    return f"{p:.3g}"

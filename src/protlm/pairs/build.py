@@ -12,7 +12,7 @@ from protlm.errors import ProtlmError
 from protlm.io import ResiduePolicy, SkipReport
 from protlm.io.atomic import refuse_links, write_json
 from protlm.pairs.generic import read_id_pairs
-from protlm.pairs.splits import sample_negatives, split_pairs
+from protlm.pairs.splits import empty_split_warning, sample_negatives, split_pairs
 from protlm.pairs.table import SPLITS, Pair, read_pairs, write_pairs
 
 BUILTIN = "omnipath_human_pairs.parquet"
@@ -65,6 +65,7 @@ def build_pairs(
         },
         "negative_rule": "random pairs of proteins of the same split, never a known positive, never a self-pair",
         "seed": seed,
+        "warnings": [w for w in (empty_split_warning(sizes, split),) if w],
     }
     write_json(out / "report.json", result)
     return result

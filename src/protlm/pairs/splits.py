@@ -56,6 +56,22 @@ def split_pairs(
     return out, dropped
 
 
+def empty_split_warning(sizes: dict, mode: str) -> str:
+    """A warning ('' when none) naming the splits that came out without a positive pair. A strict split
+    keeps a pair only when both proteins fall in one split, so on a small or densely linked set (80
+    pairs of 96 proteins) dev can end up empty, and `finetune` would have nothing to select on."""
+    empty = [s for s in SPLITS if not (sizes.get(s) or {}).get("positives")]
+    if not empty:
+        return ""
+    why = (
+        "a strict split keeps a pair only when both proteins fall in the same split; give more pairs, or use "
+        "--split random (pairs split at random: a protein may then be seen in training and in evaluation)"
+        if mode == "strict"
+        else "give more pairs"
+    )
+    return f"warning: no positive pairs in {' and '.join(empty)}: {why}"
+
+
 def sample_negatives(positives: list[Pair], per_positive: float = 1.0, seed: int = 0) -> list[Pair]:
     """Label-0 pairs drawn within each split from that split's proteins, by the one sampler
     (`NegativePool`): never a known positive (of any split), a self-pair or another organism's

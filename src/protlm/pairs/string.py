@@ -41,6 +41,7 @@ from protlm.io.atomic import new_temp_dir, output_dir, write_json
 from protlm.io.duck import check_memory_limit, connect, write_parquet
 from protlm.io.fasta import MAX_HEADER
 from protlm.io.tables import bounded_lines
+from protlm.pairs.splits import empty_split_warning
 
 OVERSAMPLE = 4  # candidate partners drawn per wanted negative before rejection
 _WORD = re.compile(r"[A-Za-z0-9_]+")
@@ -326,6 +327,7 @@ def _build(
     report["negatives"] = con.execute("SELECT count(*) FROM neg").fetchone()[0]
     report["negatives_short"] = max(0, round(opts.negatives_per_positive * kept) - report["negatives"])
     report |= _write_pairs(con, out, opts.max_tokens if tokenizer is not None else None, _overhead(tokenizer))
+    report["warnings"] = [w for w in (empty_split_warning(report["sizes"], opts.split),) if w]
     return report
 
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from protlm.errors import InputError
+from protlm.errors import InputError, ProtlmError
 from protlm.io import ResiduePolicy, SkipReport, iter_table_rows, looks_nucleotide
-from protlm.io.atomic import atomic_open
-from protlm.io.tables import table_header
+from protlm.io.atomic import atomic_open, output_dir
+from protlm.io.tables import table_header, table_kind
 from protlm.io.validate import check_id
 
 PAIR_COLUMNS = ("id_a", "id_b", "seq_a", "seq_b", "label", "split")
@@ -79,20 +79,37 @@ def read_pairs(
             yield Pair(row["id_a"], row["id_b"], seq_a, seq_b, int(label in ("1", "1.0", "True", "true")), split)
 
 
+def pair_table_path(out: str | Path) -> Path:
+    """Where a pair table asked for as `out` is written. A directory (one that exists, or a name without
+    an extension, which is what `--out DIR/` reaches us as) gets `pairs.parquet` inside, as `pairs build`
+    writes it and `pairs stats DIR` reads it: an extensionless file would be Parquet that no reader
+    recognises. A file name must say its format, as readers take the format from the name."""
+    out = Path(out)
+    if out.is_dir() or not out.suffix:
+        return output_dir(out) / "pairs.parquet"
+    try:
+        table_kind(out)
+    except InputError:
+        raise ProtlmError(f"{out}: unknown pair table format; name a .parquet, .tsv or .csv file "
+                          "(optionally .gz), or a directory (pairs.parquet is written inside)") from None  # fmt: skip
+    return out
+
+
 def write_pairs(pairs: Iterable[Pair], path: str | Path) -> int:
-    """Write pairs as Parquet (or TSV if the name ends in .tsv). Returns the count."""
+    """Write pairs to `path` in the format its name says (`pair_table_path`: .parquet, .tsv or .csv,
+    optionally .gz; a directory gets pairs.parquet). Returns the count."""
     import pandas as pd
 
     df = pd.DataFrame([_asdict(p) for p in pairs], columns=list(PAIR_COLUMNS))
-    path = Path(path)
+    path = pair_table_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    kind = table_kind(path)
     with atomic_open(path, "wb") as fh:
-        if path.name.endswith(".tsv.gz"):
-            df.to_csv(fh, sep="\t", index=False, compression="gzip")
-        elif path.name.endswith(".tsv"):
-            df.to_csv(fh, sep="\t", index=False)
-        else:
+        if kind == "parquet":
             df.to_parquet(fh, index=False)
+        else:
+            gzip = "gzip" if path.name.lower().endswith(".gz") else None
+            df.to_csv(fh, sep="\t" if kind == "tsv" else ",", index=False, compression=gzip)
     return len(df)
 
 

@@ -173,7 +173,7 @@ def evaluate_model(
             "seconds": time.perf_counter() - t0,
         }
         spec.kind.report(y, prob, data.labels, ids, out, split, f"{spec.name} {split} ({len(examples):,})")
-        log(f"{spec.name} {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()) + f" (n={len(y):,})"
-            + (f" - {constant}" if constant else ""))  # fmt: skip
+        log(f"{spec.name} {split}: " + ", ".join(f"{k} {M.metric_text(k, v)}" for k, v in scores.items())
+            + f" (n={len(y):,})" + (f" - {constant}" if constant else ""))  # fmt: skip
     write_json(out / "results.json", results)
     return results

@@ -261,7 +261,7 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
     for split, scores in summary["splits"].items():
         log(
             f"{spec.name} {split} over seeds {cfg.seeds}: "
-            + ", ".join(f"{k} {v['mean']:.4f} ± {v['std']:.4f}" for k, v in scores.items())
+            + ", ".join(f"{k} {M.metric_text(k, v['mean'], v['std'])}" for k, v in scores.items())
         )
     for split, seeds in summary["constant"].items():
         log(f"{spec.name} {split}: " + "; ".join(f"seed {seed} {note}" for seed, note in seeds.items()))

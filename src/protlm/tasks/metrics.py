@@ -51,6 +51,25 @@ def compute(names: tuple[str, ...], y: np.ndarray, prob: np.ndarray) -> dict[str
     return {name: METRICS[name](y, prob) for name in names}
 
 
+# Why a metric has no value on a split (nan), by metric, as the results lines say it.
+UNDEFINED = {
+    "roc_auc": "one class in the split",
+    "pr_auc": "one class in the split",
+    "label_roc_auc": "no label with both classes in the split",
+    "spearman": "constant labels or predictions",
+    "pearson": "constant labels or predictions",
+}
+
+
+def metric_text(name: str, value: float, std: float | None = None, digits: int = 4) -> str:
+    """A metric as the results lines print it: `0.8123`, `0.8123 ± 0.0100` over seeds, or `n/a (one class
+    in the split)` where it is undefined: a one-example split printed `roc_auc nan ± 0.0000`, which reads
+    as a failure of the run rather than of the split."""
+    if value is None or np.isnan(value):
+        return f"n/a ({UNDEFINED.get(name, 'no examples to score' if name in _NEED_EXAMPLES else 'undefined')})"
+    return f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single seed)."""
     arr = np.asarray(values, dtype=float)
@@ -107,6 +126,8 @@ def label_roc_auc(y: np.ndarray, prob: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
+_NEED_EXAMPLES = ("accuracy", "q3", "q8", "rmse", "mae", "exact_match")  # nan only on an empty split
+
 METRICS = {
     "accuracy": accuracy,
     "macro_f1": macro_f1,
@@ -125,5 +146,3 @@ METRICS = {
     "exact_match": exact_match,
     "label_roc_auc": label_roc_auc,
 }
-
-

@@ -319,15 +319,22 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
 
     progress.close()
     prefetch.close()
-    if state.stopped_by in SIGNALS:  # pre-empted: the checkpoint first, no evaluation, then a distinct exit
+    return _finish(f, setup, state, metrics, evaluate, log)
+
+
+def _finish(f: Fit, setup: StepSetup, state: LoopState, metrics: MetricsLogger, evaluate: Callable[[], None],
+            log: Callable[[str], None]) -> LoopState:  # fmt: skip
+    """After the last step: a final evaluation, checkpoint and model; pre-empted (a signal), the checkpoint
+    only, then `Stopped`."""
+    if state.stopped_by in SIGNALS:
         _checkpoint(f, setup, state)
         metrics.close()
         raise Stopped(f"stopped by {state.stopped_by} at step {state.step} after finishing it; checkpoint "
                       f"{f.run_dir / 'checkpoints'} saved: --resume continues from it")  # fmt: skip
-    if state.step % cfg.eval_every:
+    if state.step % f.cfg.eval_every:
         evaluate()
     _checkpoint(f, setup, state)
-    _save_model(f, objective)
+    _save_model(f, setup.objective)
     metrics.close()
     log(f"stopped by {state.stopped_by} at step {state.step} ({state.elapsed:.0f}s); model -> {f.run_dir / 'model'}")
     return state

@@ -70,6 +70,12 @@ def _evaluate_an_external_file(run_dir, tmp_path, capsys):
     result = json.loads((first / "results.json").read_text())
     assert result["splits"]["all"]["n_examples"] == 30 and result["records"]["scored"] == 30
     assert result["data"] == data and (run_dir / "eval" / "results.json").read_bytes() == own
+    from protlm.tasks.evaluate import read_outputs
+    from protlm.tasks.metrics import compute
+
+    y, prob, ids = read_outputs(first / "outputs_all.npz")  # any metric can be recomputed without the model
+    assert len(ids) == 30 and compute(("accuracy",), y, prob)["accuracy"] == pytest.approx(
+        result["splits"]["all"]["metrics"]["accuracy"])
     code, _, err = run(["evaluate", "--model", str(model), "--data", data, "--split", "dev"], capsys)
     record = json.loads((run_dir / "evaluate-deeploc_small.fasta-dev" / "results.json").read_text())["records"]
     assert code in (0, None) and record["scored"] + record["unused"] == 30 and record["unused"] > 0

@@ -177,3 +177,34 @@ def test_demo_reports_steps_done_against_those_planned():
     assert steps_line("pre-training", 300, 300, "max_steps", 20) == "pre-training: 300 of 300 steps"
     short = steps_line("scratch", 55, 150, "max_time", 10)
     assert short.startswith("scratch: stopped at step 55 of 150 by the 10-minute safety limit") and "undertrained" in short
+
+
+def test_paired_bootstrap_separates_a_better_model_from_noise():
+    """Two models on the same test set: a clearly better one gets an interval above 0 and a small p; two
+    equal ones an interval around 0. Resampling by group (proteins of residues) widens the interval."""
+    import numpy as np
+
+    from protlm.tasks.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = [np.eye(2)[np.where(rng.random(400) < 0.8, y, 1 - y)] for _ in range(3)]  # 80% right
+    coin = [np.eye(2)[rng.integers(0, 2, 400)] for _ in range(3)]
+    better = paired_bootstrap("accuracy", y, good, coin, n=300)
+    assert better["diff"] > 0.2 and better["ci95"][0] > 0 and better["p_a_not_better"] < 0.01
+    same = paired_bootstrap("accuracy", y, coin, coin[::-1], n=300)
+    assert same["ci95"][0] <= 0 <= same["ci95"][1] and 0.05 < same["p_a_not_better"]
+    grouped = paired_bootstrap("accuracy", y, good, coin, groups=np.repeat(np.arange(20), 20), n=300)
+    assert grouped["groups"] == 20 and grouped["ci95"][1] - grouped["ci95"][0] > 0
+
+
+def test_evaluation_keeps_the_outputs_to_recompute_any_metric(tmp_path):
+    import numpy as np
+
+    from protlm.tasks.evaluate import read_outputs, write_outputs
+    from protlm.tasks.metrics import compute
+
+    y, prob = np.array([0, 1, 1]), np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    write_outputs(tmp_path / "outputs_test.npz", y, prob, ["a", "b", "c"])
+    y2, prob2, ids = read_outputs(tmp_path / "outputs_test.npz")
+    assert ids.tolist() == ["a", "b", "c"] and compute(("accuracy",), y2, prob2) == compute(("accuracy",), y, prob)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from protlm.device import resolve_device
 from protlm.errors import ProtlmError
 from protlm.io.atomic import output_dir, refuse_links, write_json
@@ -123,6 +125,23 @@ def refuse_overwrite(out: Path, model_dir: Path) -> None:
                           "a new --out (by default evaluate writes a new directory beside the model)")  # fmt: skip
 
 
+def write_outputs(path: Path, y: np.ndarray, prob: np.ndarray, ids: list[str]) -> Path:
+    """A split's labels, model outputs and row ids as scored (`y`, `prob`: one row per example, or per scored
+    residue, `ID:position`), so that any metric, or a paired comparison of two models
+    (`metrics.paired_bootstrap`), can be recomputed without the model. Plain arrays, no pickle."""
+    from protlm.io.atomic import atomic_open
+
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, y=np.asarray(y), prob=np.asarray(prob, dtype=np.float32), ids=np.asarray(ids, dtype=np.str_))
+    return path
+
+
+def read_outputs(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, prob, ids) of `write_outputs`."""
+    with np.load(path, allow_pickle=False) as z:
+        return z["y"], z["prob"], z["ids"]
+
+
 def evaluate_model(
     model_dir: Path,
     splits: list[str] | None,
@@ -173,6 +192,7 @@ def evaluate_model(
             "seconds": time.perf_counter() - t0,
         }
         spec.kind.report(y, prob, data.labels, ids, out, split, f"{spec.name} {split} ({len(examples):,})")
+        write_outputs(out / f"outputs_{split}.npz", y, prob, ids)
         log(f"{spec.name} {split}: " + ", ".join(f"{k} {M.metric_text(k, v)}" for k, v in scores.items())
             + f" (n={len(y):,})" + (f" - {constant}" if constant else ""))  # fmt: skip
     write_json(out / "results.json", results)

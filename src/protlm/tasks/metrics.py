@@ -146,3 +146,34 @@ METRICS = {
     "exact_match": exact_match,
     "label_roc_auc": label_roc_auc,
 }
+
+
+def paired_bootstrap(metric: str, y: np.ndarray, probs_a: list[np.ndarray], probs_b: list[np.ndarray],
+                     groups: np.ndarray | None = None, n: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+    """Model A minus model B on one test set, both scored on the same resamples of it: the difference of the
+    metric's mean over seeds, its 95% interval, and the share of resamples where A is not better (a one-sided
+    p-value). `probs_*`: each seed's outputs on the same rows in the same order. `groups` (e.g. the protein of
+    each residue) resamples whole groups, since rows of one protein are not independent."""
+    fn = METRICS[metric]
+    keys, inverse = np.unique(np.arange(len(y)) if groups is None else np.asarray(groups), return_inverse=True)
+    members = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=len(keys)))])
+
+    def rows(picked: np.ndarray) -> np.ndarray:
+        return np.concatenate([members[starts[g] : starts[g + 1]] for g in picked])
+
+    def mean(idx: np.ndarray, probs: list[np.ndarray]) -> float:
+        return float(np.nanmean([fn(y[idx], p[idx]) for p in probs]))
+
+    every = np.arange(len(y))
+    diff = mean(every, probs_a) - mean(every, probs_b)
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n):
+        idx = rows(rng.integers(0, len(keys), len(keys))) if groups is not None else rng.integers(0, len(y), len(y))
+        boots.append(mean(idx, probs_a) - mean(idx, probs_b))
+    boots = np.asarray(boots)
+    lo, hi = np.nanpercentile(boots, [2.5, 97.5])
+    return {"metric": metric, "diff": diff, "ci95": [float(lo), float(hi)],
+            "p_a_not_better": float(np.mean(boots[~np.isnan(boots)] <= 0)), "n": int(len(y)),
+            "groups": int(len(keys)), "resamples": n}  # fmt: skip

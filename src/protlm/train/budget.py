@@ -1,4 +1,5 @@
-"""Batches sized to the device: `--tokens-per-batch auto` and `--tokens-per-step`.
+"""What the step is sized and run in on the device, measured: `--tokens-per-batch auto`, `--tokens-per-step`,
+and `--precision auto` on a CPU.
 
 On the CPU `auto` is 8,192 tokens, the budget measured best on 2 cores (bench/RESULTS.md). On a GPU it
 is measured once, before training: forward and backward on batches of the longest inputs (so every
@@ -6,6 +7,10 @@ shorter bucket fits too), doubling the budget while the peak memory stays under 
 up to `MAX_AUTO`. `--tokens-per-step` then sets the accumulation that reaches a target per optimizer
 step, so that the optimisation does not change with the device's memory. A resumed run keeps the
 budget its first segment chose (its batches must replay exactly).
+
+On a CPU with bf16 units, `--precision auto` times the objective's own forward and backward on the run's
+first batch in fp32 and bf16 (`faster_step_dtype`): a bf16 matmul can win while the step loses (the casts
+and the elementwise work of a small model).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 
-from protlm.device import autocast, autocast_dtype, to_device
+from protlm.device import autocast, autocast_dtype, faster_dtype, to_device
 
 CPU_TOKENS_PER_BATCH = 8192
 MAX_AUTO = 131_072  # more per micro-batch buys little once the GPU is busy; accumulate for more per step
@@ -99,3 +104,18 @@ def mlm_probe(
         return choose_tokens_per_batch(peak, capacity, max_tokens)
 
     return probe
+
+
+def faster_step_dtype(objective, fields: dict, device: torch.device, no_sync) -> torch.dtype | None:
+    """bf16, or None (fp32): the faster for the objective's forward and backward on `fields`
+    (`device.faster_dtype`); its gradients are cleared after, and torch's RNG is left as it was (dropout)."""
+
+    def run(dtype: torch.dtype | None) -> None:
+        with autocast(device, dtype), no_sync(objective):
+            objective(**fields)[0].backward()
+
+    objective.train()
+    with torch.random.fork_rng(devices=[]):  # the probe's dropout draws leave the run's stream as it was
+        chosen = faster_dtype(run)
+    objective.zero_grad(set_to_none=True)
+    return chosen

@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from protlm.device import autocast, autocast_dtype, faster_dtype, to_device
+from protlm.device import autocast, autocast_dtype, to_device
 from protlm.errors import ProtlmError, Stopped
 from protlm.heap import HeapTrim
 from protlm.models.kernels import training_kernels
 from protlm.models.lora import adapter_files, has_lora, merge_lora
 from protlm.progress import progress
+from protlm.train.budget import faster_step_dtype
 from protlm.train.checkpoint import checkpoints, load_training_state, save_checkpoint, save_model_atomic
 from protlm.train.config import TrainConfig, parse_duration
 from protlm.train.faults import fault
@@ -351,16 +352,7 @@ def _step_dtype(f: Fit, objective: nn.Module, state: LoopState, log: Callable[[s
     dtype = autocast_dtype(cfg.precision, acc.device)
     if cfg.precision == "auto" and dtype is not None and acc.device.type == "cpu":
         batch = f.source.make_batch(f.source.epoch_batches(0)[0], torch.Generator().manual_seed(0))
-        fields = to_device(f.batch_fields(batch), acc.device)
-
-        def run(d: torch.dtype | None) -> None:
-            with autocast(acc.device, d), acc.no_sync(objective):
-                objective(**fields)[0].backward()
-
-        objective.train()
-        with torch.random.fork_rng(devices=[]):  # the probe's dropout draws leave the run's stream as it was
-            chosen = faster_dtype(run)
-        objective.zero_grad(set_to_none=True)
+        chosen = faster_step_dtype(objective, to_device(f.batch_fields(batch), acc.device), acc.device, acc.no_sync)
         if acc.num_processes > 1:
             from accelerate.utils import broadcast
 

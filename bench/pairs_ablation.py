@@ -71,7 +71,7 @@ def test_sequences(tasks: list[str], data: dict) -> set[str]:
         d, background = data[task]
         td = load_task_data(get_task(task), d, 0, False, background)
         for split in td.test_splits:
-            seqs.update(s for ex in td.split(split) for s in ex.seqs)
+            seqs.update(s for ex in td.split(split) for s in ex.parts)
     return seqs
 
 
@@ -281,7 +281,7 @@ def run(args, out: Path, steps: int) -> None:
             "constant": {name: s.get("constant", {}).get(split, {}) for name, s in summaries.items()},
             "vs_singles": {arm: compare(task, arm, "singles", out, args) for arm in args.arms if arm != "singles"},
             "vs_random": {arm: compare(task, arm, "random", out, args) for arm in args.arms
-                          if arm not in ("random",) and "random" in args.arms},
+                          if arm not in ("random", "singles") and "random" in args.arms},
         }  # fmt: skip
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     curves = loss_curves(out, args.arms)

@@ -58,7 +58,7 @@ def test_embed_formats_read_back(pretrained, seqs, tmp_path, capsys, suffix):
 
     meta = file_meta(out)  # every format records how it was computed
     assert meta["precision"] == "fp32" and meta["device"] == "cpu" and meta["model"] == str(pretrained)
-    assert "mean.-1" in meta["outputs"] and "embedding on cpu in fp32" in err
+    assert "mean.-1" in meta["outputs"] and "fp32 on cpu" in stdout
 
 
 def test_inference_is_fp32_on_the_cpu_unless_bf16_is_asked_for(pretrained, seqs, tmp_path, capsys, monkeypatch):
@@ -75,10 +75,10 @@ def test_inference_is_fp32_on_the_cpu_unless_bf16_is_asked_for(pretrained, seqs,
 
     for precision in ("auto", "bf16"):
         out = tmp_path / f"{precision}.npz"
-        code, _, err = run(["embed", str(FASTA), "--model", str(pretrained), "--out", str(out),
-                            "--precision", precision], capsys)  # fmt: skip
+        code, stdout, err = run(["embed", str(FASTA), "--model", str(pretrained), "--out", str(out),
+                                 "--precision", precision], capsys)  # fmt: skip
         want = "bf16" if precision == "bf16" else "fp32"
-        assert code in (0, None) and file_meta(out)["precision"] == want and f"in {want}" in err, err
+        assert code in (0, None) and file_meta(out)["precision"] == want and f"{want} on cpu" in stdout, err
     lm = protlm.load(pretrained)
     assert lm.embedder().precision == "fp32" and lm.embedder(precision="bf16").precision == "bf16"
 
@@ -226,8 +226,6 @@ def test_an_interrupted_embed_resumes_to_the_same_output(pretrained, tmp_path, c
     assert code == 130 and "--resume continues" in err and not out.exists()
     assert sorted(p.name for p in partial.glob("part-*.zip")) == ["part-000000.zip", "part-000001.zip", "part-000002.zip"]
     monkeypatch.setattr(Embedder, "embed", embed)
-    code, _, err = run([*args, "--out", str(out)], capsys)
-    assert code == 2 and "pass --resume" in err and not out.exists()
     code, _, err = run([*args, "--out", str(out), "--resume", "--pool", "cls"], capsys)
     assert code == 2 and "was embedded with options" in err
     other = write(tmp_path / "other.fasta", "".join(f">X{i}\nMKTAYIAKQR\n" for i in range(30)))
@@ -238,6 +236,13 @@ def test_an_interrupted_embed_resumes_to_the_same_output(pretrained, tmp_path, c
     a, b = np.load(ref), np.load(out)
     assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
     assert not partial.exists()
+    # without --resume, a run starts over, replacing an interrupted run's parts, and says so
+    monkeypatch.setattr(Embedder, "embed", interrupted)
+    calls.clear()
+    assert run([*args, "--out", str(out.with_name("d.npz"))], capsys)[0] == 130
+    monkeypatch.setattr(Embedder, "embed", embed)
+    code, _, err = run([*args, "--out", str(out.with_name("d.npz"))], capsys)
+    assert code in (0, None) and "starts over" in err and not (tmp_path / ".d.npz.partial").exists()
     # the same file name with other records: the records done no longer match the input's first records
     copy = write(tmp_path / "in.fasta", FASTA.read_text())
     monkeypatch.setattr(Embedder, "embed", interrupted)

@@ -282,6 +282,16 @@ def test_stop_signals_note_the_first_signal_and_give_back_the_handlers():
 
     from protlm.train.loop import StopSignals
 
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test runner had set
+    try:
+        _note_and_give_back(StopSignals)
+    finally:
+        signal.signal(signal.SIGINT, outer)
+
+
+def _note_and_give_back(StopSignals):
+    import signal
+
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with StopSignals() as sig:
         assert signal.getsignal(signal.SIGTERM) == sig._note
@@ -291,3 +301,19 @@ def test_stop_signals_note_the_first_signal_and_give_back_the_handlers():
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_an_ignored_signal_stays_ignored_while_training():
+    """A job started with nohup or `&` ignores SIGINT: training must not start catching it."""
+    import signal
+
+    from protlm.train.loop import StopSignals
+
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopSignals() as sig:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            assert sig.name == ""
+    finally:
+        signal.signal(signal.SIGINT, outer)

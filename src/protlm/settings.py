@@ -41,6 +41,7 @@ SHARED: dict[str, str] = {
     "background": "tcr: background CDR3 beta sequences, one per line, for negatives.",
     "cache_dir": "Tokenized-data cache (default ~/.cache/protlm).",
     "pdb": "PDB / mmCIF file(s) or folder(s) of them.",
+    "fasta": "FASTA (or an id,sequence table) of the inputs:",
     "chains": "Chain names, comma-separated, e.g. A,B.",
     "top_k": "How many to keep.",
     "workers": "Tokenizing processes (one core each).",

@@ -39,9 +39,7 @@ def _log(msg: str) -> None:
 def export_cmd(
     model: ModelOpt,
     out: option("out", Path, note="a .npz file (per input: ID.attention, ID.special, ID.chain_index ...)."),
-    fasta: Annotated[
-        Path | None, typer.Option(help="FASTA: each record one input (chains of an assembly joined by ':').")
-    ] = None,
+    fasta: option("fasta", Path | None, note="each record one input (chains of an assembly joined by ':').") = None,
     pair: Annotated[
         tuple[Path, Path] | None, typer.Option(help="Two FASTA files: record k of the first paired with record k.")
     ] = None,
@@ -165,10 +163,7 @@ def contacts_cmd(
     ctx: typer.Context,
     model: option("model", str | None) = None,
     pdb: option("pdb", Path | None, note="One file.") = None,
-    fasta: Annotated[
-        Path | None,
-        typer.Option(help="Sequences alone (FASTA, or a table): contact maps without a structure, into --out .npz."),
-    ] = None,
+    fasta: option("fasta", Path | None, note="sequences alone: contact maps without a structure, into --out .npz.") = None,
     chain: Annotated[str | None, typer.Option(help="Chain to score (default: every protein chain).")] = None,
     regression: Annotated[
         Path | None, typer.Option(help="Dir of contact_regression.safetensors (default: the model dir).")

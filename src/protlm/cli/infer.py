@@ -60,8 +60,6 @@ def embed_cmd(
     embedder = lm.embedder(**options)
     meta = {"model": str(model), "precision": embedder.precision, "device": str(lm.device), "outputs": keys,
             "protlm": protlm_version}  # fmt: skip
-    if ranks.main:
-        typer.echo(f"embedding on {lm.device} in {embedder.precision}", err=True)
     report = SkipReport(str(input))
     records = read_inputs(input, residue_policy(strict, max_length), report, id_col=id_col, seq_col=seq_col)
     if ranks.world == 1:
@@ -74,7 +72,7 @@ def embed_cmd(
         n = _embed_ranked(ranks, embedder, records, keys, out, report, lm.device, meta)
     if ranks.main:
         typer.echo(report.summary(), err=True)
-        typer.echo(f"{n:,} embeddings ({', '.join(keys)}) written to {out}")
+        typer.echo(f"{n:,} embeddings ({', '.join(keys)}; {embedder.precision} on {lm.device}) written to {out}")
 
 
 def _embed_ranked(ranks, embedder, records, keys: list[str], out: Path, report, device, meta: dict) -> int:
@@ -112,6 +110,9 @@ def _embed_resumable(embedder, records, keys: list[str], out: Path, report, devi
     try:
         if partial.n_done:
             typer.echo(f"resuming: {partial.n_done:,} records already embedded in {partial.dir}", err=True)
+        if partial.replaced:
+            typer.echo(f"an interrupted embed's records in {partial.dir} were replaced: this run starts over "
+                       "(--resume continues one)", err=True)  # fmt: skip
         with progress(unit="records", desc="embed", initial=partial.n_done) as bar:
             for chunk in partial.chunks(todo, embedder.opt.chunk):
                 writer = partial.new_part()

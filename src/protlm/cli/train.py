@@ -53,8 +53,10 @@ def evaluate_cmd(
 ) -> None:
     """Score a fine-tuned model: results.json with every metric and the task kind's plots and predictions. --data FILE
     is scored whole (split `all`) unless --split names splits; --data scl2205:heldout takes SCL2205's official split."""
+    from protlm.device import resolve_device
     from protlm.tasks.evaluate import evaluate_model, evaluation, new_output, refuse_overwrite
 
+    resolve_device(device)  # first: a device this machine lacks is named before anything is read
     request = evaluation(model, data, split, background, sequences)
     request.data.require(request.splits)
     target = out or new_output(model, request.name)

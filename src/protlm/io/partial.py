@@ -7,7 +7,7 @@ name and renamed when complete, so a kill leaves only whole parts). A part holds
 embedder's records, so a resumed run sees the same chunks, hence the same batches, as an uninterrupted one,
 and its output is the same, record for record and bit for bit. `--resume` checks the settings, checks the
 ids of the records done against the input's first records, skips them and goes on; without it, a partial
-output left by an interrupted run is an error that says what to do. The parts are removed once the output
+output left by an interrupted run is replaced (the run starts over and says so). The parts are removed once the output
 is written, or when the input turns out bad (its records are not what was embedded).
 """
 
@@ -34,9 +34,9 @@ class PartialOutput:
         self.out, self.keys = Path(out), keys
         self.dir = self.out.parent / f".{self.out.name}.partial"
         refuse_links(self.out.parent, "--out")
-        if self.dir.exists() and not resume:
-            raise ProtlmError(f"{self.dir}: an interrupted embed of {self.out} left its finished records here; pass "
-                              "--resume to continue it, or remove the directory to start over")  # fmt: skip
+        self.replaced = self.dir.exists() and not resume  # a fresh run starts over (it says so)
+        if self.replaced:
+            shutil.rmtree(self.dir)
         if self.dir.exists():
             self._check(settings)
         else:

@@ -159,7 +159,8 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
 class StopSignals:
     """SIGTERM and SIGINT, while training, are noted (`name`) instead of killing the process: the loop finishes
     its step, saves a checkpoint and stops. The handlers before are back after the first signal (a second one
-    acts at once) and on exit. Only the main thread can take signals; elsewhere nothing is installed."""
+    acts at once) and on exit. Only the main thread can take signals; elsewhere nothing is installed, and a
+    signal the process ignores stays ignored."""
 
     WATCHED = (signal.SIGTERM, signal.SIGINT)
 
@@ -167,8 +168,9 @@ class StopSignals:
         self.name, self.before = "", {}
 
     def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            self.before = {sig: signal.signal(sig, self._note) for sig in self.WATCHED}
+        if threading.current_thread() is threading.main_thread():  # an ignored signal (nohup, `&`) stays ignored
+            watched = [sig for sig in self.WATCHED if signal.getsignal(sig) is not signal.SIG_IGN]
+            self.before = {sig: signal.signal(sig, self._note) for sig in watched}
         return self
 
     def _note(self, signum: int, _frame) -> None:

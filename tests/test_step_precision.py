@@ -49,3 +49,29 @@ def test_the_chosen_precision_is_kept_in_checkpoints_and_checked_on_resume(tmp_p
         else:
             last = err.strip().splitlines()[-1]  # after the run's own log lines: the error, one line
             assert code == 2 and last.startswith("protlm: error:") and "precision is not fp32 or bf16" in last
+
+
+def test_a_second_run_on_this_machine_reuses_the_measured_choice(tmp_path, capsys, monkeypatch):
+    """Two runs of the same command on one machine compute in the same precision, whatever the load was when
+    the first measured it: the choice is cached per machine and step shape (train/budget.PrecisionCache)."""
+    import protlm.device as device
+    import protlm.train.loop as loop
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_bf16_is_faster", lambda: True)
+    measured = []
+    monkeypatch.setattr(loop, "faster_step_dtype", lambda *a: measured.append(1) or torch.bfloat16)
+    logs = []
+    for name in ("a", "b"):
+        code, _, err = run_cli(["pretrain", *base_args(tmp_path / name, tmp_path / "cache",
+                                                       **{"--max-steps": 2, "--precision": "auto"})], capsys)  # fmt: skip
+        assert code in (0, None), err
+        logs.append(err)
+    assert measured == [1] and "measured now" in logs[0] and "measured before on this machine" in logs[1]
+    for name in ("a", "b"):
+        (ckpt,) = (tmp_path / name / "checkpoints").glob("step-*")
+        assert json.loads((ckpt / "trainer_state.json").read_text())["precision"] == "bf16"
+    (tmp_path / "cache" / "precision.json").write_text("[not an object")  # damaged: measured again
+    code, _, err = run_cli(["pretrain", *base_args(tmp_path / "c", tmp_path / "cache",
+                                                   **{"--max-steps": 2, "--precision": "auto"})], capsys)  # fmt: skip
+    assert code in (0, None) and measured == [1, 1] and "measured now" in err

@@ -10,13 +10,15 @@ budget its first segment chose (its batches must replay exactly).
 
 On a CPU with bf16 units, `--precision auto` times the objective's own forward and backward on the run's
 first batch in fp32 and bf16 (`faster_step_dtype`): a bf16 matmul can win while the step loses (the casts
-and the elementwise work of a small model).
+and the elementwise work of a small model). The choice is kept per machine and step shape (`PrecisionCache`),
+so that the same run started twice on one machine computes in the same precision, whatever the load was.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -119,3 +121,55 @@ def faster_step_dtype(objective, fields: dict, device: torch.device, no_sync) ->
         chosen = faster_dtype(run)
     objective.zero_grad(set_to_none=True)
     return chosen
+
+
+class PrecisionCache:
+    """`--precision auto` choices measured on this machine, by step: the CPU, torch, threads, model class and
+    size and the batch's shape. A JSON file in the cache directory; unreadable or foreign content is ignored
+    (measured again), and writes are atomic."""
+
+    def __init__(self, cache_dir: str | Path | None):
+        from protlm.tokenized import default_cache_dir
+
+        self.path = Path(cache_dir or default_cache_dir()) / "precision.json"
+
+    @staticmethod
+    def key(objective, fields: dict) -> str:
+        import platform
+
+        cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                   platform.processor())  # fmt: skip
+        n = sum(p.numel() for p in objective.parameters())
+        shapes = ",".join(f"{k}{tuple(v.shape)}" for k, v in sorted(fields.items()) if hasattr(v, "shape"))
+        return f"{cpu}|torch {torch.__version__}|{torch.get_num_threads()} threads|{type(objective).__name__} {n}|{shapes}"
+
+    def get(self, key: str) -> str | None:
+        from protlm.io.structured import read_json
+
+        try:
+            value = read_json(self.path).get(key)
+        except Exception:  # noqa: BLE001 - a missing or damaged cache is measured again
+            return None
+        return value if value in ("fp32", "bf16") else None
+
+    def put(self, key: str, value: str) -> None:
+        from protlm.io.atomic import write_json
+        from protlm.io.structured import read_json
+
+        try:
+            known = read_json(self.path)
+            known = known if isinstance(known, dict) else {}
+        except Exception:  # noqa: BLE001
+            known = {}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(self.path, {**known, key: value})
+        except OSError:  # a read-only cache: the choice is still logged and kept in the checkpoint
+            pass
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""

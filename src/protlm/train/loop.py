@@ -35,7 +35,7 @@ from protlm.heap import HeapTrim
 from protlm.models.kernels import training_kernels
 from protlm.models.lora import adapter_files, has_lora, merge_lora
 from protlm.progress import progress
-from protlm.train.budget import faster_step_dtype
+from protlm.train.budget import PrecisionCache, faster_step_dtype
 from protlm.train.checkpoint import checkpoints, load_training_state, save_checkpoint, save_model_atomic
 from protlm.train.config import TrainConfig, parse_duration
 from protlm.train.faults import fault
@@ -354,14 +354,24 @@ def _step_dtype(f: Fit, objective: nn.Module, state: LoopState, log: Callable[[s
     dtype = autocast_dtype(cfg.precision, acc.device)
     if cfg.precision == "auto" and dtype is not None and acc.device.type == "cpu":
         batch = f.source.make_batch(f.source.epoch_batches(0)[0], torch.Generator().manual_seed(0))
-        chosen = faster_step_dtype(objective, to_device(f.batch_fields(batch), acc.device), acc.device, acc.no_sync)
+        fields = to_device(f.batch_fields(batch), acc.device)
+        cache = PrecisionCache(getattr(cfg, "cache_dir", None))
+        key = cache.key(objective, fields)
+        known = cache.get(key)
+        if known is not None:
+            chosen = torch.bfloat16 if known == "bf16" else None
+        else:
+            chosen = faster_step_dtype(objective, fields, acc.device, acc.no_sync)
+            if acc.is_main_process:
+                cache.put(key, "bf16" if chosen is not None else "fp32")
         if acc.num_processes > 1:
             from accelerate.utils import broadcast
 
             flag = torch.tensor([1.0 if chosen is not None else 0.0], device=acc.device)
             chosen = torch.bfloat16 if float(broadcast(flag, from_process=0)[0]) > 0 else None
         dtype = chosen
-        log(f"--precision auto: {'bf16' if dtype is not None else 'fp32'} (the faster step on this CPU, measured)")
+        how = f"measured before on this machine, {cache.path}" if known is not None else "measured now"
+        log(f"--precision auto: {'bf16' if dtype is not None else 'fp32'} (the faster step on this CPU, {how})")
     state.precision = "bf16" if dtype is not None else "fp32"
     return dtype
 

@@ -224,7 +224,7 @@ def test_kill_and_resume_finetune_is_bitwise_identical(pretrained, tmp_path):
 
     def cli(out, *extra, env=None):
         args = ["--task", "localization", "--data", str(TASKS / "deeploc_small.fasta"), "--model", str(pretrained),
-                "--out", str(out), "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3",
+                "--out", str(out), "--max-steps", "6", "--batch-size", "4", "--lr", "1e-3", "--precision", "fp32",
                 "--cache-dir", str(tmp_path / "cache"), *extra]  # fmt: skip
         return subprocess.run(
             [sys.executable, "-m", "protlm", "finetune", *args], capture_output=True, text=True,

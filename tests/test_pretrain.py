@@ -280,7 +280,7 @@ def test_progress_is_log_lines_when_stderr_is_not_a_terminal(tmp_path):
 def test_stop_signals_note_the_first_signal_and_give_back_the_handlers():
     import signal
 
-    from protlm.train.loop import StopSignals
+    from protlm.train.stopping import StopSignals
 
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the test runner had set
     try:
@@ -307,7 +307,7 @@ def test_an_ignored_signal_stays_ignored_while_training():
     """A job started with nohup or `&` ignores SIGINT: training must not start catching it."""
     import signal
 
-    from protlm.train.loop import StopSignals
+    from protlm.train.stopping import StopSignals
 
     outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

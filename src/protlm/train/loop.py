@@ -16,9 +16,6 @@ the same computation, and a DDP run sees the same batches as one process accumul
 from __future__ import annotations
 
 import contextlib
-import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -40,6 +37,7 @@ from protlm.train.checkpoint import checkpoints, load_training_state, save_check
 from protlm.train.config import TrainConfig, parse_duration
 from protlm.train.faults import fault
 from protlm.train.metrics import MetricsLogger, truncate_metrics
+from protlm.train.stopping import SIGNALS, StopSignals, stop_reason
 
 
 class StepSource(Protocol):
@@ -156,36 +154,6 @@ def fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], Non
         return _fit(f, total_steps, steps_per_epoch, log, sig)
 
 
-class StopSignals:
-    """SIGTERM and SIGINT, while training, are noted (`name`) instead of killing the process: the loop finishes
-    its step, saves a checkpoint and stops. The handlers before are back after the first signal (a second one
-    acts at once) and on exit. Only the main thread can take signals; elsewhere nothing is installed, and a
-    signal the process ignores stays ignored."""
-
-    WATCHED = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.name, self.before = "", {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():  # an ignored signal (nohup, `&`) stays ignored
-            watched = [sig for sig in self.WATCHED if signal.getsignal(sig) is not signal.SIG_IGN]
-            self.before = {sig: signal.signal(sig, self._note) for sig in watched}
-        return self
-
-    def _note(self, signum: int, _frame) -> None:
-        self.name = signal.Signals(signum).name
-        self._restore()
-
-    def _restore(self) -> None:
-        for sig, handler in self.before.items():
-            signal.signal(sig, handler)
-        self.before = {}
-
-    def __exit__(self, *exc) -> None:
-        self._restore()
-
-
 @dataclass
 class StepSetup:
     """What one optimizer step runs on: the objective and optimizer as Accelerate prepared them."""
@@ -293,7 +261,7 @@ def _fit(f: Fit, total_steps: int, steps_per_epoch: int, log: Callable[[str], No
 
     while True:
         state.elapsed = time.perf_counter() - segment_start
-        if stop := _stop(state, cfg, total_steps, max_time, steps_per_epoch, acc, sig.name):
+        if stop := stop_reason(state, cfg, total_steps, max_time, steps_per_epoch, acc, sig.name):
             state.stopped_by = stop
             break
         if state.batch + per_step > len(plan):  # epoch done (a partial last step is not taken)
@@ -432,24 +400,6 @@ def _evaluate(s: StepSetup, evaluate: Callable[[nn.Module], dict]) -> dict:
     return result
 
 
-SIGNALS = tuple(s.name for s in StopSignals.WATCHED)
-
-
-def _stop(state: LoopState, cfg: TrainConfig, total: int, max_time: float | None, spe: int, acc,
-          signalled: str = "") -> str:  # fmt: skip
-    """What ends the run now ('' = nothing): a signal, or a budget; decided identically on every rank (one
-    rank signalled or over its time budget stops them all at the same step)."""
-    stop = signalled or _budget_reached(state, cfg, total, max_time, spe)
-    if acc.num_processes > 1:
-        flags = torch.tensor([float(stop == "max_time"), float(stop in SIGNALS)], device=acc.device)
-        over_time, signals = acc.reduce(flags, reduction="sum").tolist()
-        if signals > 0 and stop not in SIGNALS:  # every rank takes the signalled path (a checkpoint, then exit)
-            stop = "SIGTERM"
-        elif not stop and over_time > 0:
-            stop = "max_time"
-    return stop
-
-
 def _log_line(acc, window: _Window, state: LoopState, plan_len: int, lr: float, segment_start: float) -> dict:
     """The metrics record of `window` (loss averaged and tokens summed over ranks); adds the window's
     tokens to `state.tokens`."""
@@ -492,16 +442,6 @@ def _unwrapped_state_dict(acc, objective: nn.Module, world: int) -> dict | None:
         return None
     full = acc.get_state_dict(objective)
     return {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
-
-
-def _budget_reached(state: LoopState, cfg: TrainConfig, total: int, max_time: float | None, spe: int) -> str:
-    if state.step >= total:
-        return "max_steps" if cfg.max_steps is not None and state.step >= cfg.max_steps else "max_epochs"
-    if cfg.max_epochs is not None and state.step >= math.ceil(cfg.max_epochs * spe):
-        return "max_epochs"
-    if max_time is not None and state.elapsed >= max_time:
-        return "max_time"
-    return ""
 
 
 def _progress(total: int, initial: int, enabled: bool):

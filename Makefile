@@ -32,6 +32,7 @@ chromium:
 
 test: $(VENV)/.installed-dev chromium
 	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/python -m pytest -q
 	$(BIN)/python scripts/check_wheel.py
 

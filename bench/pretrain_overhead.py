@@ -87,8 +87,10 @@ def main() -> None:
             runs[row].append(rate)
             print(f"pass {p}: {row}: {rate:.2f} steps/s", flush=True)
     med = {k: statistics.median(v) for k, v in runs.items()}
-    print(f"\ntiny, {args.tokens_per_batch} tokens per batch, --precision {args.precision}, --kernels {args.kernels}, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"\ntiny, {args.tokens_per_batch} tokens per batch, --precision {args.precision}, --kernels {args.kernels}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print("| run | steps/s (median) | each pass | x bare |\n|---|---:|---|---:|")
     for k in ("bare", "pretrain"):
         each = ", ".join(f"{v:.2f}" for v in runs[k])

@@ -24,7 +24,9 @@ DEST = Path(__file__).resolve().parents[1] / "src" / "protlm" / "data" / BUILTIN
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        report = build_pairs(SHARED / "ppi_positive_pairs.tsv.gz", SHARED / "swissprot2014.fasta.gz", tmp, "strict", 1.0, 0)
+        report = build_pairs(
+            SHARED / "ppi_positive_pairs.tsv.gz", SHARED / "swissprot2014.fasta.gz", tmp, "strict", 1.0, 0
+        )
         shutil.copy(Path(tmp) / "pairs.parquet", DEST)
     print(report, file=sys.stderr)
     print(f"wrote {DEST} ({DEST.stat().st_size / 1e6:.1f} MB)")

@@ -89,7 +89,10 @@ def main() -> None:
 
         base = getattr(sys, "_base_executable", sys.executable)
         step("fresh venv", [base, "-m", "venv", "--clear", str(venv)], outside)
-        python, pip = venv / "bin" / "python", [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+        python, pip = (
+            venv / "bin" / "python",
+            [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"],
+        )
         step("the user's torch", [*pip, "install", "-q", "-c", str(ROOT / "constraints" / "ci.txt"), "torch"], outside)
         before = torch_stamp(python)
         log = step("pip install the wheel", [*pip, "install", str(wheels[0])], outside)
@@ -100,8 +103,9 @@ def main() -> None:
 
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        where = step("import from site-packages", [str(python), "-c", "import protlm; print(protlm.__file__)"],
-                     outside, env).strip()
+        where = step(
+            "import from site-packages", [str(python), "-c", "import protlm; print(protlm.__file__)"], outside, env
+        ).strip()
         if not Path(where).is_relative_to(venv) or Path(where).is_relative_to(ROOT):
             fail(f"protlm was imported from {where}, not from the fresh venv")
         protlm = str(venv / "bin" / "protlm")

@@ -38,14 +38,16 @@ def uv() -> str:
 def interpreter(py: str) -> str:
     """`python<py>` from PATH, else from pyenv's versions folder; uv would otherwise try to download one."""
     candidates = [f"python{py}"]
-    pyenv_root = os.environ.get("PYENV_ROOT") or (shutil.which("pyenv") and subprocess.run(
-        ["pyenv", "root"], capture_output=True, text=True).stdout.strip())
+    pyenv_root = os.environ.get("PYENV_ROOT") or (
+        shutil.which("pyenv") and subprocess.run(["pyenv", "root"], capture_output=True, text=True).stdout.strip()
+    )
     if pyenv_root:
         candidates += sorted(Path(pyenv_root).glob(f"versions/{py}.*/bin/python{py}"), reverse=True)
     for exe in candidates:
         try:
-            return subprocess.run([str(exe), "-c", "import sys; print(sys.executable)"], capture_output=True,
-                                  text=True, check=True).stdout.strip()
+            return subprocess.run(
+                [str(exe), "-c", "import sys; print(sys.executable)"], capture_output=True, text=True, check=True
+            ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             continue
     sys.exit(f"test_matrix: no python{py} on PATH or under pyenv (install it, or leave it out of --pythons)")
@@ -80,8 +82,25 @@ def cell(py: str, which: str, out: Path, pytest_args: list[str]) -> dict:
     t0 = time.time()
     with open(log_path, "w") as log:
         steps = [
-            [uv(), "pip", "compile", "pyproject.toml", "--extra", "dev", "--python-version", py, "--resolution",
-             RESOLUTION[which], "--only-binary", ":all:", "--no-header", "--no-annotate", "-q", "-o", str(lock)],
+            [
+                uv(),
+                "pip",
+                "compile",
+                "pyproject.toml",
+                "--extra",
+                "dev",
+                "--python-version",
+                py,
+                "--resolution",
+                RESOLUTION[which],
+                "--only-binary",
+                ":all:",
+                "--no-header",
+                "--no-annotate",
+                "-q",
+                "-o",
+                str(lock),
+            ],
             [uv(), "venv", "-q", "--clear", "--no-python-downloads", "--python", interpreter(py), str(venv)],
             [uv(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-r", str(lock)],
             [uv(), "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "--no-deps", "-e", "."],
@@ -93,8 +112,9 @@ def cell(py: str, which: str, out: Path, pytest_args: list[str]) -> dict:
                 return row
         row["versions"] = pins(lock)
         env = dict(os.environ, PATH=f"{venv / 'bin'}:{os.environ['PATH']}", VIRTUAL_ENV=str(venv))
-        code = run([str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
-                   log, env=env)
+        code = run(
+            [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args], log, env=env
+        )
     row.update(result=summary(log_path), ok=code == 0, seconds=time.time() - t0)
     return row
 
@@ -114,7 +134,9 @@ def main() -> None:
     ap.add_argument("--pythons", default="3.10,3.11,3.12,3.13")
     ap.add_argument("--sets", default="floors,latest")
     ap.add_argument("--out", type=Path, default=ROOT / ".matrix")
-    ap.add_argument("--keep-venvs", action="store_true", help="keep each cell's venv (several GB each without uv's hardlinks)")
+    ap.add_argument(
+        "--keep-venvs", action="store_true", help="keep each cell's venv (several GB each without uv's hardlinks)"
+    )
     ap.add_argument("pytest_args", nargs="*", help="passed to pytest, e.g. -- -x tests/test_kernels.py")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -125,8 +147,10 @@ def main() -> None:
                 sys.exit(f"test_matrix: --sets: unknown set {which!r} (floors, latest)")
             row = cell(py, which, args.out, args.pytest_args)
             rows.append(row)
-            print(f"{py} {which}: {'pass' if row['ok'] else 'FAIL'}: {row['result']} ({row['seconds'] / 60:.1f} min)",
-                  flush=True)
+            print(
+                f"{py} {which}: {'pass' if row['ok'] else 'FAIL'}: {row['result']} ({row['seconds'] / 60:.1f} min)",
+                flush=True,
+            )
             if not args.keep_venvs:
                 shutil.rmtree(args.out / f"venv-{py}-{which}", ignore_errors=True)
             (args.out / "results.md").write_text(table(rows))

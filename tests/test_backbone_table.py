@@ -29,7 +29,10 @@ def test_every_entry_names_real_classes_and_builds_a_task_model():
         for suffix in ("Model", "PreTrainedModel", "ForMaskedLM", "Config"):
             assert hasattr(transformers, b.hf_prefix + suffix), (name, suffix)
         cls = task_class(name)
-        assert cls.__name__ == b.task_model and cls.base_model_prefix == getattr(transformers, b.hf_prefix + "PreTrainedModel").base_model_prefix
+        assert (
+            cls.__name__ == b.task_model
+            and cls.base_model_prefix == getattr(transformers, b.hf_prefix + "PreTrainedModel").base_model_prefix
+        )
         config = getattr(transformers, b.hf_prefix + "Config")(model_type=name)
         assert task_model_class(config) is cls  # built once per family
 
@@ -38,7 +41,9 @@ def test_every_entry_names_real_classes_and_builds_a_task_model():
 def test_an_unknown_family_is_one_line(kind):
     with pytest.raises(ProtlmError) as e:
         backbone({"model_type": kind}, "x/config.json")
-    assert str(e.value).startswith("x/config.json: protlm supports roberta, longformer, esm, bert") and "\n" not in str(e.value)
+    assert str(e.value).startswith("x/config.json: protlm supports roberta, longformer, esm, bert") and "\n" not in str(
+        e.value
+    )
 
 
 class _Opens:

@@ -224,7 +224,11 @@ def test_an_interrupted_embed_resumes_to_the_same_output(pretrained, tmp_path, c
     code, _, err = run([*args, "--out", str(out)], capsys)
     partial = tmp_path / ".out.npz.partial"
     assert code == 130 and "--resume continues" in err and not out.exists()
-    assert sorted(p.name for p in partial.glob("part-*.zip")) == ["part-000000.zip", "part-000001.zip", "part-000002.zip"]
+    assert sorted(p.name for p in partial.glob("part-*.zip")) == [
+        "part-000000.zip",
+        "part-000001.zip",
+        "part-000002.zip",
+    ]
     monkeypatch.setattr(Embedder, "embed", embed)
     code, _, err = run([*args, "--out", str(out), "--resume", "--pool", "cls"], capsys)
     assert code == 2 and "was embedded with options" in err

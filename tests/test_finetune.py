@@ -75,7 +75,8 @@ def _evaluate_an_external_file(run_dir, tmp_path, capsys):
 
     y, prob, ids = read_outputs(first / "outputs_all.npz")  # any metric can be recomputed without the model
     assert len(ids) == 30 and compute(("accuracy",), y, prob)["accuracy"] == pytest.approx(
-        result["splits"]["all"]["metrics"]["accuracy"])
+        result["splits"]["all"]["metrics"]["accuracy"]
+    )
     code, _, err = run(["evaluate", "--model", str(model), "--data", data, "--split", "dev"], capsys)
     record = json.loads((run_dir / "evaluate-deeploc_small.fasta-dev" / "results.json").read_text())["records"]
     assert code in (0, None) and record["scored"] + record["unused"] == 30 and record["unused"] > 0

@@ -47,11 +47,13 @@ def test_python_versions_are_310_and_up():
 
 def test_the_exact_torch_pin_lives_in_the_ci_constraints_that_make_uses():
     pins = [ln for ln in (ROOT / "constraints" / "ci.txt").read_text().splitlines() if ln and not ln.startswith("#")]
-    assert pins == ["torch==2.13.0"]
+    assert pins == ["torch==2.13.0", "ruff==0.17.6"]  # torch's on-disk CPU build; ruff formats one way
     makefile = (ROOT / "Makefile").read_text()
     assert "CONSTRAINTS := constraints/ci.txt" in makefile
     assert len(re.findall(r"pip install .*-c \$\(CONSTRAINTS\) -e", makefile.replace("$(PIP)", "pip"))) == 2
-    assert "scripts/check_wheel.py" in makefile.split("\ntest:")[1].split("\n\n")[0]  # CI builds and runs the wheel
+    test_target = makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "scripts/check_wheel.py" in test_target  # CI builds and runs the wheel
+    assert "ruff format --check" in test_target  # and checks formatting, so `make lint` cannot rot
 
 
 def test_optional_features_are_extras():
@@ -79,6 +81,12 @@ def test_matrix_reads_locks_and_pytest_summaries(tmp_path):
     assert matrix.summary(log) == "1 failed, 5 passed, 2 warnings in 12.3s"
     log.write_text("error: resolution failed\n")
     assert matrix.summary(log) == "no pytest summary (see log)"
-    row = {"python": "3.10", "set": "floors", "versions": {"torch": "2.6.0"}, "result": "5 passed in 1s", "ok": True,
-           "seconds": 60.0}
+    row = {
+        "python": "3.10",
+        "set": "floors",
+        "versions": {"torch": "2.6.0"},
+        "result": "5 passed in 1s",
+        "ok": True,
+        "seconds": 60.0,
+    }
     assert "| 3.10 | floors | 2.6.0 |" in matrix.table([row]) and "pass: 5 passed" in matrix.table([row])

@@ -127,13 +127,19 @@ def test_sigterm_finishes_the_step_saves_and_resumes_bitwise(tmp_path):
     stopped = run_cli(base_args(run, cache, **{"--max-steps": 10}), env={"PROTLM_FAULT": "sigterm:6"})
     assert stopped.returncode == 75, stopped.stderr[-2000:]
     last = stopped.stderr.strip().splitlines()[-1]
-    assert last.startswith("protlm: stopped by SIGTERM at step 6") and "--resume" in last and "Traceback" not in stopped.stderr
+    assert (
+        last.startswith("protlm: stopped by SIGTERM at step 6")
+        and "--resume" in last
+        and "Traceback" not in stopped.stderr
+    )
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if not p.name.startswith("."))[-1] == "step-00000006"
     resumed = run_cli(["--out", str(run), "--resume"])
     assert resumed.returncode == 0 and "resumed from" in resumed.stderr and "step-00000006" in resumed.stderr
     a, b = weights(ref), weights(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [r["loss"] for r in read_metrics(ref) if "loss" in r] == [r["loss"] for r in read_metrics(run) if "loss" in r]
+    assert [r["loss"] for r in read_metrics(ref) if "loss" in r] == [
+        r["loss"] for r in read_metrics(run) if "loss" in r
+    ]
 
 
 @pytest.mark.parametrize(("flag", "value", "saved"), [("--corpus", "scl2205", "swissprot_50.fasta"),

@@ -65,7 +65,9 @@ def test_regression_from_a_tape_directory_and_a_table(micro_model, tmp_path, cap
     config = json.loads((run / "seed-0" / "model" / "config.json").read_text())
     train = np.array([_score(s) for s in seqs[:120]])
     assert config["protlm_kind"] == "regression" and len(config["id2label"]) == 1
-    assert config["protlm_target_mean"] == pytest.approx(train.mean()) and config["protlm_target_scale"] == pytest.approx(train.std())
+    assert config["protlm_target_mean"] == pytest.approx(train.mean()) and config[
+        "protlm_target_scale"
+    ] == pytest.approx(train.std())
 
     # predictions are in the data's units: an untrained head predicts about the training mean
     model = protlm.load(run / "seed-0" / "model")
@@ -73,10 +75,14 @@ def test_regression_from_a_tape_directory_and_a_table(micro_model, tmp_path, cap
     assert all(isinstance(p.label, float) and abs(p.label - train.mean()) < 3 * train.std() for p in preds)
     fasta = tmp_path / "in.fasta"
     fasta.write_text(f">a\n{seqs[150]}\n>b\n{seqs[151]}\n")
-    code, _, err = run_cli(["predict", str(fasta), "--model", str(run / "seed-0" / "model"), "--out", str(tmp_path / "p.tsv")], capsys)
+    code, _, err = run_cli(
+        ["predict", str(fasta), "--model", str(run / "seed-0" / "model"), "--out", str(tmp_path / "p.tsv")], capsys
+    )
     assert code in (0, None), err
     lines = (tmp_path / "p.tsv").read_text().splitlines()
-    assert lines[0] == "id\tpredicted_score" and float(lines[1].split("\t")[1]) == pytest.approx(preds[0].label, rel=1e-5)
+    assert lines[0] == "id\tpredicted_score" and float(lines[1].split("\t")[1]) == pytest.approx(
+        preds[0].label, rel=1e-5
+    )
 
     # the same task from a table (sequence, score; no split column: group-disjoint 80/10/10)
     csv = tmp_path / "scores.csv"
@@ -124,7 +130,7 @@ def test_regression_loss_is_the_standardised_mse_and_outputs_are_in_data_units()
     out = kind.scale_output(head, Config)
     assert torch.allclose(out[:, 0], torch.tensor([42.0, 36.0]))
     y = torch.tensor([44.0, 40.0])
-    expected = (((head[:, 0] - (y - 40) / 4) ** 2).mean())
+    expected = ((head[:, 0] - (y - 40) / 4) ** 2).mean()
     assert torch.allclose(kind.loss(out, y, None, Config), expected)
 
 
@@ -176,7 +182,9 @@ def test_demo_reports_steps_done_against_those_planned():
 
     assert steps_line("pre-training", 300, 300, "max_steps", 20) == "pre-training: 300 of 300 steps"
     short = steps_line("scratch", 55, 150, "max_time", 10)
-    assert short.startswith("scratch: stopped at step 55 of 150 by the 10-minute safety limit") and "undertrained" in short
+    assert (
+        short.startswith("scratch: stopped at step 55 of 150 by the 10-minute safety limit") and "undertrained" in short
+    )
 
 
 def test_paired_bootstrap_separates_a_better_model_from_noise():

@@ -163,7 +163,9 @@ def contacts_cmd(
     ctx: typer.Context,
     model: option("model", str | None) = None,
     pdb: option("pdb", Path | None, note="One file.") = None,
-    fasta: option("fasta", Path | None, note="sequences alone: contact maps without a structure, into --out .npz.") = None,
+    fasta: option(
+        "fasta", Path | None, note="sequences alone: contact maps without a structure, into --out .npz."
+    ) = None,
     chain: Annotated[str | None, typer.Option(help="Chain to score (default: every protein chain).")] = None,
     regression: Annotated[
         Path | None, typer.Option(help="Dir of contact_regression.safetensors (default: the model dir).")

@@ -35,8 +35,14 @@ def embed_cmd(
     strict: StrictOpt = False,
     max_length: MaxLenOpt = None,
     device: DeviceOpt = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted embed of the same input into "
-                                         "the same --out (the records it finished are kept and skipped).")] = False,  # fmt: skip
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted embed of the same input into "
+            "the same --out (the records it finished are kept and skipped).",
+        ),
+    ] = False,
 ) -> None:
     """Embed proteins of any length: pooled or per-residue vectors, streamed to Parquet / NPZ / HDF5; an interrupted
     run continues with --resume."""

@@ -47,8 +47,12 @@ def evaluate_cmd(
     data: option("data", str | None, note="Default: the data the model was trained on.") = None,
     background: option("background", str | None) = None,
     sequences: SequencesOpt = None,
-    out: option("out", Path | None, note="a new directory (default: MODEL/../evaluate-DATA-SPLITS; the fine-tune's "
-                "own eval/ is never written over).") = None,  # fmt: skip
+    out: option(
+        "out",
+        Path | None,
+        note="a new directory (default: MODEL/../evaluate-DATA-SPLITS; the fine-tune's "
+        "own eval/ is never written over).",
+    ) = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Score a fine-tuned model: results.json with every metric and the task kind's plots and predictions. --data FILE

@@ -86,7 +86,9 @@ def benchmark_cmd(
     scorer = _scorer(model, device, strategy=strategy, context=context, tokens_per_batch=tokens_per_batch,
                      max_tokens=max_tokens, precision=precision)  # fmt: skip
     summary = run_benchmark(scorer, reference, dms_dir, out, echo=lambda line: typer.echo(line, err=True))
-    typer.echo(f"{summary['assays']} assays, {summary['proteins']} proteins ({summary['strategy']}, {scorer.precision})")
+    typer.echo(
+        f"{summary['assays']} assays, {summary['proteins']} proteins ({summary['strategy']}, {scorer.precision})"
+    )
     for line in summary_lines(summary):
         typer.echo(line)
     typer.echo(f"written to {out} (per_assay.csv, summary.json, spearman.png, scores/)")

@@ -70,8 +70,6 @@ DIMENSIONS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_h
               "max_position_embeddings")  # fmt: skip
 
 
-
-
 def check_dimensions(config, where: str | Path) -> None:
     """ProtlmError naming `where` unless the config is of a family protlm supports and its sizes are
     positive integers that fit together (heads divide the width; Longformer's windows are even and

@@ -34,7 +34,8 @@ class TaskBatch:
     examples: np.ndarray  # (B,) example indices
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T)
-    labels: torch.Tensor  # (B,) classes or numbers, (B, C) 0/1 label sets, or (B, R) with -100 on padding / unscored residues
+    # (B,) classes or numbers, (B, C) 0/1 label sets, or (B, R) with -100 on padding / unscored residues
+    labels: torch.Tensor
     residue_index: torch.Tensor | None = None  # (B, R) position in input_ids of each residue's token
     residue_offset: torch.Tensor | None = None  # (B, R) offset of the residue inside its token
     residue_aa: torch.Tensor | None = None  # (B, R) amino-acid code, 0 on padding

@@ -103,7 +103,9 @@ def task_info(model_dir: Path) -> dict:
     """The task file of a fine-tuned model directory (no weights loaded)."""
     info_file = Path(model_dir) / TASK_FILE
     if not info_file.is_file():
-        raise ProtlmError(f"{model_dir}: not a fine-tuned protlm model (no {TASK_FILE}); use the run's model/ directory")
+        raise ProtlmError(
+            f"{model_dir}: not a fine-tuned protlm model (no {TASK_FILE}); use the run's model/ directory"
+        )
     return read_task_file(info_file)
 
 

@@ -199,7 +199,9 @@ def train_one(
     loop_cfg = TrainConfig(**{k: getattr(cfg, k) for k in TrainConfig.__dataclass_fields__})
     loop_cfg.out, loop_cfg.seed = str(run_dir), seed
     loop_cfg.warmup_steps = cfg.warmup_steps or int(cfg.warmup_ratio * total)
-    weights = spec.kind.class_weights([ex.label for ex in data.split("train")], data.labels) if cfg.weighted_loss else None
+    weights = (
+        spec.kind.class_weights([ex.label for ex in data.split("train")], data.labels) if cfg.weighted_loss else None
+    )
     objective = TaskObjective(model, weights, cfg.freeze)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(
@@ -248,7 +250,9 @@ def _finetune(cfg: FinetuneConfig, log: Callable[[str], None]) -> dict:
     if not cfg.resume:
         held = [out / f"seed-{s}" for s in cfg.seeds if checkpoints(out / f"seed-{s}")]
         if held:
-            raise ProtlmError(f"{held[0]} already holds checkpoints: pass --resume to continue it, or choose a new --out")
+            raise ProtlmError(
+                f"{held[0]} already holds checkpoints: pass --resume to continue it, or choose a new --out"
+            )
     save_config(cfg, out / RUN_CONFIG)  # what --resume restores
     write_json(out / "data_summary.json", data.summary())
     per_seed = {}

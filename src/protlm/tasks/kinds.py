@@ -216,7 +216,13 @@ class Regression(Kind):
         y = self.targets(labels)
         if not len(y):
             return {"n": 0}
-        return {"n": len(y), "mean": float(y.mean()), "std": float(y.std()), "min": float(y.min()), "max": float(y.max())}
+        return {
+            "n": len(y),
+            "mean": float(y.mean()),
+            "std": float(y.std()),
+            "min": float(y.min()),
+            "max": float(y.max()),
+        }
 
     def class_weights(self, labels: list, names: tuple[str, ...]) -> torch.Tensor | None:
         raise ProtlmError("--weighted-loss weighs classes; a regression task has none")

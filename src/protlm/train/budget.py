@@ -141,7 +141,9 @@ class PrecisionCache:
                    platform.processor())  # fmt: skip
         n = sum(p.numel() for p in objective.parameters())
         shapes = ",".join(f"{k}{tuple(v.shape)}" for k, v in sorted(fields.items()) if hasattr(v, "shape"))
-        return f"{cpu}|torch {torch.__version__}|{torch.get_num_threads()} threads|{type(objective).__name__} {n}|{shapes}"
+        return (
+            f"{cpu}|torch {torch.__version__}|{torch.get_num_threads()} threads|{type(objective).__name__} {n}|{shapes}"
+        )
 
     def get(self, key: str) -> str | None:
         from protlm.io.structured import read_json

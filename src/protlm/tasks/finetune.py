@@ -149,24 +149,18 @@ def fit_baseline(cfg: FinetuneConfig, spec: TaskSpec, data: TaskData, train: lis
     return out
 
 
+def run_info(cfg: FinetuneConfig, spec: TaskSpec, data: TaskData, seed: int) -> dict:
+    """What `task.json` records about one seed's run: task, labels, data options, seed and the full config."""
+    data_opts = {k: getattr(cfg, k) for k in ("data", "background", "sequences", "split_seed", "strict")}
+    return {"task": spec.name, "kind": spec.kind.name, "labels": list(data.labels), "data": data_opts, "seed": seed,
+            "config": asdict(cfg)}  # fmt: skip
+
+
 def train_one(
     cfg: FinetuneConfig, spec: TaskSpec, data: TaskData, seed: int, run_dir: Path, log: Callable[[str], None]
 ) -> Path:
     """Fine-tune (or fit the baseline) for one seed; returns the saved model directory."""
-    info = {
-        "task": spec.name,
-        "kind": spec.kind.name,
-        "labels": list(data.labels),
-        "data": {
-            "data": cfg.data,
-            "background": cfg.background,
-            "sequences": cfg.sequences,
-            "split_seed": cfg.split_seed,
-            "strict": cfg.strict,
-        },
-        "seed": seed,
-        "config": asdict(cfg),
-    }
+    info = run_info(cfg, spec, data, seed)
     train = subsample(data.split("train"), cfg.train_limit, derive_seed(seed, 13))
     if cfg.model == "baseline":
         return fit_baseline(cfg, spec, data, train, seed, info, run_dir, log)

@@ -53,3 +53,22 @@ def test_training_pairs_with_a_test_protein_are_removed_held_out_rows_kept():
     assert removed == int((holds & (pairs["split"] == "train")).sum()) > 0
     assert len(kept) == len(pairs) - removed and not kept[kept["split"] == "train"]["seq_a"].isin(test).any()
     assert ablation().parse_tokens("4M") == 4_000_000 and ablation().parse_tokens("800k") == 800_000
+
+
+def test_loss_curves_are_per_held_out_kind_and_plotted(tmp_path):
+    rows = {"singles": ['{"step": 0, "eval_loss": 9.0, "eval_loss_singles": 9.0}', '{"step": 2, "tokens": 500}',
+                        '{"step": 2, "eval_loss": 8.0, "eval_loss_singles": 8.0}'],
+            "pairs": ['{"step": 0, "eval_loss": 9.1, "eval_loss_singles": 9.0, "eval_loss_binding": 9.2, '
+                      '"eval_loss_nonbinding": 9.3}', '{"step": 2, "tokens": 480}',
+                      '{"step": 2, "eval_loss": 7.9, "eval_loss_singles": 8.1, "eval_loss_binding": 7.5, '
+                      '"eval_loss_nonbinding": 7.7}']}  # fmt: skip
+    for arm, lines in rows.items():
+        (tmp_path / "pretrain" / arm).mkdir(parents=True)
+        (tmp_path / "pretrain" / arm / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    module = ablation()
+    curves = module.loss_curves(tmp_path, ["singles", "pairs", "random"])  # random: not trained yet
+    assert curves == {"singles": {"singles": [(0, 9.0), (500, 8.0)]},
+                      "pairs": {"singles": [(0, 9.0), (480, 8.1)], "binding": [(0, 9.2), (480, 7.5)],
+                                "nonbinding": [(0, 9.3), (480, 7.7)]}}  # fmt: skip
+    module.plot_curves(curves, tmp_path / "mlm_loss.png")
+    assert (tmp_path / "mlm_loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

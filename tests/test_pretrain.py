@@ -94,6 +94,30 @@ def test_pretrain_singles_and_pairs_checkpoint_round_trip(tmp_path):
     assert [p.name for p in sorted((run / "checkpoints").iterdir())] == ["step-00000004", "step-00000006"]
 
 
+def test_held_out_loss_per_kind_compares_runs_with_and_without_pairs(tmp_path):
+    # Each held-out kind is sampled and masked on its own, so a singles-only run and a run with pairs
+    # score the very same held-out singles: eval_loss_singles compares arms of the pairs ablation.
+    cache = tmp_path / "cache"
+    both = base_args(tmp_path / "both", cache, **{"--max-steps": 4})
+    singles = [a for kv in zip(both[::2], both[1::2], strict=True) if kv[0] != "--pairs" for a in kv]
+    singles[singles.index("--out") + 1] = str(tmp_path / "singles")
+    for args in (both, singles):
+        cfg = cfg_from(args)
+        cfg.eval_max_examples, cfg.eval_fraction = 3, 0.2  # 50 proteins: about 10 held out, 3 scored
+        pretrain(cfg, log=lambda m: None)
+    report = json.loads((tmp_path / "both" / "data_report.json").read_text())["mixture"]["held_out_examples"]
+    assert report == {"singles": 3, "binding": 2, "nonbinding": 2}  # capped per kind: 2 dev pairs of each label
+    report = json.loads((tmp_path / "singles" / "data_report.json").read_text())["mixture"]["held_out_examples"]
+    assert report == {"singles": 3}
+    first = {run: [r for r in read_metrics(tmp_path / run) if "eval_loss" in r][0] for run in ("both", "singles")}
+    # at step 0 the two models are the same initialisation: the same held-out singles give the same loss
+    assert first["both"]["eval_loss_singles"] == pytest.approx(first["singles"]["eval_loss_singles"], rel=1e-6)
+    assert set(first["both"]) >= {"eval_loss_singles", "eval_loss_binding", "eval_loss_nonbinding"}
+    assert first["singles"]["eval_loss"] == first["singles"]["eval_loss_singles"]
+    lo, hi = sorted(first["both"][f"eval_loss_{k}"] for k in ("singles", "binding", "nonbinding"))[::2]
+    assert lo <= first["both"]["eval_loss"] <= hi  # the pooled loss is the token-weighted mean of the kinds
+
+
 @pytest.mark.parametrize("fault", ["step:6", "save:8"])
 def test_kill_and_resume_is_bitwise_identical(tmp_path, fault):
     cache = tmp_path / "cache"

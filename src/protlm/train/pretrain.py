@@ -159,14 +159,15 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
     # Pairs: a pair store (a pair table is prepared into the cache once), its proteins after the corpus's.
     parts = [store] if store is not None else []
     offset = len(store) if store is not None else 0
-    binding = nonbinding = eval_pairs = np.zeros((0, 2), dtype=np.int64)
+    binding = nonbinding = eval_binding = eval_nonbinding = np.zeros((0, 2), dtype=np.int64)
     pool = None
     if cfg.pairs:
         pstore = open_pair_store(cfg, tokenizer, log)
         parts.append(pstore.proteins)
         train, pos = np.asarray(pstore.split) == 0, np.asarray(pstore.label) == 1
         pairs = np.asarray(pstore.pairs).astype(np.int64) + offset
-        binding, nonbinding, eval_pairs = pairs[train & pos], pairs[train & ~pos], pairs[~train]
+        binding, nonbinding = pairs[train & pos], pairs[train & ~pos]
+        eval_binding, eval_nonbinding = pairs[~train & pos], pairs[~train & ~pos]
         members = np.unique(binding)  # negatives are drawn among the training binders' proteins
         pool = NegativePool(members, members - offset, np.asarray(pstore.organism)[members - offset], pstore.known)
         rep = pstore.meta["skip_report"]
@@ -184,7 +185,8 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         summary = _summary(str(cfg.assemblies), rep)
         log(summary)
         reports["assemblies"] = {"summary": summary, "examples": rep["examples"], "store": str(astore.path)}
-    if not len(singles) + len(eval_singles) + len(binding) + len(nonbinding) + len(eval_pairs) + len(assemblies):
+    pools = {"singles": eval_singles, "binding": eval_binding, "nonbinding": eval_nonbinding}
+    if not len(singles) + len(binding) + len(nonbinding) + len(assemblies) + sum(map(len, pools.values())):
         raise ProtlmError("no usable sequences in --corpus / --pairs / --assemblies")
     tset = parts[0] if len(parts) == 1 else ConcatTokens(*parts)
     data = PretrainData(
@@ -199,16 +201,7 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         seed=cfg.seed,
         assemblies=assemblies,
     )
-    # Held-out examples: singles and dev/test pairs, those longer than the model cropped by the fixed key 0
-    # (the same crop at every evaluation); subsampled as indices before any tuple is built (a store may
-    # hold out 10^6 proteins or pairs).
-    n_single, n_held = len(eval_singles), len(eval_singles) + len(eval_pairs)
-    picked = np.arange(n_held)
-    if n_held > cfg.eval_max_examples:
-        rng = np.random.default_rng(derive_seed(cfg.seed, 5))
-        picked = np.sort(rng.choice(n_held, cfg.eval_max_examples, replace=False))
-    held = [((int(eval_singles[k]),), 0) if k < n_single else (tuple(eval_pairs[k - n_single].tolist()), 0)
-            for k in picked.tolist()]  # fmt: skip
+    held = held_out_examples(cfg, pools)
     for reason, n in data.skipped.items():
         log(f"skipped {n:,} {reason}")
     for reason, n in data.cropped.items():
@@ -218,37 +211,66 @@ def build_data(cfg: PretrainConfig, tokenizer, max_tokens: int, log: Callable[[s
         "epoch_counts": data.epoch_counts(),
         "skipped": dict(data.skipped),
         "cropped": dict(data.cropped),
-        "held_out_examples": len(held),
+        "held_out_examples": {kind: len(items) for kind, items in held.items()},
     }
     return data, held, reports
 
 
-def make_evaluator(data: PretrainData, held: list, cfg: PretrainConfig, accelerator):
-    """Held-out MLM cross-entropy (nats per masked token) and perplexity, with fixed masks."""
+HELD_OUT_KINDS = ("singles", "binding", "nonbinding")  # each scored on its own: eval_loss_<kind>
+
+
+def held_out_examples(cfg: PretrainConfig, pools: dict[str, np.ndarray]) -> dict[str, list]:
+    """Held-out examples per kind: singles and dev/test binding and non-binding pairs, at most
+    `eval_max_examples` of each, subsampled as indices before any tuple is built (a store may hold out
+    10^6 proteins or pairs). Each kind has its own sample, so runs with and without pairs share the
+    same held-out singles. Examples longer than the model are cropped by the fixed key 0 (the same
+    crop at every evaluation)."""
+    held = {}
+    for g, kind in enumerate(HELD_OUT_KINDS):
+        if not len(pools[kind]):
+            continue
+        pool = pools[kind].reshape(len(pools[kind]), -1)  # singles: one protein per row
+        picked = np.arange(len(pool))
+        if len(pool) > cfg.eval_max_examples:
+            rng = np.random.default_rng(derive_seed(cfg.seed, 5, *((g,) if g else ())))
+            picked = np.sort(rng.choice(len(pool), cfg.eval_max_examples, replace=False))
+        held[kind] = [(tuple(int(i) for i in pool[k]), 0) for k in picked.tolist()]
+    return held
+
+
+def make_evaluator(data: PretrainData, held: dict[str, list], cfg: PretrainConfig, accelerator):
+    """Held-out MLM cross-entropy (nats per masked token) and perplexity over all held-out examples,
+    with fixed masks, plus `eval_loss_<kind>` for each held-out kind."""
     if not held:
         return None
     length = data.template.length
-    lengths = np.array([min(length([int(data.tset.lengths[i]) for i in ex]), data.max_tokens) for ex, _ in held])
-    plan = plan_batches(lengths, cfg.tokens_per_batch, np.random.default_rng(derive_seed(cfg.seed, 6)))
+    jobs = []  # (kind, examples, mask seed) for every batch of every kind
+    for g, kind in enumerate(HELD_OUT_KINDS):
+        items, key = held.get(kind, []), (g,) if g else ()  # singles keep the keys of singles-only runs
+        lengths = np.array([min(length([int(data.tset.lengths[i]) for i in ex]), data.max_tokens) for ex, _ in items])
+        plan = plan_batches(lengths, cfg.tokens_per_batch, np.random.default_rng(derive_seed(cfg.seed, 6, *key)))
+        jobs += [(kind, [items[i] for i in b], derive_seed(cfg.seed, 7, *key, k)) for k, b in enumerate(plan)]
+    kinds = [kind for kind in HELD_OUT_KINDS if kind in held]
     world, rank = accelerator.num_processes, accelerator.process_index
 
     def evaluate(objective) -> dict:
         # Every rank runs the same number of forwards (DDP/FSDP forwards are collective); padding
-        # slots past the end repeat batch 0 with weight 0.
-        total = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
-        rounds = -(-len(plan) // world)
+        # slots past the end repeat batch 0 with weight 0. Row r of `total`: kind r's loss sum, tokens.
+        total = torch.zeros(len(kinds), 2, dtype=torch.float64, device=accelerator.device)
+        rounds = -(-len(jobs) // world)
         for k in range(rank, rounds * world, world):
-            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, 7, k if k < len(plan) else 0))
-            items = [held[i] for i in plan[k if k < len(plan) else 0]]
-            batch = data.make_batch(items, gen, cfg.mlm_probability)
+            kind, items, seed = jobs[k if k < len(jobs) else 0]
+            batch = data.make_batch(items, torch.Generator().manual_seed(seed), cfg.mlm_probability)
             loss, n = objective(**to_device(mlm_fields(batch), accelerator.device))
-            if k < len(plan):
-                total[0] += loss.double() * n
-                total[1] += n
+            if k < len(jobs):
+                r = kinds.index(kind)
+                total[r, 0] += loss.double() * n
+                total[r, 1] += n
         if world > 1:
             total = accelerator.reduce(total, reduction="sum")
-        ce = float(total[0] / total[1].clamp(min=1))
-        return {"eval_loss": ce, "eval_ppl": math.exp(min(ce, 50.0))}
+        ce = float(total[:, 0].sum() / total[:, 1].sum().clamp(min=1))
+        per_kind = {f"eval_loss_{kind}": float(total[r, 0] / total[r, 1].clamp(min=1)) for r, kind in enumerate(kinds)}
+        return {"eval_loss": ce, "eval_ppl": math.exp(min(ce, 50.0)), **per_kind}
 
     return evaluate
 

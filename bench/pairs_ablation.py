@@ -202,9 +202,11 @@ def loss_curves(out: Path, arms: list[str]) -> dict[str, dict[str, list[tuple[in
         if not path.is_file():
             continue
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        tokens = {r["step"]: r["tokens"] for r in rows if "tokens" in r}
-        curves[arm] = {kind: [(tokens.get(r["step"], 0), r[f"eval_loss_{kind}"]) for r in rows
-                              if f"eval_loss_{kind}" in r] for kind in LOSS_KINDS}  # fmt: skip
+        # tokens are logged every --log-every steps, evaluations come every --eval-every: interpolate between
+        logged = sorted({0: 0, **{r["step"]: r["tokens"] for r in rows if "tokens" in r}}.items())
+        steps, tokens = np.array(logged).T
+        curves[arm] = {kind: [(int(round(float(np.interp(r["step"], steps, tokens)))), r[f"eval_loss_{kind}"])
+                              for r in rows if f"eval_loss_{kind}" in r] for kind in LOSS_KINDS}  # fmt: skip
         curves[arm] = {kind: points for kind, points in curves[arm].items() if points}
     return curves
 

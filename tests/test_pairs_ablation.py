@@ -57,7 +57,8 @@ def test_training_pairs_with_a_test_protein_are_removed_held_out_rows_kept():
 
 def test_loss_curves_are_per_held_out_kind_and_plotted(tmp_path):
     rows = {"singles": ['{"step": 0, "eval_loss": 9.0, "eval_loss_singles": 9.0}', '{"step": 2, "tokens": 500}',
-                        '{"step": 2, "eval_loss": 8.0, "eval_loss_singles": 8.0}'],
+                        '{"step": 3, "eval_loss": 8.5, "eval_loss_singles": 8.5}', '{"step": 4, "tokens": 900}',
+                        '{"step": 4, "eval_loss": 8.0, "eval_loss_singles": 8.0}'],
             "pairs": ['{"step": 0, "eval_loss": 9.1, "eval_loss_singles": 9.0, "eval_loss_binding": 9.2, '
                       '"eval_loss_nonbinding": 9.3}', '{"step": 2, "tokens": 480}',
                       '{"step": 2, "eval_loss": 7.9, "eval_loss_singles": 8.1, "eval_loss_binding": 7.5, '
@@ -67,7 +68,8 @@ def test_loss_curves_are_per_held_out_kind_and_plotted(tmp_path):
         (tmp_path / "pretrain" / arm / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     module = ablation()
     curves = module.loss_curves(tmp_path, ["singles", "pairs", "random"])  # random: not trained yet
-    assert curves == {"singles": {"singles": [(0, 9.0), (500, 8.0)]},
+    # an evaluation between two logged steps gets the tokens interpolated between them
+    assert curves == {"singles": {"singles": [(0, 9.0), (700, 8.5), (900, 8.0)]},
                       "pairs": {"singles": [(0, 9.0), (480, 8.1)], "binding": [(0, 9.2), (480, 7.5)],
                                 "nonbinding": [(0, 9.3), (480, 7.7)]}}  # fmt: skip
     module.plot_curves(curves, tmp_path / "mlm_loss.png")

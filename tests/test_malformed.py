@@ -364,6 +364,16 @@ def test_chain_names_never_become_paths(tmp_path, capsys):
 
 
 # --- model and tokenizer directories --------------------------------------------------------------------------
+class _Unpickled:
+    """Unpickling this creates a file: proof that a pickled weights file was opened."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
 MODEL_DAMAGE = {
     "no-config": (lambda d: (d / "config.json").unlink(), "config.json"),
     "config-not-json": (lambda d: write(d / "config.json", "{not json"), "config.json"),
@@ -376,6 +386,14 @@ MODEL_DAMAGE = {
         "model.safetensors",
     ),  # fmt: skip
     "weights-missing": (lambda d: (d / "model.safetensors").unlink(), "no model.safetensors"),
+    # a pickle that would create UNPICKLED in the model dir if anything opened it
+    "weights-pickled": (
+        lambda d: [
+            (d / "model.safetensors").unlink(),
+            write(d / "pytorch_model.bin", pickle.dumps(_Unpickled(str(d / "UNPICKLED")))),
+        ],
+        "no model.safetensors",
+    ),  # fmt: skip
     "tokenizer-json-wrong": (lambda d: write(d / "tokenizer.json", '{"x": 1}'), "tokenizer"),
     "tokenizer-missing": (
         lambda d: [(d / f).unlink() for f in ("tokenizer.json", "tokenizer_config.json")],
@@ -447,6 +465,7 @@ def test_damaged_model_dir(command, damage, tmp_path, capsys):
     code, err = run(MODEL_COMMANDS[command](tmp_path, model), capsys)
     assert_one_line_error(code, err, str(model), message)
     assert not finished_outputs(tmp_path / "out")
+    assert not (model / "UNPICKLED").exists()  # no route opened the planted pickle
 
 
 @pytest.mark.parametrize("damage", ["tokenizer-json-wrong", "tokenizer-missing"])
